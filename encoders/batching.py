@@ -1,0 +1,74 @@
+"""Planning inference batches from token counts.
+
+Texts are sorted by length and cut into batches by a padded-token budget, each padded
+only to a bucket length just above its longest member. Sorting removes most padding;
+buckets keep the number of distinct shapes (and so compiled graphs) small.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+BUCKET_LENGTHS = (8, 16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512)
+
+
+@dataclass(frozen=True)
+class BatchPlan:
+    """Positions (into the caller's list) of the texts in one batch, and its padded length."""
+
+    indices: tuple[int, ...]
+    padded_length: int
+
+
+def bucket_length(n_tokens: int, max_seq_length: int) -> int:
+    """Smallest bucket length >= n_tokens, never above max_seq_length."""
+    for length in BUCKET_LENGTHS:
+        if length >= n_tokens:
+            return min(length, max_seq_length)
+    return max_seq_length
+
+
+def plan_batches(
+    lengths: Sequence[int],
+    max_seq_length: int,
+    max_batch_size: int,
+    max_tokens_per_batch: int,
+) -> list[BatchPlan]:
+    """Group texts so each batch holds at most max_tokens_per_batch padded tokens.
+
+    lengths are token counts (already capped at max_seq_length). Longest batches come
+    first so the peak memory is reached at once, not after an hour. A single text always
+    fits a batch of its own, whatever the budget.
+    """
+    order = sorted(range(len(lengths)), key=lambda i: (-lengths[i], i))
+    plans: list[BatchPlan] = []
+    current: list[int] = []
+    current_len = 0
+    for i in order:
+        if current:
+            fits_count = len(current) < max_batch_size
+            fits_tokens = (len(current) + 1) * current_len <= max_tokens_per_batch
+            if fits_count and fits_tokens:
+                current.append(i)
+                continue
+            plans.append(BatchPlan(tuple(current), current_len))
+        current = [i]
+        current_len = bucket_length(max(lengths[i], 1), max_seq_length)
+    if current:
+        plans.append(BatchPlan(tuple(current), current_len))
+    return plans
+
+
+def pad_batch(
+    token_ids: Sequence[Sequence[int]], padded_length: int, pad_id: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Right-pad token id lists to int32 arrays (ids, mask) of shape [batch, padded_length]."""
+    ids = np.full((len(token_ids), padded_length), pad_id, dtype=np.int32)
+    mask = np.zeros((len(token_ids), padded_length), dtype=np.int32)
+    for row, seq in enumerate(token_ids):
+        ids[row, : len(seq)] = seq
+        mask[row, : len(seq)] = 1
+    return ids, mask

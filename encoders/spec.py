@@ -1,0 +1,189 @@
+"""What encoder to build: the settings a worker needs, resolved once on the launcher.
+
+Pooling, normalisation and maximum length default to what the model directory's own
+sentence-transformers config says (modules.json, 1_Pooling/config.json,
+sentence_bert_config.json); without it: mean pooling, no normalisation, and the
+model's maximum length.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import asdict, dataclass
+
+from encoders.errors import EncoderConfigError
+from encoders.model_source import EMBEDDED_MODEL, ModelSource, parse_model_source, read_model_file
+from encoders.pooling import POOLING_METHODS
+
+BACKENDS = ("transformers", "hub")
+_ST_POOLING_KEYS = {
+    "pooling_mode_mean_tokens": "mean",
+    "pooling_mode_cls_token": "cls",
+    "pooling_mode_max_tokens": "max",
+}
+
+
+@dataclass(frozen=True)
+class EncoderSpec:
+    """Everything that decides the vectors, plus batch limits. Plain data: it travels to workers."""
+
+    backend: str
+    model: str
+    weights: str | None
+    pooling: str
+    normalize: bool
+    max_seq_length: int
+    max_batch_size: int = 64
+    max_tokens_per_batch: int = 8192
+
+    def describe(self) -> dict[str, str]:
+        """String settings for file metadata and the manifest."""
+        return {k: str(v) if v is not None else "" for k, v in asdict(self).items()}
+
+
+@dataclass(frozen=True)
+class ModelDefaults:
+    """What the model directory says about itself."""
+
+    pooling: str
+    normalize: bool
+    max_seq_length: int
+    max_positions: int
+
+
+def resolve_spec(
+    backend: str = "transformers",
+    model: str | None = None,
+    weights: str | None = None,
+    pooling: str | None = None,
+    normalize: bool | None = None,
+    max_seq_length: int | None = None,
+    max_batch_size: int = 64,
+    max_tokens_per_batch: int = 8192,
+) -> EncoderSpec:
+    """Check the settings and fill the unset ones from the model's own config.
+
+    Reads only small config files; no weights are loaded. Raises EncoderConfigError.
+    """
+    if backend not in BACKENDS:
+        raise EncoderConfigError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
+    if pooling is not None and pooling not in POOLING_METHODS:
+        raise EncoderConfigError(
+            f"unknown pooling {pooling!r}; choose one of {', '.join(POOLING_METHODS)}"
+        )
+    if max_batch_size < 1 or max_tokens_per_batch < 1:
+        raise EncoderConfigError("batch limits must be positive")
+    model = model or EMBEDDED_MODEL
+    source = parse_model_source(model)
+    if backend == "hub" and source.kind == "name":
+        raise EncoderConfigError(
+            f"--backend hub needs a TF Hub URL, a local directory or a gs:// path, not {model!r}"
+        )
+    if backend == "transformers" and source.kind == "url":
+        raise EncoderConfigError(
+            f"--backend transformers cannot load the URL {model}; use --backend hub for TF Hub handles"
+        )
+    if weights is not None:
+        if backend != "transformers":
+            raise EncoderConfigError("--weights applies only to --backend transformers")
+        if "://" not in weights and not _is_file(weights):
+            raise EncoderConfigError(f"weights file not found: {weights}")
+    defaults = model_defaults(source, backend)
+    length = max_seq_length if max_seq_length is not None else defaults.max_seq_length
+    if not 2 <= length <= defaults.max_positions:
+        raise EncoderConfigError(
+            f"--max_seq_length must be between 2 and {defaults.max_positions} for this model, got {length}"
+        )
+    return EncoderSpec(
+        backend=backend,
+        model=model,
+        weights=weights,
+        pooling=pooling or defaults.pooling,
+        normalize=defaults.normalize if normalize is None else normalize,
+        max_seq_length=length,
+        max_batch_size=max_batch_size,
+        max_tokens_per_batch=max_tokens_per_batch,
+    )
+
+
+def model_defaults(source: ModelSource, backend: str) -> ModelDefaults:
+    """Pooling, normalisation and lengths from the model directory's config files."""
+    max_positions = _max_positions(source, backend)
+    pooling, normalize, st_length = "mean", False, None
+    modules_text = read_model_file(source, "modules.json")
+    if modules_text:
+        modules = _parse_json(modules_text, "modules.json")
+        for module in modules:
+            kind = str(module.get("type", ""))
+            if kind.endswith("Pooling"):
+                pooling = _st_pooling(source, module.get("path", ""))
+            elif kind.endswith("Normalize"):
+                normalize = True
+        st_text = read_model_file(source, "sentence_bert_config.json")
+        if st_text:
+            st_length = _parse_json(st_text, "sentence_bert_config.json").get("max_seq_length")
+    length = min(int(st_length), max_positions) if st_length else max_positions
+    return ModelDefaults(pooling, normalize, length, max_positions)
+
+
+def _st_pooling(source: ModelSource, path: str) -> str:
+    text = read_model_file(source, f"{path}/config.json" if path else "config.json")
+    if not text:
+        return "mean"
+    config = _parse_json(text, f"{path}/config.json")
+    chosen = [name for key, name in _ST_POOLING_KEYS.items() if config.get(key)]
+    if len(chosen) != 1:
+        raise EncoderConfigError(
+            f"model pooling config {path}/config.json selects {chosen or 'no mode'}; "
+            "pass --pooling explicitly"
+        )
+    return chosen[0]
+
+
+def _max_positions(source: ModelSource, backend: str) -> int:
+    if backend == "transformers":
+        text = read_model_file(source, "config.json")
+        if text is None:
+            raise EncoderConfigError(f"no config.json in model {source.location}")
+        config = _parse_json(text, "config.json")
+        if config.get("model_type", "bert") != "bert":
+            raise EncoderConfigError(
+                f"model {source.location} is a {config.get('model_type')!r} model; only BERT is supported"
+            )
+        return int(config.get("max_position_embeddings", 512))
+    return _hub_max_positions(source)
+
+
+def _hub_max_positions(source: ModelSource) -> int:
+    """Rows of the position embedding table, read from the SavedModel's variables index."""
+    import tensorflow as tf
+
+    directory = source.location
+    if source.kind == "url":
+        from encoders.model_source import resolve_hub_handle
+
+        directory = resolve_hub_handle(source.location)
+    if not tf.io.gfile.exists(f"{directory}/saved_model.pb"):
+        raise EncoderConfigError(f"no TF Hub SavedModel (saved_model.pb) at {source.location}")
+    try:
+        variables = tf.train.list_variables(f"{directory}/variables/variables")
+    except Exception as exc:  # noqa: BLE001
+        raise EncoderConfigError(f"cannot read the variables of {source.location}: {exc}") from exc
+    for name, shape in variables:
+        if re.search(r"position_embedding", name) and len(shape) == 2:
+            return int(shape[0])
+    return 512
+
+
+def _parse_json(text: str, what: str) -> dict:
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise EncoderConfigError(f"model file {what} is not valid JSON: {exc}") from exc
+
+
+def _is_file(path: str) -> bool:
+    from pathlib import Path
+
+    return Path(path).expanduser().is_file()

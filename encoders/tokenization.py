@@ -1,0 +1,83 @@
+"""BERT WordPiece tokenization with Hugging Face `tokenizers`, for both backends.
+
+The tokenizer is built from a vocab file and the lowercasing flag, which both a
+transformers model directory and a Hub BERT module carry, so the two backends
+tokenize identically. CJK characters become one token each, as in bert-base-chinese.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+from tokenizers import BertWordPieceTokenizer
+
+from encoders.errors import EncoderConfigError
+
+SPECIAL_TOKENS = ("[CLS]", "[SEP]", "[PAD]", "[UNK]")
+
+
+@dataclass
+class Tokenized:
+    """Token ids per text, with [CLS]/[SEP] added and cut to max_seq_length."""
+
+    token_ids: list[list[int]]
+    n_tokens: np.ndarray  # int32, len(token_ids[i])
+    truncated: np.ndarray  # bool, the text had more tokens than max_seq_length
+
+
+class WordPieceTokenizer:
+    """Fast BERT tokenizer; thread-safe for encode calls."""
+
+    def __init__(
+        self,
+        vocab_path: str,
+        lowercase: bool,
+        strip_accents: bool | None = None,
+        handle_chinese_chars: bool = True,
+    ) -> None:
+        vocab: dict[str, int] = {}
+        with open(vocab_path, encoding="utf-8") as f:
+            for index, line in enumerate(f):
+                token = line.rstrip("\n\r")
+                if token and token not in vocab:
+                    vocab[token] = index
+        missing = [t for t in SPECIAL_TOKENS if t not in vocab]
+        if missing:
+            raise EncoderConfigError(
+                f"vocab file {vocab_path} lacks BERT special tokens {', '.join(missing)}"
+            )
+        self._tokenizer = BertWordPieceTokenizer(
+            vocab,
+            lowercase=lowercase,
+            strip_accents=strip_accents,
+            handle_chinese_chars=handle_chinese_chars,
+            clean_text=True,
+        )
+        self._tokenizer.no_truncation()
+        self._tokenizer.no_padding()
+        self.lowercase = lowercase
+        self.vocab_size = len(vocab)
+        self.cls_id = vocab["[CLS]"]
+        self.sep_id = vocab["[SEP]"]
+        self.pad_id = vocab["[PAD]"]
+
+    def tokenize(self, texts: Sequence[str], max_seq_length: int) -> Tokenized:
+        """Tokenize a batch; texts longer than max_seq_length keep their first tokens."""
+        body_limit = max_seq_length - 2
+        encodings = self._tokenizer.encode_batch(list(texts), add_special_tokens=False)
+        token_ids = []
+        truncated = np.zeros(len(encodings), dtype=bool)
+        for i, encoding in enumerate(encodings):
+            body = encoding.ids
+            if len(body) > body_limit:
+                truncated[i] = True
+                body = body[:body_limit]
+            token_ids.append([self.cls_id, *body, self.sep_id])
+        n_tokens = np.fromiter((len(t) for t in token_ids), dtype=np.int32, count=len(token_ids))
+        return Tokenized(token_ids, n_tokens, truncated)
+
+    def tokens(self, text: str) -> list[str]:
+        """The WordPiece strings of one text, without special tokens (for inspection)."""
+        return self._tokenizer.encode(text, add_special_tokens=False).tokens

@@ -1,0 +1,167 @@
+"""BERT through Hugging Face transformers' TensorFlow classes (TFBertMainLayer).
+
+Weights come from, in order: a Keras weights file given with --weights (loaded by layer
+name, as a model built `Input -> TFBertMainLayer -> Model` saves them), `tf_model.h5`, or
+a PyTorch `model.safetensors` converted in memory without torch.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import tensorflow as tf
+
+from encoders.base import Encoder
+from encoders.errors import EncoderConfigError
+from encoders.model_source import local_file, local_model_dir, parse_model_source
+from encoders.spec import EncoderSpec
+from encoders.tokenization import WordPieceTokenizer
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class LoadedBert:
+    """A BERT main layer with weights, and what is needed to tokenize for it."""
+
+    main_layer: tf.keras.layers.Layer
+    model_dir: str
+    tokenizer: WordPieceTokenizer
+
+
+def load_bert(model: str, weights: str | None = None) -> LoadedBert:
+    """Load config, tokenizer and weights of a BERT named by a --model value."""
+    from transformers import BertConfig
+
+    model_dir = local_model_dir(parse_model_source(model))
+    tokenizer = tokenizer_from_model_dir(model_dir)
+    config = BertConfig.from_pretrained(model_dir)
+    if tokenizer.vocab_size > config.vocab_size:
+        raise EncoderConfigError(
+            f"vocab.txt has {tokenizer.vocab_size} tokens but the model only {config.vocab_size} embeddings"
+        )
+    if weights is not None:
+        main_layer = _load_keras_weights(config, local_file(weights))
+    else:
+        main_layer = _load_pretrained(config, model_dir)
+    return LoadedBert(main_layer, model_dir, tokenizer)
+
+
+def tokenizer_from_model_dir(model_dir: str) -> WordPieceTokenizer:
+    """The BERT tokenizer a transformers model directory describes (vocab.txt + tokenizer_config.json)."""
+    vocab = Path(model_dir) / "vocab.txt"
+    if not vocab.is_file():
+        raise EncoderConfigError(f"no vocab.txt in model directory {model_dir}")
+    settings = {}
+    config_path = Path(model_dir) / "tokenizer_config.json"
+    if config_path.is_file():
+        settings = json.loads(config_path.read_text(encoding="utf-8"))
+    return WordPieceTokenizer(
+        str(vocab),
+        lowercase=bool(settings.get("do_lower_case", True)),
+        strip_accents=settings.get("strip_accents"),
+        handle_chinese_chars=bool(settings.get("tokenize_chinese_chars", True)),
+    )
+
+
+def _load_pretrained(config, model_dir: str) -> tf.keras.layers.Layer:
+    from transformers import TFBertModel
+
+    directory = Path(model_dir)
+    if (directory / "tf_model.h5").is_file():
+        return TFBertModel.from_pretrained(model_dir).bert
+    if (directory / "model.safetensors").is_file():
+        return _load_safetensors(config, str(directory / "model.safetensors"))
+    raise EncoderConfigError(
+        f"no weights in {model_dir}: expected tf_model.h5 or model.safetensors (or pass --weights)"
+    )
+
+
+def _load_safetensors(config, path: str) -> tf.keras.layers.Layer:
+    # TFBertModel.from_pretrained cannot read PyTorch safetensors without torch (see NOTES.md);
+    # the state dict is plain NumPy, so hand it to transformers' own PT->TF name mapping.
+    from safetensors.numpy import load_file
+    from transformers import TFBertModel
+    from transformers.modeling_tf_pytorch_utils import load_pytorch_state_dict_in_tf2_model
+
+    model = TFBertModel(config)
+    _, info = load_pytorch_state_dict_in_tf2_model(
+        model, load_file(path), output_loading_info=True, skip_logger_warnings=True
+    )
+    if info["missing_keys"]:
+        raise EncoderConfigError(
+            f"{path} lacks weights for {len(info['missing_keys'])} variables, e.g. {info['missing_keys'][0]}"
+        )
+    return model.bert
+
+
+def _load_keras_weights(config, path: str) -> tf.keras.layers.Layer:
+    import tf_keras
+    from transformers import TFBertMainLayer
+
+    name = bert_layer_name_in_h5(path)
+    main_layer = TFBertMainLayer(config, name=name)
+    input_ids = tf_keras.Input(shape=(None,), dtype="int32", name="input_ids")
+    input_mask = tf_keras.Input(shape=(None,), dtype="int32", name="attention_mask")
+    outputs = main_layer(input_ids=input_ids, attention_mask=input_mask)
+    holder = tf_keras.Model([input_ids, input_mask], [outputs[0], outputs[1]])
+    try:
+        holder.load_weights(path, by_name=True)
+    except ValueError as exc:
+        raise EncoderConfigError(f"weights in {path} do not fit this model's config: {exc}") from exc
+    return main_layer
+
+
+def bert_layer_name_in_h5(path: str) -> str:
+    """Name of the layer holding BERT's weights in a Keras HDF5 weights file."""
+    import h5py
+
+    try:
+        handle = h5py.File(path, "r")
+    except OSError as exc:
+        raise EncoderConfigError(
+            f"--weights {path} is not a Keras HDF5 weights file (save with model.save_weights('x.h5'))"
+        ) from exc
+    with handle:
+        group = handle["model_weights"] if "model_weights" in handle else handle
+        for raw in group.attrs.get("layer_names", []):
+            name = raw.decode() if isinstance(raw, bytes) else str(raw)
+            weight_names = [
+                w.decode() if isinstance(w, bytes) else str(w)
+                for w in group[name].attrs.get("weight_names", [])
+            ]
+            if any("word_embeddings" in w for w in weight_names):
+                return name
+    raise EncoderConfigError(f"no BERT layer (with word_embeddings) in weights file {path}")
+
+
+class TransformersEncoder(Encoder):
+    """Encoder over transformers' TFBertMainLayer."""
+
+    def __init__(self, spec: EncoderSpec) -> None:
+        loaded = load_bert(spec.model, spec.weights)
+        super().__init__(spec, loaded.tokenizer)
+        self._bert = loaded.main_layer
+        self._dim = int(self._bert.config.hidden_size)
+        self._call = tf.function(self._call_bert, reduce_retracing=True)
+
+    @property
+    def dim(self) -> int:
+        return self._dim
+
+    def _call_bert(self, input_ids: tf.Tensor, input_mask: tf.Tensor):
+        outputs = self._bert(
+            input_ids=input_ids,
+            attention_mask=input_mask,
+            token_type_ids=tf.zeros_like(input_ids),
+            training=False,
+        )
+        return outputs.last_hidden_state, outputs.pooler_output
+
+    def _forward(self, input_ids: np.ndarray, input_mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        sequence_output, pooled_output = self._call(tf.constant(input_ids), tf.constant(input_mask))
+        return sequence_output.numpy(), pooled_output.numpy()
