@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from encoders.errors import EncoderConfigError
 from encoders.batching import pad_batch, plan_batches
 from encoders.pooling import l2_normalize, pool
 from encoders.spec import EncoderSpec
@@ -80,7 +81,11 @@ def build_encoder(spec: EncoderSpec) -> Encoder:
     if spec.backend == "hub":
         from encoders.hub_backend import HubEncoder
 
-        return HubEncoder(spec)
-    from encoders.transformers_backend import TransformersEncoder
+        encoder: Encoder = HubEncoder(spec)
+    else:
+        from encoders.transformers_backend import TransformersEncoder
 
-    return TransformersEncoder(spec)
+        encoder = TransformersEncoder(spec)
+    if encoder.dim != spec.dim:
+        raise EncoderConfigError(f"model {spec.model} gives {encoder.dim}-d vectors, expected {spec.dim}")
+    return encoder

@@ -34,6 +34,7 @@ class EncoderSpec:
     pooling: str
     normalize: bool
     max_seq_length: int
+    dim: int
     max_batch_size: int = 64
     max_tokens_per_batch: int = 8192
 
@@ -50,6 +51,7 @@ class ModelDefaults:
     normalize: bool
     max_seq_length: int
     max_positions: int
+    dim: int
 
 
 def resolve_spec(
@@ -102,6 +104,7 @@ def resolve_spec(
         pooling=pooling or defaults.pooling,
         normalize=defaults.normalize if normalize is None else normalize,
         max_seq_length=length,
+        dim=defaults.dim,
         max_batch_size=max_batch_size,
         max_tokens_per_batch=max_tokens_per_batch,
     )
@@ -109,7 +112,7 @@ def resolve_spec(
 
 def model_defaults(source: ModelSource, backend: str) -> ModelDefaults:
     """Pooling, normalisation and lengths from the model directory's config files."""
-    max_positions = _max_positions(source, backend)
+    max_positions, dim = _model_shape(source, backend)
     pooling, normalize, st_length = "mean", False, None
     modules_text = read_model_file(source, "modules.json")
     if modules_text:
@@ -124,7 +127,7 @@ def model_defaults(source: ModelSource, backend: str) -> ModelDefaults:
         if st_text:
             st_length = _parse_json(st_text, "sentence_bert_config.json").get("max_seq_length")
     length = min(int(st_length), max_positions) if st_length else max_positions
-    return ModelDefaults(pooling, normalize, length, max_positions)
+    return ModelDefaults(pooling, normalize, length, max_positions, dim)
 
 
 def _st_pooling(source: ModelSource, path: str) -> str:
@@ -141,7 +144,8 @@ def _st_pooling(source: ModelSource, path: str) -> str:
     return chosen[0]
 
 
-def _max_positions(source: ModelSource, backend: str) -> int:
+def _model_shape(source: ModelSource, backend: str) -> tuple[int, int]:
+    """(maximum positions, hidden size) without loading weights."""
     if backend == "transformers":
         text = read_model_file(source, "config.json")
         if text is None:
@@ -151,12 +155,12 @@ def _max_positions(source: ModelSource, backend: str) -> int:
             raise EncoderConfigError(
                 f"model {source.location} is a {config.get('model_type')!r} model; only BERT is supported"
             )
-        return int(config.get("max_position_embeddings", 512))
-    return _hub_max_positions(source)
+        return int(config.get("max_position_embeddings", 512)), int(config.get("hidden_size", 768))
+    return _hub_shape(source)
 
 
-def _hub_max_positions(source: ModelSource) -> int:
-    """Rows of the position embedding table, read from the SavedModel's variables index."""
+def _hub_shape(source: ModelSource) -> tuple[int, int]:
+    """Shape of the position embedding table, read from the SavedModel's variables index."""
     import tensorflow as tf
 
     directory = source.location
@@ -172,8 +176,8 @@ def _hub_max_positions(source: ModelSource) -> int:
         raise EncoderConfigError(f"cannot read the variables of {source.location}: {exc}") from exc
     for name, shape in variables:
         if re.search(r"position_embedding", name) and len(shape) == 2:
-            return int(shape[0])
-    return 512
+            return int(shape[0]), int(shape[1])
+    raise EncoderConfigError(f"no position embedding table in {source.location}; is it a BERT encoder?")
 
 
 def _parse_json(text: str, what: str) -> dict:

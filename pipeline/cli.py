@@ -1,0 +1,153 @@
+"""`python -m pipeline`: embed text shards into Parquet with a BERT encoder.
+
+Exit codes: 0 success; 2 configuration error (one line on stderr, found before the
+pipeline starts); 1 the pipeline failed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import time
+
+from encoders import BACKENDS, POOLING_METHODS, EncoderConfigError
+from pipeline.errors import JobConfigError
+from pipeline.shards import FORMATS
+
+logger = logging.getLogger(__name__)
+
+EPILOG = """Any standard Apache Beam pipeline option is accepted too, e.g. --runner DirectRunner,
+--direct_num_workers 2 --direct_running_mode multi_processing, or the DataflowRunner's options."""
+
+
+class _OneLineErrorParser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # one line, no usage dump: the contract for exit 2
+        raise JobConfigError(message)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The job's own flags; Beam's are passed through untouched."""
+    parser = _OneLineErrorParser(
+        prog="python -m pipeline",
+        description="Embed every text of some shards with a BERT encoder and write the vectors as Parquet.",
+        epilog=EPILOG,
+    )
+    io = parser.add_argument_group("input and output")
+    io.add_argument("--input", action="append", metavar="PATTERN",
+                    help="glob of input shards: local path, gs://, s3://, memory://, ... (repeatable)")
+    io.add_argument("--output", metavar="DIR", help="output directory for Parquet files, failed/ and _SUCCESS")
+    io.add_argument("--format", default="auto", choices=FORMATS,
+                    help="text: one document per line; jsonl: one JSON object per line; "
+                         "auto: by extension (.jsonl/.ndjson/.json, optionally .gz/.bz2/.zst) (default: auto)")
+    io.add_argument("--text_field", metavar="F", help="JSON field holding the text (default: text)")
+    io.add_argument("--id_field", metavar="F",
+                    help="JSON field holding the document id (default: <shard path>:<line number>)")
+    io.add_argument("--encoding", default="utf-8", metavar="E",
+                    help="text encoding of the shards; undecodable lines go to failed/ (default: utf-8)")
+    model = parser.add_argument_group("model")
+    model.add_argument("--backend", default="transformers", choices=BACKENDS,
+                       help="transformers: Hugging Face TFBertModel; hub: TF Hub BERT module (default: transformers)")
+    model.add_argument("--model", metavar="NAME_OR_PATH",
+                       help="model name, local or gs:// directory, or TF Hub URL "
+                            "(default: the embedded all-MiniLM-L6-v2)")
+    model.add_argument("--weights", metavar="FILE",
+                       help="Keras HDF5 weights file of a fine-tuned TFBertMainLayer model, loaded by layer name")
+    model.add_argument("--pooling", choices=POOLING_METHODS,
+                       help="how token vectors become one vector (default: the model's own config, else mean)")
+    norm = model.add_mutually_exclusive_group()
+    norm.add_argument("--normalize", dest="normalize", action="store_true", default=None,
+                      help="L2-normalise vectors (default: the model's own config, else off)")
+    norm.add_argument("--no_normalize", dest="normalize", action="store_false", help="do not L2-normalise")
+    model.add_argument("--max_seq_length", type=int, metavar="N",
+                       help="tokens per text incl. [CLS]/[SEP]; longer texts are truncated "
+                            "(default: the model's own config, else its maximum)")
+    batching = parser.add_argument_group("batching")
+    batching.add_argument("--max_batch_size", type=int, default=64, metavar="N",
+                          help="most texts in one forward pass (default: 64)")
+    batching.add_argument("--max_tokens_per_batch", type=int, default=8192, metavar="N",
+                          help="most padded tokens in one forward pass (default: 8192)")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the CLI; returns the process exit code."""
+    argv = sys.argv[1:] if argv is None else argv
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        args, beam_args = build_parser().parse_known_args(argv)
+        from pipeline.config import job_config
+
+        config = job_config(
+            inputs=args.input,
+            output=args.output,
+            fmt=args.format,
+            text_field=args.text_field,
+            id_field=args.id_field,
+            encoding=args.encoding,
+            backend=args.backend,
+            model=args.model,
+            weights=args.weights,
+            pooling=args.pooling,
+            normalize=args.normalize,
+            max_seq_length=args.max_seq_length,
+            max_batch_size=args.max_batch_size,
+            max_tokens_per_batch=args.max_tokens_per_batch,
+        )
+        options = _beam_options(beam_args)
+    except (JobConfigError, EncoderConfigError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    from pipeline.job import run_job
+
+    started = time.monotonic()
+    try:
+        manifest = run_job(config, options)
+    except Exception as exc:  # noqa: BLE001 - the CLI's contract: exit 1 with the cause
+        logger.exception("pipeline failed")
+        print(f"error: pipeline failed: {exc}", file=sys.stderr)
+        return 1
+    print(summary(manifest, time.monotonic() - started, config.output))
+    return 0
+
+
+def _beam_options(beam_args: list[str]):
+    from apache_beam.options.pipeline_options import PipelineOptions
+
+    unknown = [a for a in beam_args if a.startswith("-") and a.split("=")[0] not in _beam_flags()]
+    if unknown:
+        raise JobConfigError(f"unknown option {unknown[0]} (see --help; Beam options are accepted too)")
+    return PipelineOptions(beam_args)
+
+
+def _beam_flags() -> set[str]:
+    """Every flag some Beam PipelineOptions class defines."""
+    from apache_beam.options.pipeline_options import PipelineOptions
+
+    parser = argparse.ArgumentParser(add_help=False)
+    pending = list(PipelineOptions.__subclasses__())
+    while pending:
+        cls = pending.pop()
+        pending.extend(cls.__subclasses__())
+        try:
+            cls._add_argparse_args(parser)
+        except argparse.ArgumentError:
+            continue  # a flag defined twice by two classes; the first definition is enough
+    return {flag for action in parser._actions for flag in action.option_strings}
+
+
+def summary(manifest: dict, seconds: float, output: str) -> str:
+    """A few lines for the terminal: counts, throughput, where the output is."""
+    counts = manifest["counts"]
+    rate = counts["embedded"] / seconds if seconds > 0 else 0.0
+    lines = [
+        f"embedded {counts['embedded']} of {counts['read']} lines "
+        f"({counts['skipped']} skipped, {counts['failed']} failed) in {seconds:.1f} s ({rate:.1f} texts/s)",
+        f"model {manifest['settings']['model']} ({manifest['settings']['backend']}, "
+        f"{manifest['settings']['pooling']} pooling, dim {manifest['settings']['dim']})",
+        f"output: {output} ({len(manifest['files']['embeddings'])} Parquet files)",
+    ]
+    if counts["failed"]:
+        reasons = ", ".join(f"{k}: {v}" for k, v in manifest["failed_by_reason"].items())
+        lines.append(f"failed records ({reasons}) are listed in {output}/failed/")
+    return "\n".join(lines)

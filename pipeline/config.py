@@ -1,0 +1,82 @@
+"""Job configuration: the CLI's flags checked once and turned into plain data.
+
+Every check that can fail before the pipeline starts happens here, so a mistake costs
+a one-line message, not a worker crash an hour into the job.
+"""
+
+from __future__ import annotations
+
+import codecs
+from dataclasses import dataclass
+
+from encoders import EncoderSpec, resolve_spec
+from pipeline.errors import JobConfigError
+from pipeline.shards import Shard, beam_filesystem_knows, match_shards
+
+
+@dataclass(frozen=True)
+class JobConfig:
+    """Everything the pipeline needs; travels to workers inside the DoFns."""
+
+    inputs: tuple[str, ...]
+    shards: tuple[Shard, ...]
+    output: str
+    encoding: str
+    text_field: str
+    id_field: str | None
+    encoder: EncoderSpec
+    records_per_batch: int = 256
+
+
+def job_config(
+    inputs: list[str] | None,
+    output: str | None,
+    fmt: str = "auto",
+    text_field: str | None = None,
+    id_field: str | None = None,
+    encoding: str = "utf-8",
+    backend: str = "transformers",
+    model: str | None = None,
+    weights: str | None = None,
+    pooling: str | None = None,
+    normalize: bool | None = None,
+    max_seq_length: int | None = None,
+    max_batch_size: int = 64,
+    max_tokens_per_batch: int = 8192,
+) -> JobConfig:
+    """Validate flags (cheap checks first) and resolve the encoder settings."""
+    if not inputs:
+        raise JobConfigError("--input is required")
+    if not output:
+        raise JobConfigError("--output is required")
+    if not beam_filesystem_knows(output):
+        raise JobConfigError(f"--output {output} is not on a filesystem Beam can write (local, gs://, s3://)")
+    try:
+        codecs.lookup(encoding)
+    except LookupError:
+        raise JobConfigError(f"unknown --encoding {encoding!r}") from None
+    shards = tuple(match_shards(inputs, fmt))
+    structured = any(s.format == "jsonl" for s in shards)
+    if (text_field or id_field) and not structured:
+        raise JobConfigError("--text_field/--id_field apply to JSON Lines input, but every matched shard is plain text")
+    if id_field and any(s.format == "text" for s in shards):
+        raise JobConfigError("--id_field is set but some matched shards are plain text, which has no fields")
+    spec = resolve_spec(
+        backend=backend,
+        model=model,
+        weights=weights,
+        pooling=pooling,
+        normalize=normalize,
+        max_seq_length=max_seq_length,
+        max_batch_size=max_batch_size,
+        max_tokens_per_batch=max_tokens_per_batch,
+    )
+    return JobConfig(
+        inputs=tuple(inputs),
+        shards=shards,
+        output=output.rstrip("/"),
+        encoding=encoding,
+        text_field=text_field or "text",
+        id_field=id_field,
+        encoder=spec,
+    )

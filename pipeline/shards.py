@@ -1,0 +1,101 @@
+"""Finding and opening input shards on any filesystem Beam or fsspec knows.
+
+Beam's FileSystems serve local paths, gs://, s3:// (with apache-beam[aws]) and hdfs://;
+anything else (memory://, and whatever fsspec plugins are installed) goes through fsspec.
+Compression is chosen by extension (.gz, .bz2, .zst).
+"""
+
+from __future__ import annotations
+
+import posixpath
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import BinaryIO
+
+from pipeline.errors import JobConfigError
+
+FORMATS = ("auto", "text", "jsonl")
+_COMPRESSION_SUFFIXES = (".gz", ".bz2", ".zst")
+_JSONL_SUFFIXES = (".jsonl", ".ndjson", ".json")
+
+
+@dataclass(frozen=True)
+class Shard:
+    """One input file: where it is, the name used in document ids, and how to parse it."""
+
+    path: str
+    name: str
+    format: str
+
+
+def beam_filesystem_knows(path: str) -> bool:
+    """Whether Beam has a filesystem for this path's scheme (its writes need one)."""
+    from apache_beam.io.filesystems import FileSystems
+
+    try:
+        FileSystems.get_filesystem(path)
+    except ValueError:
+        return False
+    return True
+
+
+def match_pattern(pattern: str) -> list[str]:
+    """Files (not directories) matching a glob, sorted."""
+    if beam_filesystem_knows(pattern):
+        from apache_beam.io.filesystems import FileSystems
+
+        try:
+            result = FileSystems.match([pattern])[0]
+        except Exception as exc:  # noqa: BLE001 - Beam raises BeamIOError for bad patterns and access
+            raise JobConfigError(f"cannot list --input {pattern}: {exc}") from exc
+        return sorted(m.path for m in result.metadata_list)
+    import fsspec
+
+    try:
+        fs, _, paths = fsspec.get_fs_token_paths(pattern)
+    except (ValueError, ImportError) as exc:
+        raise JobConfigError(f"no filesystem for --input {pattern}: {exc}") from exc
+    files = [p for p in paths if fs.isfile(p)]
+    return sorted(fs.unstrip_protocol(p) for p in files)
+
+
+def match_shards(patterns: Iterable[str], fmt: str = "auto") -> list[Shard]:
+    """Every file matched by the patterns, once each, with its id name and format."""
+    paths: list[str] = []
+    for pattern in patterns:
+        matched = match_pattern(pattern)
+        if not matched:
+            raise JobConfigError(f"no file matches --input {pattern}")
+        paths.extend(p for p in matched if p not in paths)
+    names = shard_names(paths)
+    return [Shard(p, names[p], shard_format(p, fmt)) for p in sorted(paths)]
+
+
+def shard_names(paths: list[str]) -> dict[str, str]:
+    """Each path relative to the deepest directory common to all of them."""
+    split = [p.split("/") for p in paths]
+    common = posixpath.commonprefix([parts[:-1] for parts in split])
+    return {p: "/".join(parts[len(common):]) for p, parts in zip(paths, split)}
+
+
+def shard_format(path: str, fmt: str) -> str:
+    """"text" or "jsonl": fmt itself, or from the extension when fmt is "auto"."""
+    if fmt != "auto":
+        return fmt
+    stem = path
+    for suffix in _COMPRESSION_SUFFIXES:
+        if stem.endswith(suffix):
+            stem = stem[: -len(suffix)]
+    return "jsonl" if stem.endswith(_JSONL_SUFFIXES) else "text"
+
+
+def open_shard(path: str) -> BinaryIO:
+    """A binary stream of the shard's decompressed bytes; read it sequentially."""
+    if beam_filesystem_knows(path):
+        from apache_beam.io.filesystem import CompressionTypes
+        from apache_beam.io.filesystems import FileSystems
+
+        return FileSystems.open(path, compression_type=CompressionTypes.AUTO)
+    import fsspec
+
+    return fsspec.open(path, "rb", compression="infer").open()
