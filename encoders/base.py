@@ -14,8 +14,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from encoders.errors import EncoderConfigError
 from encoders.batching import pad_batch, plan_batches
+from encoders.errors import EncoderConfigError
 from encoders.pooling import l2_normalize, pool
 from encoders.spec import EncoderSpec
 from encoders.tokenization import WordPieceTokenizer

@@ -83,8 +83,8 @@ def _module_tokenizer(module, handle: str) -> WordPieceTokenizer:
 
 def _signature_family(module) -> str:
     """Read the calling convention off the module's traced __call__ input signature."""
-    call = getattr(module, "__call__", None)
-    for concrete in getattr(call, "concrete_functions", []) or []:
+    call = module.__call__ if callable(module) else None
+    for concrete in getattr(call, "concrete_functions", None) or []:
         args = concrete.structured_input_signature[0]
         if args and isinstance(args[0], dict):
             return DICT_SIGNATURE

@@ -64,7 +64,8 @@ def parse_line(raw: bytes, source: str, line: int, fmt: LineFormat) -> Record | 
     try:
         decoded = raw.decode(fmt.encoding)
     except UnicodeDecodeError as exc:
-        return DeadLetter(source, line, "undecodable", f"not valid {fmt.encoding}: {exc.reason} at byte {exc.start}", raw=raw_preview(raw))
+        detail = f"not valid {fmt.encoding}: {exc.reason} at byte {exc.start}"
+        return DeadLetter(source, line, "undecodable", detail, raw=raw_preview(raw))
     if fmt.format == "jsonl":
         if not decoded.strip():
             return Skipped(source, line)

@@ -75,7 +75,7 @@ def shard_names(paths: list[str]) -> dict[str, str]:
     """Each path relative to the deepest directory common to all of them."""
     split = [p.split("/") for p in paths]
     common = posixpath.commonprefix([parts[:-1] for parts in split])
-    return {p: "/".join(parts[len(common):]) for p, parts in zip(paths, split)}
+    return {p: "/".join(parts[len(common):]) for p, parts in zip(paths, split, strict=True)}
 
 
 def shard_format(path: str, fmt: str) -> str:
