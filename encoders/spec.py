@@ -171,13 +171,44 @@ def _hub_shape(source: ModelSource) -> tuple[int, int]:
     if not tf.io.gfile.exists(f"{directory}/saved_model.pb"):
         raise EncoderConfigError(f"no TF Hub SavedModel (saved_model.pb) at {source.location}")
     try:
-        variables = tf.train.list_variables(f"{directory}/variables/variables")
+        variables = _saved_variable_shapes(f"{directory}/variables/variables")
     except Exception as exc:  # noqa: BLE001
         raise EncoderConfigError(f"cannot read the variables of {source.location}: {exc}") from exc
-    for name, shape in variables:
-        if re.search(r"position_embedding", name) and len(shape) == 2:
+    for path, shape in variables.items():
+        if re.search(r"position_embedding", path) and len(shape) == 2:
             return int(shape[0]), int(shape[1])
     raise EncoderConfigError(f"no position embedding table in {source.location}; is it a BERT encoder?")
+
+
+def _saved_variable_shapes(checkpoint: str) -> dict[str, list[int]]:
+    """Shapes of a SavedModel's variables by object path (e.g. bert/embeddings/position_embeddings).
+
+    Checkpoint keys may be positional ("variables/3/..."); the object graph stored in the
+    checkpoint gives every variable a path of attribute names from the root.
+    """
+    import tensorflow as tf
+    from tensorflow.core.protobuf.trackable_object_graph_pb2 import TrackableObjectGraph
+
+    reader = tf.train.load_checkpoint(checkpoint)
+    shapes = reader.get_variable_to_shape_map()
+    graph = TrackableObjectGraph()
+    graph.ParseFromString(reader.get_tensor("_CHECKPOINTABLE_OBJECT_GRAPH"))
+    paths: dict[int, list[str]] = {0: [""]}  # a variable can hang under several attributes
+    pending = [0]
+    while pending:
+        node_id = pending.pop()
+        for child in graph.nodes[node_id].children:
+            if child.node_id not in paths:
+                paths[child.node_id] = []
+                pending.append(child.node_id)
+            paths[child.node_id].append(f"{paths[node_id][0]}/{child.local_name}".lstrip("/"))
+    result: dict[str, list[int]] = {}
+    for node_id, node in enumerate(graph.nodes):
+        for attribute in node.attributes:
+            if attribute.name == "VARIABLE_VALUE" and attribute.checkpoint_key in shapes:
+                for path in paths.get(node_id, []):
+                    result[path] = shapes[attribute.checkpoint_key]
+    return result
 
 
 def _parse_json(text: str, what: str) -> dict:

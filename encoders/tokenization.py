@@ -41,8 +41,8 @@ class WordPieceTokenizer:
         with open(vocab_path, encoding="utf-8") as f:
             for index, line in enumerate(f):
                 token = line.rstrip("\n\r")
-                if token and token not in vocab:
-                    vocab[token] = index
+                if token:
+                    vocab[token] = index  # a repeated token keeps its last index, as transformers does
         missing = [t for t in SPECIAL_TOKENS if t not in vocab]
         if missing:
             raise EncoderConfigError(
@@ -58,7 +58,7 @@ class WordPieceTokenizer:
         self._tokenizer.no_truncation()
         self._tokenizer.no_padding()
         self.lowercase = lowercase
-        self.vocab_size = len(vocab)
+        self.vocab_size = max(vocab.values()) + 1  # ids run up to this; the model needs as many rows
         self.cls_id = vocab["[CLS]"]
         self.sep_id = vocab["[SEP]"]
         self.pad_id = vocab["[PAD]"]

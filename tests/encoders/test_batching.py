@@ -1,0 +1,43 @@
+import numpy as np
+
+from encoders.batching import BUCKET_LENGTHS, bucket_length, pad_batch, plan_batches
+
+
+def test_bucket_length_rounds_up_and_caps_at_max_seq_length():
+    assert bucket_length(9, 512) == 16
+    assert bucket_length(16, 512) == 16
+    assert bucket_length(300, 256) == 256
+    assert bucket_length(600, 1000) == 1000
+
+
+def test_every_text_is_planned_exactly_once():
+    lengths = [5, 120, 33, 7, 64, 250, 2, 19] * 10
+    plans = plan_batches(lengths, 256, max_batch_size=8, max_tokens_per_batch=1024)
+    planned = sorted(i for p in plans for i in p.indices)
+    assert planned == list(range(len(lengths)))
+
+
+def test_batches_respect_token_budget_and_size_cap():
+    lengths = [5, 120, 33, 7, 64, 250, 2, 19] * 10
+    for plan in plan_batches(lengths, 256, max_batch_size=8, max_tokens_per_batch=1024):
+        assert len(plan.indices) <= 8
+        assert max(lengths[i] for i in plan.indices) <= plan.padded_length
+        assert len(plan.indices) == 1 or len(plan.indices) * plan.padded_length <= 1024
+        assert plan.padded_length in BUCKET_LENGTHS or plan.padded_length == 256
+
+
+def test_longest_batch_comes_first():
+    plans = plan_batches([3, 200, 40, 9], 256, max_batch_size=1, max_tokens_per_batch=10_000)
+    assert [p.indices[0] for p in plans] == [1, 2, 3, 0]
+
+
+def test_a_text_longer_than_the_budget_still_gets_a_batch():
+    plans = plan_batches([256], 256, max_batch_size=4, max_tokens_per_batch=100)
+    assert [p.indices for p in plans] == [(0,)]
+
+
+def test_pad_batch_right_pads_ids_and_marks_real_tokens():
+    ids, mask = pad_batch([[2, 7, 3], [2, 3]], 4, pad_id=0)
+    np.testing.assert_array_equal(ids, [[2, 7, 3, 0], [2, 3, 0, 0]])
+    np.testing.assert_array_equal(mask, [[1, 1, 1, 0], [1, 1, 0, 0]])
+    assert ids.dtype == np.int32 and mask.dtype == np.int32
