@@ -23,6 +23,7 @@ setup(
         "numpy>=1.26",
         "pyarrow>=14,<26",
         "fsspec>=2024.2",
+        "zstandard>=0.22",
     ],
     extras_require={
         "test": ["pytest>=8", "hypothesis>=6.100", "ruff>=0.6"],

@@ -7,6 +7,9 @@ Compression is chosen by extension (.gz, .bz2, .zst).
 
 from __future__ import annotations
 
+import bz2
+import gzip
+import io
 import posixpath
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -90,12 +93,30 @@ def shard_format(path: str, fmt: str) -> str:
 
 
 def open_shard(path: str) -> BinaryIO:
-    """A binary stream of the shard's decompressed bytes; read it sequentially."""
+    """A binary stream of the shard's decompressed bytes; read it sequentially.
+
+    Decompression uses Python's own codecs, which raise on a truncated or corrupt
+    stream (Beam's CompressedFile silently stops at a missing gzip trailer).
+    """
     if beam_filesystem_knows(path):
         from apache_beam.io.filesystem import CompressionTypes
         from apache_beam.io.filesystems import FileSystems
 
-        return FileSystems.open(path, compression_type=CompressionTypes.AUTO)
-    import fsspec
+        raw = FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED)
+    else:
+        import fsspec
 
-    return fsspec.open(path, "rb", compression="infer").open()
+        raw = fsspec.open(path, "rb").open()
+    return _decompressed(raw, path)
+
+
+def _decompressed(raw: BinaryIO, path: str) -> BinaryIO:
+    if path.endswith(".gz"):
+        return gzip.GzipFile(fileobj=raw, mode="rb")
+    if path.endswith(".bz2"):
+        return bz2.BZ2File(raw, mode="rb")
+    if path.endswith(".zst"):
+        import zstandard
+
+        return io.BufferedReader(zstandard.ZstdDecompressor().stream_reader(raw, closefd=True))
+    return raw

@@ -9,6 +9,7 @@ from collections import Counter
 from collections.abc import Iterator
 
 import apache_beam as beam
+import zstandard
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics import Metrics
 from apache_beam.utils import shared
@@ -29,6 +30,10 @@ EMBEDDED_PER_SHARD = "embedded_per_shard"
 
 class ShardReadError(RuntimeError):
     """A whole shard cannot be read (corrupt compression, permissions): the job must fail."""
+
+
+# What reading or decompressing a stream raises; anything else is a bug, not a bad shard.
+_STREAM_ERRORS = (OSError, EOFError, ValueError, zstandard.ZstdError)
 
 
 class ReadShard(beam.DoFn):
@@ -58,7 +63,7 @@ class ReadShard(beam.DoFn):
                         yield beam.pvalue.TaggedOutput(DEAD_LETTERS, outcome)
                     elif isinstance(outcome, Skipped):
                         skipped += 1
-        except (OSError, EOFError, ValueError) as exc:
+        except _STREAM_ERRORS as exc:
             raise ShardReadError(f"cannot read shard {shard.path}: {exc}") from exc
         self._lines.inc(read)
         yield beam.pvalue.TaggedOutput(SHARD_STATS, ShardStats(shard.name, read, skipped))

@@ -1,0 +1,71 @@
+"""The CLI contract: configuration errors exit 2 with one line before the pipeline starts."""
+
+import subprocess
+import sys
+
+import pytest
+
+from pipeline.cli import build_parser
+
+CONTRACT_FLAGS = [
+    "--input", "--output", "--format", "--text_field", "--id_field", "--encoding", "--backend", "--model",
+    "--weights", "--pooling", "--normalize", "--no_normalize", "--max_seq_length",
+]
+
+
+def test_help_documents_every_flag_and_mentions_beam_options():
+    text = build_parser().format_help()
+    for flag in CONTRACT_FLAGS:
+        assert flag in text
+    assert "--runner" in text
+
+
+@pytest.fixture
+def corpus(tmp_path):
+    path = tmp_path / "in.txt"
+    path.write_text("hello\n")
+    (tmp_path / "plain.txt").write_text("x\n")
+    return path
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--input", "{tmp}/nothing-*.txt"], "no file matches --input"),
+        (["--model", "{tmp}/no-such-model"], "model path not found"),
+        (["--pooling", "sum"], "invalid choice: 'sum'"),
+        (["--backend", "onnx"], "invalid choice: 'onnx'"),
+        (["--format", "xml"], "invalid choice: 'xml'"),
+        (["--encoding", "klingon-8"], "unknown --encoding"),
+        (["--max_seq_length", "100000"], "--max_seq_length must be between 2 and 512"),
+        (["--weights", "{tmp}/w.h5"], "weights file not found"),
+        (["--text_field", "body"], "apply to JSON Lines input"),
+        (["--normalize", "--no_normalize"], "not allowed with argument"),
+        (["--no_such_flag", "1"], "unknown option --no_such_flag"),
+        (["--backend", "hub"], "needs a TF Hub URL"),
+    ],
+)
+def test_configuration_errors_exit_2_with_one_line(run_cli, corpus, tmp_path, extra, message):
+    args = ["--input", str(corpus), "--output", str(tmp_path / "out")]
+    args += [a.replace("{tmp}", str(tmp_path)) for a in extra]
+    if extra[0] == "--backend" and extra[1] == "hub":
+        args += ["--model", "bert-base-chinese"]
+    code, out, err = run_cli(*args)
+    assert code == 2
+    assert message in err
+    assert err.count("\n") == 1 and err.startswith("error: ")
+    assert not (tmp_path / "out" / "_SUCCESS").exists()
+
+
+def test_missing_input_and_output_are_errors(run_cli, tmp_path):
+    assert run_cli("--output", tmp_path / "o")[0] == 2
+    assert run_cli("--input", tmp_path / "x")[0] == 2
+
+
+def test_process_exit_code_and_no_traceback(tmp_path):
+    proc = subprocess.run(
+        [sys.executable, "-m", "pipeline", "--input", str(tmp_path / "none*.txt"), "--output", str(tmp_path / "o")],
+        capture_output=True, text=True, timeout=120,
+    )
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines() == [f"error: no file matches --input {tmp_path}/none*.txt"]

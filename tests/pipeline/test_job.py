@@ -1,0 +1,116 @@
+"""The whole job on the DirectRunner with a tiny random BERT: output contract and accounting."""
+
+import gzip
+import json
+import re
+
+import fsspec
+import numpy as np
+import pyarrow as pa
+import pytest
+
+from encoders import build_encoder, resolve_spec
+from tests.pipeline.conftest import read_dead_letters, read_embeddings, read_manifest
+
+LONG = "天" * 100
+
+
+@pytest.fixture
+def corpus(tmp_path):
+    root = tmp_path / "in"
+    (root / "a").mkdir(parents=True)
+    (root / "b").mkdir()
+    (root / "a" / "x.txt").write_text(f"今天天气很好\n\n   \nhello world\n{LONG}\n", encoding="utf-8")
+    (root / "b" / "y.txt").write_bytes("good data\r\n坏\xff数据".encode("utf-8", "surrogateescape")
+                                       + b"\xff\r\nthe job\n")
+    return root
+
+
+def test_every_line_is_embedded_skipped_or_dead_lettered(run_cli, corpus, tiny_bert_dir, tmp_path):
+    out = tmp_path / "out"
+    code, stdout, _ = run_cli("--input", corpus / "*" / "*.txt", "--output", out, "--model", tiny_bert_dir)
+    assert code == 0
+    table = read_embeddings(out)
+    assert table.column("id").to_pylist() == ["a/x.txt:1", "a/x.txt:4", "a/x.txt:5", "b/y.txt:1", "b/y.txt:3"]
+    dead = read_dead_letters(out)
+    assert [(d["source"], d["line"], d["reason"]) for d in dead] == [("b/y.txt", 2, "undecodable")]
+    assert "\\xff" in dead[0]["raw"]
+    manifest = read_manifest(out)
+    assert manifest["counts"] == {"read": 8, "embedded": 5, "skipped": 2, "failed": 1}
+    assert {s["source"]: s["read"] for s in manifest["shards"]} == {"a/x.txt": 5, "b/y.txt": 3}
+    assert "embedded 5 of 8 lines" in stdout
+
+
+def test_parquet_schema_metadata_and_vectors_match_the_encoder(run_cli, corpus, tiny_bert_dir, tmp_path):
+    out = tmp_path / "out"
+    assert run_cli("--input", corpus / "a" / "x.txt", "--output", out, "--model", tiny_bert_dir,
+                   "--pooling", "cls", "--normalize", "--max_seq_length", "32")[0] == 0
+    manifest = read_manifest(out)
+    assert all(re.fullmatch(r"embeddings-\d{5}-of-\d{5}\.parquet", f) for f in manifest["files"]["embeddings"])
+    table = read_embeddings(out)
+    assert table.schema.field("embedding").type == pa.list_(pa.float32(), 32)
+    assert table.schema.field("n_tokens").type == pa.int32()
+    assert table.schema.field("truncated").type == pa.bool_()
+    meta = {k.decode(): v.decode() for k, v in table.schema.metadata.items() if not k.startswith(b"ARROW")}
+    assert meta == {"model": str(tiny_bert_dir), "backend": "transformers", "pooling": "cls", "normalize": "true",
+                    "dim": "32", "max_seq_length": "32", "version": "0.1.0"}
+    texts = ["今天天气很好", "hello world", LONG]
+    expected = build_encoder(resolve_spec(model=str(tiny_bert_dir), pooling="cls", normalize=True,
+                                          max_seq_length=32)).encode(texts)
+    vectors = np.array(table.column("embedding").to_pylist(), dtype=np.float32)
+    assert np.abs(vectors - expected.vectors).max() < 1e-6
+    assert table.column("n_tokens").to_pylist() == expected.n_tokens.tolist() == [8, 4, 32]
+    assert table.column("truncated").to_pylist() == [False, False, True]
+    assert manifest["settings"]["pooling"] == "cls" and manifest["started_at"] <= manifest["finished_at"]
+
+
+def test_jsonl_fields_gzip_and_bad_json(run_cli, tiny_bert_dir, tmp_path):
+    lines = [
+        json.dumps({"doc": "d1", "body": "hello"}),
+        "{broken",
+        json.dumps({"doc": "d2", "body": "今天"}),
+        json.dumps({"doc": "d3"}),
+        json.dumps({"body": "no id"}),
+    ]
+    path = tmp_path / "docs.jsonl.gz"
+    path.write_bytes(gzip.compress(("\n".join(lines) + "\n").encode()))
+    out = tmp_path / "out"
+    assert run_cli("--input", path, "--output", out, "--model", tiny_bert_dir,
+                   "--text_field", "body", "--id_field", "doc")[0] == 0
+    assert read_embeddings(out).column("id").to_pylist() == ["d1", "d2"]
+    reasons = {d["line"]: d["reason"] for d in read_dead_letters(out)}
+    assert reasons == {2: "invalid_json", 4: "missing_text", 5: "missing_id"}
+    assert read_manifest(out)["failed_by_reason"] == {"invalid_json": 1, "missing_id": 1, "missing_text": 1}
+
+
+def test_input_on_an_fsspec_filesystem(run_cli, tiny_bert_dir, tmp_path):
+    for i in range(2):
+        with fsspec.open(f"memory://job-test/part-{i}.txt", "w") as f:
+            f.write(f"first {i}\nsecond {i}\n")
+    out = tmp_path / "out"
+    assert run_cli("--input", "memory://job-test/part-*.txt", "--output", out, "--model", tiny_bert_dir)[0] == 0
+    ids = read_embeddings(out).column("id").to_pylist()
+    assert ids == ["part-0.txt:1", "part-0.txt:2", "part-1.txt:1", "part-1.txt:2"]
+
+
+def test_an_unreadable_shard_fails_the_job_without_success_marker(run_cli, tiny_bert_dir, tmp_path):
+    bad = tmp_path / "bad.txt.gz"
+    data = gzip.compress("".join(f"line {i}\n" for i in range(5000)).encode())
+    bad.write_bytes(data[: len(data) // 2])
+    out = tmp_path / "out"
+    code, _, err = run_cli("--input", bad, "--output", out, "--model", tiny_bert_dir)
+    assert code == 1
+    assert "bad.txt.gz" in err
+    assert not (out / "_SUCCESS").exists()
+
+
+def test_rerun_replaces_the_previous_output(run_cli, corpus, tiny_bert_dir, tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "embeddings-00003-of-00004.parquet").write_bytes(b"left by an earlier run")
+    (out / "_SUCCESS").write_text("{}")
+    for _ in range(2):
+        assert run_cli("--input", corpus / "a" / "x.txt", "--output", out, "--model", tiny_bert_dir)[0] == 0
+    assert not (out / "embeddings-00003-of-00004.parquet").exists()
+    assert sorted(p.name for p in out.glob("embeddings-*")) == read_manifest(out)["files"]["embeddings"]
+    assert read_embeddings(out).num_rows == 3

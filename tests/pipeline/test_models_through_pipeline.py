@@ -1,0 +1,85 @@
+"""Real and full-size models through the whole job: known answers, backend parity, bert-base-chinese shape."""
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tests.pipeline.conftest import read_embeddings, read_manifest
+
+KNOWN_ANSWERS = Path(__file__).resolve().parents[3] / "shared" / "reference" / "minilm_known_answers.json"
+PARITY_TEXTS = ["A man is eating food.", "今天天气很好，我们去公园散步吧。", "x", "long " * 400, "Mixed 中文 text"]
+
+
+def _vectors(output):
+    table = read_embeddings(output)
+    return table.column("id").to_pylist(), np.array(table.column("embedding").to_pylist(), dtype=np.float32), table
+
+
+def test_default_model_reproduces_known_answers_through_the_pipeline(run_cli, tmp_path):
+    known = json.loads(KNOWN_ANSWERS.read_text())
+    corpus = tmp_path / "known.txt"
+    corpus.write_text("\n".join(known["texts"]) + "\n", encoding="utf-8")
+    out = tmp_path / "out"
+    assert run_cli("--input", corpus, "--output", out)[0] == 0
+    ids, vectors, table = _vectors(out)
+    assert ids == [f"known.txt:{i}" for i in range(1, 6)]
+    assert table.column("n_tokens").to_pylist() == known["n_tokens"]
+    np.testing.assert_allclose(vectors[:, :8], known["first_8_dims"], atol=1e-4)
+    np.testing.assert_allclose(vectors @ vectors.T, known["cosine"], atol=1e-4)
+    np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), known["norms"], atol=1e-5)
+    settings = read_manifest(out)["settings"]
+    assert (settings["pooling"], settings["normalize"], settings["max_seq_length"]) == ("mean", "True", "256")
+
+
+@pytest.fixture(scope="module")
+def parity_corpus(tmp_path_factory):
+    path = tmp_path_factory.mktemp("parity") / "texts.txt"
+    path.write_text("\n".join(PARITY_TEXTS) + "\n", encoding="utf-8")
+    return path
+
+
+@pytest.fixture(scope="module")
+def transformers_output(parity_corpus, tmp_path_factory):
+    from pipeline.cli import main
+
+    out = tmp_path_factory.mktemp("parity-transformers")
+    assert main(["--input", str(parity_corpus), "--output", str(out)]) == 0
+    return out
+
+
+@pytest.mark.parametrize("module_fixture", ["minilm_hub_dict", "minilm_hub_list"])
+def test_hub_backend_matches_transformers_backend_through_the_pipeline(
+    run_cli, request, module_fixture, parity_corpus, transformers_output, tmp_path
+):
+    module = request.getfixturevalue(module_fixture)
+    out = tmp_path / "hub"
+    assert run_cli("--input", parity_corpus, "--output", out, "--backend", "hub", "--model", module)[0] == 0
+    hub_ids, hub_vectors, hub_table = _vectors(out)
+    hf_ids, hf_vectors, hf_table = _vectors(transformers_output)
+    assert hub_ids == hf_ids and len(hub_ids) == len(PARITY_TEXTS)
+    assert np.abs(hub_vectors - hf_vectors).max() < 1e-5
+    assert hub_table.column("n_tokens").to_pylist() == hf_table.column("n_tokens").to_pylist()
+    assert hub_table.column("truncated").to_pylist() == [False, False, False, True, False]
+
+
+@pytest.mark.slow
+def test_bert_base_chinese_shaped_model_through_both_backends(run_cli, bert_base_chinese_dir, tmp_path):
+    from encoders.export_hub import export_hub_module
+
+    module = tmp_path / "hub-module"
+    export_hub_module(str(bert_base_chinese_dir), str(module))
+    texts = ["中文手机质量不错", "今天天气很好", "酒店房间干净"]
+    corpus = tmp_path / "zh.txt"
+    corpus.write_text("\n".join(texts) + "\n", encoding="utf-8")
+    outputs = []
+    for backend, model in (("transformers", bert_base_chinese_dir), ("hub", module)):
+        out = tmp_path / backend
+        assert run_cli("--input", corpus, "--output", out, "--backend", backend, "--model", model)[0] == 0
+        ids, vectors, table = _vectors(out)
+        assert vectors.shape == (3, 768)
+        assert table.column("n_tokens").to_pylist() == [len(t) + 2 for t in texts]
+        assert read_manifest(out)["settings"]["dim"] == "768"
+        outputs.append(vectors)
+    assert np.abs(outputs[0] - outputs[1]).max() < 1e-4

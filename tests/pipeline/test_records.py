@@ -1,0 +1,65 @@
+import json
+
+from pipeline.records import DeadLetter, LineFormat, Record, Skipped, parse_line
+
+TEXT = LineFormat("text")
+JSONL = LineFormat("jsonl", text_field="body", id_field="doc")
+
+
+def test_text_line_becomes_a_record_with_path_and_line_id():
+    assert parse_line("你好 world".encode(), "a/b.txt", 7, TEXT) == Record("a/b.txt:7", "你好 world", "a/b.txt", 7)
+
+
+def test_blank_and_whitespace_lines_are_skipped():
+    assert isinstance(parse_line(b"", "s", 1, TEXT), Skipped)
+    assert isinstance(parse_line(b" \t\xe3\x80\x80 ", "s", 2, TEXT), Skipped)  # incl. ideographic space
+
+
+def test_undecodable_line_is_a_dead_letter_keeping_the_raw_bytes_escaped():
+    dead = parse_line(b"ok \xff\xfe", "s.txt", 3, TEXT)
+    assert isinstance(dead, DeadLetter)
+    assert (dead.source, dead.line, dead.reason) == ("s.txt", 3, "undecodable")
+    assert dead.raw == "ok \\xff\\xfe"
+    assert json.loads(dead.to_json())["reason"] == "undecodable"
+
+
+def test_other_encodings_decode_when_asked():
+    record = parse_line("café".encode("latin-1"), "s", 1, LineFormat("text", encoding="latin-1"))
+    assert record.text == "café"
+
+
+def test_utf8_bom_is_not_part_of_the_first_record():
+    assert parse_line(b"\xef\xbb\xbfhello", "s", 1, TEXT).text == "hello"
+
+
+def test_raw_preview_is_bounded():
+    dead = parse_line(b"\xff" + b"x" * 10_000, "s", 1, TEXT)
+    assert len(dead.raw) < 2100
+
+
+def test_jsonl_takes_text_and_id_fields():
+    line = json.dumps({"doc": 42, "body": "正文"}).encode()
+    assert parse_line(line, "d.jsonl", 1, JSONL) == Record("42", "正文", "d.jsonl", 1)
+
+
+def test_jsonl_without_id_field_uses_path_and_line():
+    line = json.dumps({"text": "hi"}).encode()
+    assert parse_line(line, "d.jsonl", 5, LineFormat("jsonl")).id == "d.jsonl:5"
+
+
+def test_jsonl_problems_are_dead_letters_with_reasons():
+    cases = {
+        b"{not json": "invalid_json",
+        b"[1, 2]": "invalid_json",
+        json.dumps({"doc": 1}).encode(): "missing_text",
+        json.dumps({"doc": 1, "body": None}).encode(): "missing_text",
+        json.dumps({"doc": 1, "body": 3}).encode(): "text_not_string",
+        json.dumps({"body": "x"}).encode(): "missing_id",
+    }
+    for line, reason in cases.items():
+        dead = parse_line(line, "d.jsonl", 1, JSONL)
+        assert isinstance(dead, DeadLetter) and dead.reason == reason, line
+
+
+def test_jsonl_blank_text_is_skipped():
+    assert isinstance(parse_line(json.dumps({"doc": 1, "body": "  "}).encode(), "d", 1, JSONL), Skipped)
