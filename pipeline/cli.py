@@ -73,7 +73,9 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     """Run the CLI; returns the process exit code."""
     argv = sys.argv[1:] if argv is None else argv
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    for ours in ("pipeline", "encoders"):
+        logging.getLogger(ours).setLevel(logging.INFO)
     try:
         args, beam_args = build_parser().parse_known_args(argv)
         from pipeline.config import job_config
