@@ -23,14 +23,14 @@ run: $(STAMP)
 	TF_CPP_MIN_LOG_LEVEL=2 $(BIN)/python -m pipeline --input 'examples/*' --output out
 
 test: $(STAMP)
-	$(BIN)/ruff check encoders pipeline tests setup.py
+	$(BIN)/ruff check encoders pipeline tests scripts setup.py
 	TF_CPP_MIN_LOG_LEVEL=2 $(BIN)/python -m pytest tests
 
 test-fast: $(STAMP)
 	TF_CPP_MIN_LOG_LEVEL=2 $(BIN)/python -m pytest tests -m "not slow"
 
 lint: $(STAMP)
-	$(BIN)/ruff check encoders pipeline tests setup.py
+	$(BIN)/ruff check encoders pipeline tests scripts setup.py
 
 constraints: $(STAMP)
 	(echo "# Exact versions tested together (Python 3.11). Used as pip -c; setup.py holds the ranges."; \

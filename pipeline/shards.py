@@ -10,6 +10,7 @@ from __future__ import annotations
 import bz2
 import gzip
 import io
+import os
 import posixpath
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -51,7 +52,12 @@ def match_pattern(pattern: str) -> list[str]:
             result = FileSystems.match([pattern])[0]
         except Exception as exc:  # noqa: BLE001 - Beam raises BeamIOError for bad patterns and access
             raise JobConfigError(f"cannot list --input {pattern}: {exc}") from exc
-        return sorted(m.path for m in result.metadata_list)
+        paths = [m.path for m in result.metadata_list]
+        if "://" not in pattern:  # local globs also match directories; shards are files
+            if paths == [pattern.rstrip("/")] and os.path.isdir(pattern):
+                raise JobConfigError(f"--input {pattern} is a directory; give a glob such as {pattern}/*")
+            paths = [p for p in paths if not os.path.isdir(p)]
+        return sorted(paths)
     import fsspec
 
     try:

@@ -8,7 +8,7 @@ import pytest
 
 from encoders import build_encoder, resolve_spec
 
-KNOWN_ANSWERS = Path(__file__).resolve().parents[3] / "shared" / "reference" / "minilm_known_answers.json"
+KNOWN_ANSWERS = Path(__file__).resolve().parents[1] / "data" / "minilm_known_answers.json"
 TEXTS = ["A man is eating food.", "今天天气很好，我们去公园散步吧。", "short", "word " * 300]
 
 

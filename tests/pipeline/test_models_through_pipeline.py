@@ -8,7 +8,7 @@ import pytest
 
 from tests.pipeline.conftest import read_embeddings, read_manifest
 
-KNOWN_ANSWERS = Path(__file__).resolve().parents[3] / "shared" / "reference" / "minilm_known_answers.json"
+KNOWN_ANSWERS = Path(__file__).resolve().parents[1] / "data" / "minilm_known_answers.json"
 PARITY_TEXTS = ["A man is eating food.", "今天天气很好，我们去公园散步吧。", "x", "long " * 400, "Mixed 中文 text"]
 
 

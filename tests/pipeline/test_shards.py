@@ -71,3 +71,11 @@ def test_truncated_gzip_raises_instead_of_ending_quietly(tmp_path):
     path.write_bytes(data[: len(data) // 2])
     with pytest.raises(EOFError), open_shard(str(path)) as stream:
         stream.read()
+
+
+def test_directories_are_not_shards(tmp_path):
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "a.txt").write_text("x\n")
+    assert [s.name for s in match_shards([str(tmp_path / "*")])] == ["a.txt"]
+    with pytest.raises(JobConfigError, match="is a directory"):
+        match_shards([str(tmp_path)])
