@@ -114,3 +114,15 @@ def test_rerun_replaces_the_previous_output(run_cli, corpus, tiny_bert_dir, tmp_
     assert not (out / "embeddings-00003-of-00004.parquet").exists()
     assert sorted(p.name for p in out.glob("embeddings-*")) == read_manifest(out)["files"]["embeddings"]
     assert read_embeddings(out).num_rows == 3
+
+
+def test_blank_only_and_empty_shards_give_an_empty_table_with_the_schema(run_cli, tiny_bert_dir, tmp_path):
+    (tmp_path / "blank.txt").write_text("\n  \n\t\n")
+    (tmp_path / "empty.txt").write_bytes(b"")
+    out = tmp_path / "out"
+    assert run_cli("--input", tmp_path / "*.txt", "--output", out, "--model", tiny_bert_dir)[0] == 0
+    manifest = read_manifest(out)
+    assert manifest["counts"] == {"read": 3, "embedded": 0, "skipped": 3, "failed": 0}
+    assert {s["source"]: s["read"] for s in manifest["shards"]} == {"blank.txt": 3, "empty.txt": 0}
+    table = read_embeddings(out)
+    assert table.num_rows == 0 and table.schema.field("embedding").type == pa.list_(pa.float32(), 32)
