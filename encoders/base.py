@@ -1,22 +1,22 @@
-"""The backend-independent encoder: tokenize, plan batches, forward, pool, normalise.
+"""The backend-independent encoder: tokenize, plan batches, run the compiled graph.
 
-A backend supplies only the forward pass (`_forward`) and its output width; batching,
-pooling and normalisation are shared, so both backends give the same vectors for the
-same weights.
+A backend supplies only the forward pass (`_forward`, graph code) and its output width;
+batch planning, pooling, normalisation and compilation are shared, so both backends give
+the same vectors for the same weights.
 """
 
 from __future__ import annotations
 
 import abc
 import logging
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
-from encoders.batching import pad_batch, plan_batches
+from encoders.batching import batch_rows, pad_batch, plan_batches
 from encoders.errors import EncoderConfigError
-from encoders.pooling import l2_normalize, pool
 from encoders.spec import EncoderSpec
 from encoders.tokenization import WordPieceTokenizer
 
@@ -25,19 +25,27 @@ logger = logging.getLogger(__name__)
 
 @dataclass
 class Embeddings:
-    """Results for a list of texts, in the caller's order."""
+    """Results for a list of texts, in the caller's order, and what computing them cost."""
 
     vectors: np.ndarray  # float32 [n, dim]
     n_tokens: np.ndarray  # int32 [n], tokens fed to the model incl. [CLS]/[SEP]
     truncated: np.ndarray  # bool [n]
+    padded_tokens: int = 0  # tokens the model computed, padding included
+    batches: int = 0
 
 
 class Encoder(abc.ABC):
     """Turns texts into vectors. Thread-safe: one instance serves a worker's threads."""
 
     def __init__(self, spec: EncoderSpec, tokenizer: WordPieceTokenizer) -> None:
+        import tensorflow as tf
+
         self.spec = spec
         self.tokenizer = tokenizer
+        self.build_seconds = 0.0  # set by build_encoder
+        signature = [tf.TensorSpec([None, None], tf.int32)] * 2
+        # One graph for every shape without XLA; under XLA one compilation per bucket shape.
+        self._embed = tf.function(self._embed_graph, input_signature=signature, jit_compile=spec.jit_compile)
 
     @property
     @abc.abstractmethod
@@ -45,14 +53,18 @@ class Encoder(abc.ABC):
         """Width of the vectors this encoder returns."""
 
     @abc.abstractmethod
-    def _forward(self, input_ids: np.ndarray, input_mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Run the model on int32 [batch, seq] arrays.
+    def _forward(self, input_ids, input_mask):
+        """Graph code: int32 [batch, seq] tensors -> (sequence_output [b, s, h], pooled_output [b, h])."""
 
-        Returns (sequence_output [batch, seq, hidden], pooled_output [batch, hidden]).
-        """
+    def _embed_graph(self, input_ids, input_mask):
+        from encoders.pooling import l2_normalize, pool
+
+        sequence_output, pooled_output = self._forward(input_ids, input_mask)
+        vectors = pool(self.spec.pooling, sequence_output, input_mask, pooled_output)
+        return l2_normalize(vectors) if self.spec.normalize else vectors
 
     def encode(self, texts: Sequence[str]) -> Embeddings:
-        """Embed texts; any number of them, batched by the spec's token budget."""
+        """Embed texts; any number of them, sorted and batched by the spec's token budget."""
         spec = self.spec
         tokenized = self.tokenizer.tokenize(texts, spec.max_seq_length)
         vectors = np.zeros((len(texts), self.dim), dtype=np.float32)
@@ -61,23 +73,38 @@ class Encoder(abc.ABC):
             spec.max_seq_length,
             spec.max_batch_size,
             spec.max_tokens_per_batch,
+            bucketed=spec.jit_compile,
         )
+        padded = 0
         for plan in plans:
+            rows = None
+            if spec.jit_compile:
+                rows = batch_rows(plan.padded_length, spec.max_batch_size, spec.max_tokens_per_batch)
             ids, mask = pad_batch(
-                [tokenized.token_ids[i] for i in plan.indices],
-                plan.padded_length,
-                self.tokenizer.pad_id,
+                [tokenized.token_ids[i] for i in plan.indices], plan.padded_length, self.tokenizer.pad_id, rows
             )
-            sequence_output, pooled_output = self._forward(ids, mask)
-            pooled = pool(spec.pooling, sequence_output, mask, pooled_output)
-            vectors[list(plan.indices)] = pooled
-        if spec.normalize:
-            vectors = l2_normalize(vectors)
-        return Embeddings(vectors, tokenized.n_tokens, tokenized.truncated)
+            if rows:  # filler rows hold one real token each so no row pools over nothing
+                mask[len(plan.indices):, 0] = 1
+            vectors[list(plan.indices)] = self._embed(ids, mask).numpy()[: len(plan.indices)]
+            padded += ids.size
+        return Embeddings(vectors, tokenized.n_tokens, tokenized.truncated, padded, len(plans))
+
+    def warm_up(self) -> None:
+        """Trace (and under XLA compile) every bucket shape now rather than mid-job."""
+        from encoders.batching import BUCKET_LENGTHS
+
+        spec = self.spec
+        lengths = [n for n in BUCKET_LENGTHS if n < spec.max_seq_length] + [spec.max_seq_length]
+        for length in lengths if spec.jit_compile else lengths[:1]:
+            rows = batch_rows(length, spec.max_batch_size, spec.max_tokens_per_batch)
+            ids, mask = pad_batch([[self.tokenizer.cls_id, self.tokenizer.sep_id]], length, self.tokenizer.pad_id, rows)
+            mask[:, 0] = 1
+            self._embed(ids, mask)
 
 
-def build_encoder(spec: EncoderSpec) -> Encoder:
+def build_encoder(spec: EncoderSpec, warm_up: bool = True) -> Encoder:
     """Load the model a spec names with its backend. Slow: call once per process."""
+    start = time.perf_counter()
     if spec.backend == "hub":
         from encoders.hub_backend import HubEncoder
 
@@ -88,4 +115,8 @@ def build_encoder(spec: EncoderSpec) -> Encoder:
         encoder = TransformersEncoder(spec)
     if encoder.dim != spec.dim:
         raise EncoderConfigError(f"model {spec.model} gives {encoder.dim}-d vectors, expected {spec.dim}")
+    if warm_up:
+        encoder.warm_up()
+    encoder.build_seconds = time.perf_counter() - start
+    logger.info("built %s encoder for %s in %.1f s", spec.backend, spec.model, encoder.build_seconds)
     return encoder

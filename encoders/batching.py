@@ -1,8 +1,8 @@
 """Planning inference batches from token counts.
 
 Texts are sorted by length and cut into batches by a padded-token budget, each padded
-only to a bucket length just above its longest member. Sorting removes most padding;
-buckets keep the number of distinct shapes (and so compiled graphs) small.
+only to just above its longest member: a multiple of 8 normally, or one of a few bucket
+lengths under XLA, which compiles once per distinct shape.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 
 BUCKET_LENGTHS = (8, 16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512)
+PAD_MULTIPLE = 8
 
 
 @dataclass(frozen=True)
@@ -31,11 +32,24 @@ def bucket_length(n_tokens: int, max_seq_length: int) -> int:
     return max_seq_length
 
 
+def pad_length_for(n_tokens: int, max_seq_length: int, bucketed: bool) -> int:
+    """Length a batch whose longest text has n_tokens is padded to."""
+    if bucketed:
+        return bucket_length(n_tokens, max_seq_length)
+    return min(-(-n_tokens // PAD_MULTIPLE) * PAD_MULTIPLE, max_seq_length)
+
+
+def batch_rows(length: int, max_batch_size: int, max_tokens_per_batch: int) -> int:
+    """Rows of a full batch padded to `length`: the shape XLA sees for that bucket."""
+    return max(1, min(max_batch_size, max_tokens_per_batch // length))
+
+
 def plan_batches(
     lengths: Sequence[int],
     max_seq_length: int,
     max_batch_size: int,
     max_tokens_per_batch: int,
+    bucketed: bool = False,
 ) -> list[BatchPlan]:
     """Group texts so each batch holds at most max_tokens_per_batch padded tokens.
 
@@ -56,18 +70,22 @@ def plan_batches(
                 continue
             plans.append(BatchPlan(tuple(current), current_len))
         current = [i]
-        current_len = bucket_length(max(lengths[i], 1), max_seq_length)
+        current_len = pad_length_for(max(lengths[i], 1), max_seq_length, bucketed)
     if current:
         plans.append(BatchPlan(tuple(current), current_len))
     return plans
 
 
 def pad_batch(
-    token_ids: Sequence[Sequence[int]], padded_length: int, pad_id: int
+    token_ids: Sequence[Sequence[int]], length: int, pad_id: int, rows: int | None = None
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Right-pad token id lists to int32 arrays (ids, mask) of shape [batch, padded_length]."""
-    ids = np.full((len(token_ids), padded_length), pad_id, dtype=np.int32)
-    mask = np.zeros((len(token_ids), padded_length), dtype=np.int32)
+    """Right-pad token id lists to int32 arrays (ids, mask) of shape [rows, length].
+
+    Rows beyond len(token_ids) (to give XLA a fixed shape) are all padding.
+    """
+    rows = len(token_ids) if rows is None else rows
+    ids = np.full((rows, length), pad_id, dtype=np.int32)
+    mask = np.zeros((rows, length), dtype=np.int32)
     for row, seq in enumerate(token_ids):
         ids[row, : len(seq)] = seq
         mask[row, : len(seq)] = 1

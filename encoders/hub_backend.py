@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import logging
 
-import numpy as np
 import tensorflow as tf
 
 from encoders.base import Encoder
@@ -37,9 +36,8 @@ class HubEncoder(Encoder):
         module = self._layer.resolved_object
         super().__init__(spec, _module_tokenizer(module, spec.model))
         self._family = _signature_family(module)
-        self._call = tf.function(self._call_module, reduce_retracing=True)
-        probe_ids, probe_mask = self._probe_batch()
-        sequence_output, _ = self._forward(probe_ids, probe_mask)
+        probe = tf.constant([[self.tokenizer.cls_id, self.tokenizer.sep_id]], dtype=tf.int32)
+        sequence_output, _ = self._forward(probe, tf.ones_like(probe))
         self._dim = int(sequence_output.shape[-1])
 
     @property
@@ -51,11 +49,7 @@ class HubEncoder(Encoder):
         """"dict" or "list": which Hub BERT calling convention the module uses."""
         return self._family
 
-    def _probe_batch(self) -> tuple[np.ndarray, np.ndarray]:
-        ids = np.array([[self.tokenizer.cls_id, self.tokenizer.sep_id]], dtype=np.int32)
-        return ids, np.ones_like(ids)
-
-    def _call_module(self, input_ids: tf.Tensor, input_mask: tf.Tensor):
+    def _forward(self, input_ids: tf.Tensor, input_mask: tf.Tensor):
         type_ids = tf.zeros_like(input_ids)
         if self._family == DICT_SIGNATURE:
             outputs = self._layer(
@@ -64,10 +58,6 @@ class HubEncoder(Encoder):
             return outputs["sequence_output"], outputs["pooled_output"]
         pooled_output, sequence_output = self._layer([input_ids, input_mask, type_ids])
         return sequence_output, pooled_output
-
-    def _forward(self, input_ids: np.ndarray, input_mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        sequence_output, pooled_output = self._call(tf.constant(input_ids), tf.constant(input_mask))
-        return sequence_output.numpy(), pooled_output.numpy()
 
 
 def _module_tokenizer(module, handle: str) -> WordPieceTokenizer:

@@ -17,6 +17,7 @@ from encoders.model_source import EMBEDDED_MODEL, ModelSource, parse_model_sourc
 from encoders.pooling import POOLING_METHODS
 
 BACKENDS = ("transformers", "hub")
+PRECISIONS = ("float32", "bfloat16", "float16")
 _ST_POOLING_KEYS = {
     "pooling_mode_mean_tokens": "mean",
     "pooling_mode_cls_token": "cls",
@@ -37,6 +38,8 @@ class EncoderSpec:
     dim: int
     max_batch_size: int = 64
     max_tokens_per_batch: int = 8192
+    precision: str = "float32"
+    jit_compile: bool = False
 
     def describe(self) -> dict[str, str]:
         """String settings for file metadata and the manifest."""
@@ -63,6 +66,8 @@ def resolve_spec(
     max_seq_length: int | None = None,
     max_batch_size: int = 64,
     max_tokens_per_batch: int = 8192,
+    precision: str = "float32",
+    jit_compile: bool = False,
 ) -> EncoderSpec:
     """Check the settings and fill the unset ones from the model's own config.
 
@@ -76,6 +81,11 @@ def resolve_spec(
         )
     if max_batch_size < 1 or max_tokens_per_batch < 1:
         raise EncoderConfigError("batch limits must be positive")
+    if precision not in PRECISIONS:
+        raise EncoderConfigError(f"unknown precision {precision!r}; choose one of {', '.join(PRECISIONS)}")
+    if precision != "float32" and backend == "hub":
+        raise EncoderConfigError("--precision other than float32 needs --backend transformers "
+                                 "(a Hub SavedModel's dtypes are fixed when it is exported)")
     model = model or EMBEDDED_MODEL
     source = parse_model_source(model)
     if backend == "hub" and source.kind == "name":
@@ -107,6 +117,8 @@ def resolve_spec(
         dim=defaults.dim,
         max_batch_size=max_batch_size,
         max_tokens_per_batch=max_tokens_per_batch,
+        precision=precision,
+        jit_compile=jit_compile,
     )
 
 

@@ -12,7 +12,6 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import tensorflow as tf
 
 from encoders.base import Encoder
@@ -33,8 +32,13 @@ class LoadedBert:
     tokenizer: WordPieceTokenizer
 
 
-def load_bert(model: str, weights: str | None = None) -> LoadedBert:
-    """Load config, tokenizer and weights of a BERT named by a --model value."""
+def load_bert(model: str, weights: str | None = None, precision: str = "float32") -> LoadedBert:
+    """Load config, tokenizer and weights of a BERT named by a --model value.
+
+    precision "bfloat16"/"float16" builds the layers under Keras mixed precision: variables
+    stay float32, matmuls run in the reduced type.
+    """
+    import tf_keras
     from transformers import BertConfig
 
     model_dir = local_model_dir(parse_model_source(model))
@@ -44,10 +48,16 @@ def load_bert(model: str, weights: str | None = None) -> LoadedBert:
         raise EncoderConfigError(
             f"vocab.txt has {tokenizer.vocab_size} tokens but the model only {config.vocab_size} embeddings"
         )
-    if weights is not None:
-        main_layer = _load_keras_weights(config, local_file(weights))
-    else:
-        main_layer = _load_pretrained(config, model_dir)
+    policy = tf_keras.mixed_precision.global_policy()
+    if precision != "float32":
+        tf_keras.mixed_precision.set_global_policy(f"mixed_{precision}")
+    try:
+        if weights is not None:
+            main_layer = _load_keras_weights(config, local_file(weights))
+        else:
+            main_layer = _load_pretrained(config, model_dir)
+    finally:
+        tf_keras.mixed_precision.set_global_policy(policy)
     return LoadedBert(main_layer, model_dir, tokenizer)
 
 
@@ -143,17 +153,16 @@ class TransformersEncoder(Encoder):
     """Encoder over transformers' TFBertMainLayer."""
 
     def __init__(self, spec: EncoderSpec) -> None:
-        loaded = load_bert(spec.model, spec.weights)
+        loaded = load_bert(spec.model, spec.weights, spec.precision)
         super().__init__(spec, loaded.tokenizer)
         self._bert = loaded.main_layer
         self._dim = int(self._bert.config.hidden_size)
-        self._call = tf.function(self._call_bert, reduce_retracing=True)
 
     @property
     def dim(self) -> int:
         return self._dim
 
-    def _call_bert(self, input_ids: tf.Tensor, input_mask: tf.Tensor):
+    def _forward(self, input_ids: tf.Tensor, input_mask: tf.Tensor):
         outputs = self._bert(
             input_ids=input_ids,
             attention_mask=input_mask,
@@ -161,7 +170,3 @@ class TransformersEncoder(Encoder):
             training=False,
         )
         return outputs.last_hidden_state, outputs.pooler_output
-
-    def _forward(self, input_ids: np.ndarray, input_mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        sequence_output, pooled_output = self._call(tf.constant(input_ids), tf.constant(input_mask))
-        return sequence_output.numpy(), pooled_output.numpy()

@@ -12,7 +12,9 @@ import sys
 import time
 
 from encoders import BACKENDS, POOLING_METHODS, EncoderConfigError
+from encoders.spec import PRECISIONS
 from pipeline.errors import JobConfigError
+from pipeline.progress import MODES as PROGRESS_MODES
 from pipeline.shards import FORMATS
 
 logger = logging.getLogger(__name__)
@@ -67,6 +69,14 @@ def build_parser() -> argparse.ArgumentParser:
                           help="most texts in one forward pass (default: 64)")
     batching.add_argument("--max_tokens_per_batch", type=int, default=8192, metavar="N",
                           help="most padded tokens in one forward pass (default: 8192)")
+    batching.add_argument("--precision", default="float32", choices=PRECISIONS,
+                          help="compute type; bfloat16/float16 use Keras mixed precision, meant for GPUs "
+                               "(default: float32)")
+    batching.add_argument("--jit_compile", action="store_true",
+                          help="compile the forward pass and pooling with XLA, one program per bucket length")
+    batching.add_argument("--progress", default="auto", choices=("auto", *PROGRESS_MODES),
+                          help="local runs: show texts/s, tokens/s and share of input read; auto: in place on "
+                               "a terminal, log lines otherwise, off on distributed runners (default: auto)")
     return parser
 
 
@@ -78,6 +88,8 @@ def main(argv: list[str] | None = None) -> int:
         logging.getLogger(ours).setLevel(logging.INFO)
     try:
         args, beam_args = build_parser().parse_known_args(argv)
+        options = _beam_options(beam_args)
+        local, progress = _execution(options, args.progress)
         from pipeline.config import job_config
 
         config = job_config(
@@ -95,8 +107,11 @@ def main(argv: list[str] | None = None) -> int:
             max_seq_length=args.max_seq_length,
             max_batch_size=args.max_batch_size,
             max_tokens_per_batch=args.max_tokens_per_batch,
+            precision=args.precision,
+            jit_compile=args.jit_compile,
+            rebalance=not local,
+            progress=progress,
         )
-        options = _beam_options(beam_args)
     except (JobConfigError, EncoderConfigError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -120,6 +135,24 @@ def _beam_options(beam_args: list[str]):
     if unknown:
         raise JobConfigError(f"unknown option {unknown[0]} (see --help; Beam options are accepted too)")
     return PipelineOptions(beam_args)
+
+
+LOCAL_RUNNERS = {None, "DirectRunner", "SwitchingDirectRunner", "BundleBasedDirectRunner", "PrismRunner",
+                 "FnApiRunner"}
+
+
+def _execution(options, progress: str) -> tuple[bool, str]:
+    """(runs on this machine, progress mode) from the Beam options."""
+    from apache_beam.options.pipeline_options import DirectOptions, StandardOptions
+
+    runner = options.view_as(StandardOptions).runner
+    local = (runner if isinstance(runner, str) or runner is None else type(runner).__name__) in LOCAL_RUNNERS
+    if progress != "auto":
+        return local, progress
+    if not local:
+        return local, "off"
+    in_process = options.view_as(DirectOptions).direct_running_mode in (None, "in_memory")
+    return local, "terminal" if in_process and sys.stderr.isatty() else "log"
 
 
 def _beam_flags() -> set[str]:
@@ -149,6 +182,11 @@ def summary(manifest: dict, seconds: float, output: str) -> str:
         f"{manifest['settings']['pooling']} pooling, dim {manifest['settings']['dim']})",
         f"output: {output} ({len(manifest['files']['embeddings'])} Parquet files)",
     ]
+    perf = manifest.get("performance", {})
+    if perf.get("batches"):
+        lines.insert(1, f"{perf['real_tokens_per_second']:,.0f} real tokens/s, padding efficiency "
+                        f"{perf['padding_efficiency']:.2f}, {perf['batches']} batches, encoder built "
+                        f"{perf['encoder_builds']}x in {perf['worker_processes']} worker process(es)")
     if counts["failed"]:
         reasons = ", ".join(f"{k}: {v}" for k, v in manifest["failed_by_reason"].items())
         lines.append(f"failed records ({reasons}) are listed in {output}/failed/")

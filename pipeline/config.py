@@ -25,7 +25,9 @@ class JobConfig:
     text_field: str
     id_field: str | None
     encoder: EncoderSpec
-    records_per_batch: int = 256
+    group_size: int = 1024  # records sorted together before batching; bounds worker memory
+    rebalance: bool = False  # reshuffle records across workers (distributed runners)
+    progress: str = "off"  # terminal | log | off
 
 
 def job_config(
@@ -43,6 +45,10 @@ def job_config(
     max_seq_length: int | None = None,
     max_batch_size: int = 64,
     max_tokens_per_batch: int = 8192,
+    precision: str = "float32",
+    jit_compile: bool = False,
+    rebalance: bool = False,
+    progress: str = "off",
 ) -> JobConfig:
     """Validate flags (cheap checks first) and resolve the encoder settings."""
     if not inputs:
@@ -70,6 +76,8 @@ def job_config(
         max_seq_length=max_seq_length,
         max_batch_size=max_batch_size,
         max_tokens_per_batch=max_tokens_per_batch,
+        precision=precision,
+        jit_compile=jit_compile,
     )
     return JobConfig(
         inputs=tuple(inputs),
@@ -79,4 +87,6 @@ def job_config(
         text_field=text_field or "text",
         id_field=id_field,
         encoder=spec,
+        rebalance=rebalance,
+        progress=progress,
     )

@@ -20,11 +20,13 @@ from pipeline.output import (
     SUCCESS_FILE,
     embeddings_schema,
 )
+from pipeline.progress import PROGRESS
 from pipeline.transforms import (
     DEAD_LETTERS,
-    EMBEDDED_PER_SHARD,
+    EMBED_STATS,
     SHARD_STATS,
     EmbedBatch,
+    ProgressSettings,
     ReadShard,
     WriteManifest,
 )
@@ -46,29 +48,31 @@ def file_metadata(config: JobConfig) -> dict[str, str]:
     }
 
 
-def build_pipeline(p: beam.Pipeline, config: JobConfig, started_at: str) -> beam.PCollection:
+def build_pipeline(p: beam.Pipeline, config: JobConfig, started_at: float) -> beam.PCollection:
     """Add the job to pipeline p; returns the PCollection holding the manifest."""
     spec = config.encoder
     metadata = file_metadata(config)
     join = FileSystems.join
+    progress = ProgressSettings(config.progress, sum(s.size for s in config.shards))
     read = (
         p
         | "Shards" >> beam.Create(list(config.shards))
         | "SpreadShards" >> beam.Reshuffle()
-        | "Read" >> beam.ParDo(ReadShard(config.encoding, config.text_field, config.id_field)).with_outputs(
-            DEAD_LETTERS, SHARD_STATS, main="records"
-        )
+        | "Read" >> beam.ParDo(
+            ReadShard(config.encoding, config.text_field, config.id_field, progress)
+        ).with_outputs(DEAD_LETTERS, SHARD_STATS, main="records")
     )
+    records = read.records
+    if config.rebalance:
+        # Distributed runners shuffle on disk and spread a big shard's records over workers.
+        # Local runners hold a shuffled PCollection in memory, so there reading, embedding
+        # and writing stay fused and stream.
+        records = records | "SpreadRecords" >> beam.Reshuffle()
     embedded = (
-        read.records
-        | "SpreadRecords" >> beam.Reshuffle()
+        records
         # Fixed-size groups: the encoder sorts each group by length and cuts it by token budget.
-        | "Group" >> beam.BatchElements(
-            min_batch_size=config.records_per_batch, max_batch_size=config.records_per_batch
-        )
-        | "Embed" >> beam.ParDo(EmbedBatch(spec, metadata)).with_outputs(
-            DEAD_LETTERS, EMBEDDED_PER_SHARD, main="tables"
-        )
+        | "Group" >> beam.BatchElements(min_batch_size=config.group_size, max_batch_size=config.group_size)
+        | "Embed" >> beam.ParDo(EmbedBatch(spec, metadata)).with_outputs(DEAD_LETTERS, EMBED_STATS, main="tables")
     )
     parquet_files = embedded.tables | "WriteParquet" >> beam.io.WriteToParquetBatched(
         join(config.output, EMBEDDINGS_PREFIX),
@@ -88,7 +92,6 @@ def build_pipeline(p: beam.Pipeline, config: JobConfig, started_at: str) -> beam
         | "FailureKey" >> beam.Map(lambda d: ((d.source, d.reason), 1))
         | "CountFailures" >> beam.CombinePerKey(sum)
     )
-    embedded_counts = embedded[EMBEDDED_PER_SHARD] | "CountEmbedded" >> beam.CombinePerKey(sum)
     settings = {**spec.describe(), "version": encoders.__version__, "inputs": list(config.inputs)}
     return (
         p
@@ -96,7 +99,7 @@ def build_pipeline(p: beam.Pipeline, config: JobConfig, started_at: str) -> beam
         | "WriteManifest" >> beam.ParDo(
             WriteManifest(config.output, settings, started_at),
             shard_stats=beam.pvalue.AsList(read[SHARD_STATS]),
-            embedded=beam.pvalue.AsList(embedded_counts),
+            embed_stats=beam.pvalue.AsList(embedded[EMBED_STATS]),
             failed=beam.pvalue.AsList(failed_counts),
             parquet_files=beam.pvalue.AsList(parquet_files),
             failed_files=beam.pvalue.AsList(failed_files),
@@ -124,8 +127,10 @@ def run_job(config: JobConfig, options: PipelineOptions) -> dict:
     import json
 
     clear_previous_output(config.output)
-    started_at = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-    with beam.Pipeline(options=options) as p:
-        build_pipeline(p, config, started_at)
+    try:
+        with beam.Pipeline(options=options) as p:
+            build_pipeline(p, config, time.time())
+    finally:
+        PROGRESS.stop()
     with FileSystems.open(FileSystems.join(config.output, SUCCESS_FILE)) as f:
         return json.loads(f.read().decode("utf-8"))

@@ -1,7 +1,8 @@
-"""The `_SUCCESS` manifest: counts that must reconcile, files written, settings. Pure logic."""
+"""The `_SUCCESS` manifest: counts that must reconcile, files written, settings, performance. Pure logic."""
 
 from __future__ import annotations
 
+import time
 from collections import Counter
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -20,19 +21,42 @@ class ShardStats:
     skipped: int
 
 
+@dataclass(frozen=True)
+class EmbedStats:
+    """What one call of the embedding step did, and which encoder build did it."""
+
+    embedded: tuple[tuple[str, int], ...]  # (shard name, records embedded)
+    real_tokens: int
+    padded_tokens: int
+    batches: int
+    encode_seconds: float
+    encoder_build: str  # unique per encoder construction
+    process: str  # host:pid of the worker process
+    build_seconds: float
+
+
+def _iso(seconds: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(seconds))
+
+
 def build_manifest(
     shard_stats: Iterable[ShardStats],
-    embedded: Iterable[tuple[str, int]],
+    embed_stats: Iterable[EmbedStats],
     failed: Iterable[tuple[tuple[str, str], int]],
     files: Mapping[str, list[str]],
     settings: Mapping[str, object],
-    started_at: str,
-    finished_at: str,
+    started: float,
+    finished: float,
 ) -> dict:
-    """Assemble the manifest; raises ReconciliationError unless read = embedded + skipped + failed per shard."""
+    """Assemble the manifest; raises ReconciliationError unless read = embedded + skipped + failed per shard.
+
+    started/finished are Unix times in seconds.
+    """
+    embed_stats = list(embed_stats)
     embedded_by_shard: Counter[str] = Counter()
-    for source, n in embedded:
-        embedded_by_shard[source] += n
+    for stats in embed_stats:
+        for source, n in stats.embedded:
+            embedded_by_shard[source] += n
     failed_by_shard: Counter[str] = Counter()
     failed_by_reason: Counter[str] = Counter()
     for (source, reason), n in failed:
@@ -61,6 +85,28 @@ def build_manifest(
         "shards": shards,
         "files": {kind: sorted(names) for kind, names in files.items()},
         "settings": dict(settings),
-        "started_at": started_at,
-        "finished_at": finished_at,
+        "performance": performance(embed_stats, counts["embedded"], finished - started),
+        "started_at": _iso(started),
+        "finished_at": _iso(finished),
+    }
+
+
+def performance(embed_stats: list[EmbedStats], embedded: int, wall_seconds: float) -> dict:
+    """Throughput, padding efficiency and how many encoders were built in how many processes."""
+    real = sum(s.real_tokens for s in embed_stats)
+    padded = sum(s.padded_tokens for s in embed_stats)
+    builds = {s.encoder_build: s.build_seconds for s in embed_stats if s.batches}
+    wall = max(wall_seconds, 1e-9)
+    return {
+        "wall_seconds": round(wall_seconds, 3),
+        "texts_per_second": round(embedded / wall, 2),
+        "real_tokens_per_second": round(real / wall, 1),
+        "real_tokens": real,
+        "padded_tokens": padded,
+        "padding_efficiency": round(real / padded, 4) if padded else None,
+        "batches": sum(s.batches for s in embed_stats),
+        "encode_seconds": round(sum(s.encode_seconds for s in embed_stats), 3),
+        "encoder_builds": len(builds),
+        "worker_processes": len({s.process for s in embed_stats if s.batches}),
+        "encoder_build_seconds": round(max(builds.values(), default=0.0), 2),
     }

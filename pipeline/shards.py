@@ -30,6 +30,7 @@ class Shard:
     path: str
     name: str
     format: str
+    size: int = 0  # bytes on storage (compressed size for compressed shards)
 
 
 def beam_filesystem_knows(path: str) -> bool:
@@ -43,8 +44,8 @@ def beam_filesystem_knows(path: str) -> bool:
     return True
 
 
-def match_pattern(pattern: str) -> list[str]:
-    """Files (not directories) matching a glob, sorted."""
+def match_pattern(pattern: str) -> dict[str, int]:
+    """Files (not directories) matching a glob, with their sizes in bytes."""
     if beam_filesystem_knows(pattern):
         from apache_beam.io.filesystems import FileSystems
 
@@ -52,32 +53,32 @@ def match_pattern(pattern: str) -> list[str]:
             result = FileSystems.match([pattern])[0]
         except Exception as exc:  # noqa: BLE001 - Beam raises BeamIOError for bad patterns and access
             raise JobConfigError(f"cannot list --input {pattern}: {exc}") from exc
-        paths = [m.path for m in result.metadata_list]
+        sizes = {m.path: m.size_in_bytes for m in result.metadata_list}
         if "://" not in pattern:  # local globs also match directories; shards are files
-            if paths == [pattern.rstrip("/")] and os.path.isdir(pattern):
+            if list(sizes) == [pattern.rstrip("/")] and os.path.isdir(pattern):
                 raise JobConfigError(f"--input {pattern} is a directory; give a glob such as {pattern}/*")
-            paths = [p for p in paths if not os.path.isdir(p)]
-        return sorted(paths)
+            sizes = {p: n for p, n in sizes.items() if not os.path.isdir(p)}
+        return sizes
     import fsspec
 
     try:
         fs, _, paths = fsspec.get_fs_token_paths(pattern)
     except (ValueError, ImportError) as exc:
         raise JobConfigError(f"no filesystem for --input {pattern}: {exc}") from exc
-    files = [p for p in paths if fs.isfile(p)]
-    return sorted(fs.unstrip_protocol(p) for p in files)
+    return {fs.unstrip_protocol(p): int(fs.size(p) or 0) for p in paths if fs.isfile(p)}
 
 
 def match_shards(patterns: Iterable[str], fmt: str = "auto") -> list[Shard]:
     """Every file matched by the patterns, once each, with its id name and format."""
-    paths: list[str] = []
+    sizes: dict[str, int] = {}
     for pattern in patterns:
         matched = match_pattern(pattern)
         if not matched:
             raise JobConfigError(f"no file matches --input {pattern}")
-        paths.extend(p for p in matched if p not in paths)
+        sizes.update(matched)
+    paths = sorted(sizes)
     names = shard_names(paths)
-    return [Shard(p, names[p], shard_format(p, fmt)) for p in sorted(paths)]
+    return [Shard(p, names[p], shard_format(p, fmt), sizes[p]) for p in paths]
 
 
 def shard_names(paths: list[str]) -> dict[str, str]:
@@ -98,9 +99,10 @@ def shard_format(path: str, fmt: str) -> str:
     return "jsonl" if stem.endswith(_JSONL_SUFFIXES) else "text"
 
 
-def open_shard(path: str) -> BinaryIO:
-    """A binary stream of the shard's decompressed bytes; read it sequentially.
+def open_shard(path: str) -> tuple[BinaryIO, BinaryIO]:
+    """(decompressed stream, raw stream) of a shard; read the first sequentially.
 
+    The raw stream's position tells how much of the stored file has been consumed.
     Decompression uses Python's own codecs, which raise on a truncated or corrupt
     stream (Beam's CompressedFile silently stops at a missing gzip trailer).
     """
@@ -113,7 +115,7 @@ def open_shard(path: str) -> BinaryIO:
         import fsspec
 
         raw = fsspec.open(path, "rb").open()
-    return _decompressed(raw, path)
+    return _decompressed(raw, path), raw
 
 
 def _decompressed(raw: BinaryIO, path: str) -> BinaryIO:

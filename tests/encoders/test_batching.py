@@ -1,6 +1,7 @@
 import numpy as np
+import pytest
 
-from encoders.batching import BUCKET_LENGTHS, bucket_length, pad_batch, plan_batches
+from encoders.batching import BUCKET_LENGTHS, batch_rows, bucket_length, pad_batch, plan_batches
 
 
 def test_bucket_length_rounds_up_and_caps_at_max_seq_length():
@@ -17,13 +18,24 @@ def test_every_text_is_planned_exactly_once():
     assert planned == list(range(len(lengths)))
 
 
-def test_batches_respect_token_budget_and_size_cap():
+@pytest.mark.parametrize("bucketed", [False, True])
+def test_batches_respect_token_budget_and_size_cap(bucketed):
     lengths = [5, 120, 33, 7, 64, 250, 2, 19] * 10
-    for plan in plan_batches(lengths, 256, max_batch_size=8, max_tokens_per_batch=1024):
+    for plan in plan_batches(lengths, 256, max_batch_size=8, max_tokens_per_batch=1024, bucketed=bucketed):
+        longest = max(lengths[i] for i in plan.indices)
         assert len(plan.indices) <= 8
-        assert max(lengths[i] for i in plan.indices) <= plan.padded_length
+        assert longest <= plan.padded_length
         assert len(plan.indices) == 1 or len(plan.indices) * plan.padded_length <= 1024
-        assert plan.padded_length in BUCKET_LENGTHS or plan.padded_length == 256
+        if bucketed:
+            assert plan.padded_length in BUCKET_LENGTHS
+        else:
+            assert plan.padded_length % 8 == 0 and plan.padded_length - longest < 8
+
+
+def test_a_full_batch_has_exactly_batch_rows_rows():
+    lengths = [30] * 100
+    plans = plan_batches(lengths, 256, max_batch_size=64, max_tokens_per_batch=1024, bucketed=True)
+    assert len(plans[0].indices) == batch_rows(plans[0].padded_length, 64, 1024) == 1024 // 32
 
 
 def test_longest_batch_comes_first():
@@ -37,7 +49,7 @@ def test_a_text_longer_than_the_budget_still_gets_a_batch():
 
 
 def test_pad_batch_right_pads_ids_and_marks_real_tokens():
-    ids, mask = pad_batch([[2, 7, 3], [2, 3]], 4, pad_id=0)
-    np.testing.assert_array_equal(ids, [[2, 7, 3, 0], [2, 3, 0, 0]])
-    np.testing.assert_array_equal(mask, [[1, 1, 1, 0], [1, 1, 0, 0]])
+    ids, mask = pad_batch([[2, 7, 3], [2, 3]], 4, pad_id=0, rows=3)
+    np.testing.assert_array_equal(ids, [[2, 7, 3, 0], [2, 3, 0, 0], [0, 0, 0, 0]])
+    np.testing.assert_array_equal(mask, [[1, 1, 1, 0], [1, 1, 0, 0], [0, 0, 0, 0]])
     assert ids.dtype == np.int32 and mask.dtype == np.int32

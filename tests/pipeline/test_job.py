@@ -126,3 +126,27 @@ def test_blank_only_and_empty_shards_give_an_empty_table_with_the_schema(run_cli
     assert {s["source"]: s["read"] for s in manifest["shards"]} == {"blank.txt": 3, "empty.txt": 0}
     table = read_embeddings(out)
     assert table.num_rows == 0 and table.schema.field("embedding").type == pa.list_(pa.float32(), 32)
+
+
+def test_multi_process_run_equals_single_process_and_builds_one_encoder_per_process(
+    run_cli, tiny_bert_dir, tmp_path
+):
+    corpus = tmp_path / "in"
+    corpus.mkdir()
+    for shard in range(4):
+        lines = [f"今天 {shard} 天气很好 line {i} " + "hello " * (i % 30) for i in range(150)]
+        (corpus / f"part-{shard}.txt").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    single, multi = tmp_path / "single", tmp_path / "multi"
+    assert run_cli("--input", corpus / "*.txt", "--output", single, "--model", tiny_bert_dir)[0] == 0
+    assert run_cli("--input", corpus / "*.txt", "--output", multi, "--model", tiny_bert_dir,
+                   "--direct_num_workers", "2", "--direct_running_mode", "multi_processing")[0] == 0
+    a, b = read_embeddings(single), read_embeddings(multi)
+    assert a.column("id").to_pylist() == b.column("id").to_pylist() and a.num_rows == 600
+    vectors_a = np.array(a.column("embedding").to_pylist())
+    vectors_b = np.array(b.column("embedding").to_pylist())
+    assert np.abs(vectors_a - vectors_b).max() < 1e-5
+    perf = read_manifest(multi)["performance"]
+    assert 1 <= perf["worker_processes"] <= 2
+    assert perf["encoder_builds"] == perf["worker_processes"]
+    assert perf["batches"] > perf["encoder_builds"] * 2  # many batches, yet one build per process
+    assert read_manifest(single)["performance"]["encoder_builds"] == 1

@@ -27,6 +27,7 @@ def test_several_patterns_match_each_file_once(tmp_path):
         (tmp_path / name).write_text("x\n")
     shards = match_shards([str(tmp_path / "*.txt"), str(tmp_path / "a.*"), str(tmp_path / "*.jsonl")])
     assert [(s.name, s.format) for s in shards] == [("a.txt", "text"), ("b.txt", "text"), ("c.jsonl", "jsonl")]
+    assert [s.size for s in shards] == [2, 2, 2]
 
 
 def test_a_pattern_matching_nothing_is_a_config_error(tmp_path):
@@ -40,14 +41,14 @@ def test_fsspec_memory_filesystem_is_matched_and_read():
         f.write(gzip.compress(b"one\ntwo\n"))
     shards = match_shards(["memory://shards-test/*.gz"])
     assert [s.name for s in shards] == ["part-1.txt.gz"]
-    with open_shard(shards[0].path) as stream:
+    with open_shard(shards[0].path)[0] as stream:
         assert stream.read() == b"one\ntwo\n"
 
 
 def test_local_gzip_shard_is_decompressed(tmp_path):
     path = tmp_path / "a.txt.gz"
     path.write_bytes(gzip.compress("你好\n".encode()))
-    with open_shard(str(path)) as stream:
+    with open_shard(str(path))[0] as stream:
         assert stream.read().decode() == "你好\n"
 
 
@@ -61,7 +62,7 @@ def test_bz2_and_zstd_shards_are_decompressed(tmp_path, suffix):
     compressed = bz2.compress(data) if suffix == ".bz2" else zstandard.ZstdCompressor().compress(data)
     path = tmp_path / f"a.txt{suffix}"
     path.write_bytes(compressed)
-    with open_shard(str(path)) as stream:
+    with open_shard(str(path))[0] as stream:
         assert list(iter(stream.readline, b"")) == ["第一行\n".encode(), b"second\n"]
 
 
@@ -69,7 +70,7 @@ def test_truncated_gzip_raises_instead_of_ending_quietly(tmp_path):
     data = gzip.compress("".join(f"line {i}\n" for i in range(5000)).encode())
     path = tmp_path / "cut.txt.gz"
     path.write_bytes(data[: len(data) // 2])
-    with pytest.raises(EOFError), open_shard(str(path)) as stream:
+    with pytest.raises(EOFError), open_shard(str(path))[0] as stream:
         stream.read()
 
 
