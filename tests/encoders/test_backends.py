@@ -158,3 +158,27 @@ def test_safetensors_and_tf_h5_weights_load_to_the_same_model(minilm_dir, minilm
     assert (converted / "tf_model.h5").is_file() and not (converted / "model.safetensors").exists()
     from_h5 = build_encoder(resolve_spec(model=str(converted)))
     assert np.abs(from_h5.encode(TEXTS).vectors - minilm_transformers.encode(TEXTS).vectors).max() < 1e-6
+
+
+def _real_texts(n=120):
+    examples = Path(__file__).resolve().parents[2] / "examples" / "reviews-zh.txt"
+    return [t for t in examples.read_text(encoding="utf-8").splitlines() if t.strip()][:n]
+
+
+def test_xla_compiled_encoder_gives_the_same_vectors(minilm_transformers):
+    texts = _real_texts(60) + TEXTS
+    xla = build_encoder(resolve_spec(jit_compile=True, max_seq_length=128))
+    plain = build_encoder(resolve_spec(max_seq_length=128))
+    out = xla.encode(texts)
+    assert np.abs(out.vectors - plain.encode(texts).vectors).max() < 1e-5
+    assert out.padded_tokens >= int(out.n_tokens.sum()) and out.batches >= 1
+
+
+@pytest.mark.parametrize("precision", ["bfloat16", "float16"])
+def test_reduced_precision_stays_within_cosine_0999_of_float32_on_real_text(precision, minilm_transformers):
+    texts = _real_texts()
+    reduced = build_encoder(resolve_spec(precision=precision)).encode(texts).vectors
+    full = minilm_transformers.encode(texts).vectors
+    cosine = (reduced * full).sum(1) / np.linalg.norm(reduced, axis=1) / np.linalg.norm(full, axis=1)
+    assert cosine.min() >= 0.999
+    assert reduced.dtype == np.float32

@@ -58,3 +58,10 @@ def test_bad_settings_are_rejected_with_a_clear_message(kwargs, message):
 def test_hub_backend_on_a_transformers_directory_says_there_is_no_saved_model(tiny_bert_dir):
     with pytest.raises(EncoderConfigError, match="saved_model.pb"):
         resolve_spec(backend="hub", model=str(tiny_bert_dir))
+
+
+def test_reduced_precision_needs_the_transformers_backend(minilm_hub_dict):
+    with pytest.raises(EncoderConfigError, match="needs --backend transformers"):
+        resolve_spec(backend="hub", model=str(minilm_hub_dict), precision="bfloat16")
+    with pytest.raises(EncoderConfigError, match="unknown precision"):
+        resolve_spec(precision="int8")
