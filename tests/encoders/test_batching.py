@@ -29,7 +29,7 @@ def test_batches_respect_token_budget_and_size_cap(bucketed):
         if bucketed:
             assert plan.padded_length in BUCKET_LENGTHS
         else:
-            assert plan.padded_length % 8 == 0 and plan.padded_length - longest < 8
+            assert plan.padded_length == longest
 
 
 def test_a_full_batch_has_exactly_batch_rows_rows():
@@ -53,3 +53,9 @@ def test_pad_batch_right_pads_ids_and_marks_real_tokens():
     np.testing.assert_array_equal(ids, [[2, 7, 3, 0], [2, 3, 0, 0], [0, 0, 0, 0]])
     np.testing.assert_array_equal(mask, [[1, 1, 1, 0], [1, 1, 0, 0], [0, 0, 0, 0]])
     assert ids.dtype == np.int32 and mask.dtype == np.int32
+
+
+def test_much_shorter_texts_do_not_join_a_long_batch():
+    plans = plan_batches([200, 190, 40, 38, 36], 256, max_batch_size=64, max_tokens_per_batch=100_000)
+    assert [sorted(p.indices) for p in plans] == [[0, 1], [2, 3, 4]]
+    assert [p.padded_length for p in plans] == [200, 40]
