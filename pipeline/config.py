@@ -37,20 +37,14 @@ def job_config(
     text_field: str | None = None,
     id_field: str | None = None,
     encoding: str = "utf-8",
-    backend: str = "transformers",
-    model: str | None = None,
-    weights: str | None = None,
-    pooling: str | None = None,
-    normalize: bool | None = None,
-    max_seq_length: int | None = None,
-    max_batch_size: int = 64,
-    max_tokens_per_batch: int = 8192,
-    precision: str = "float32",
-    jit_compile: bool = False,
     rebalance: bool = False,
     progress: str = "off",
+    **encoder_settings,
 ) -> JobConfig:
-    """Validate flags (cheap checks first) and resolve the encoder settings."""
+    """Validate flags (cheap checks first), then resolve the encoder settings.
+
+    encoder_settings are `encoders.resolve_spec`'s keyword arguments (backend, model, ...).
+    """
     if not inputs:
         raise JobConfigError("--input is required")
     if not output:
@@ -67,18 +61,7 @@ def job_config(
         raise JobConfigError("--text_field/--id_field apply to JSON Lines input, but every matched shard is plain text")
     if id_field and any(s.format == "text" for s in shards):
         raise JobConfigError("--id_field is set but some matched shards are plain text, which has no fields")
-    spec = resolve_spec(
-        backend=backend,
-        model=model,
-        weights=weights,
-        pooling=pooling,
-        normalize=normalize,
-        max_seq_length=max_seq_length,
-        max_batch_size=max_batch_size,
-        max_tokens_per_batch=max_tokens_per_batch,
-        precision=precision,
-        jit_compile=jit_compile,
-    )
+    spec = resolve_spec(**encoder_settings)
     return JobConfig(
         inputs=tuple(inputs),
         shards=shards,
