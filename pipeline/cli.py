@@ -15,6 +15,7 @@ from encoders import BACKENDS, POOLING_METHODS, EncoderConfigError
 from encoders.spec import PRECISIONS
 from pipeline.errors import JobConfigError
 from pipeline.progress import MODES as PROGRESS_MODES
+from pipeline.records import DEFAULT_MAX_CHARS
 from pipeline.shards import FORMATS
 
 logger = logging.getLogger(__name__)
@@ -47,6 +48,8 @@ def build_parser() -> argparse.ArgumentParser:
                     help="JSON field holding the document id (default: <shard path>:<line number>)")
     io.add_argument("--encoding", default="utf-8", metavar="E",
                     help="text encoding of the shards; undecodable lines go to failed/ (default: utf-8)")
+    io.add_argument("--max_chars", type=int, default=DEFAULT_MAX_CHARS, metavar="N",
+                    help="a text longer than this goes to failed/ as too_long (default: 1000000)")
     model = parser.add_argument_group("model")
     model.add_argument("--backend", default="transformers", choices=BACKENDS,
                        help="transformers: Hugging Face TFBertModel; hub: TF Hub BERT module (default: transformers)")
@@ -99,6 +102,7 @@ def main(argv: list[str] | None = None) -> int:
             text_field=args.text_field,
             id_field=args.id_field,
             encoding=args.encoding,
+            max_chars=args.max_chars,
             backend=args.backend,
             model=args.model,
             weights=args.weights,

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 from encoders import EncoderSpec, resolve_spec
 from pipeline.errors import JobConfigError
+from pipeline.records import DEFAULT_MAX_CHARS
 from pipeline.shards import Shard, beam_filesystem_knows, match_shards
 
 
@@ -25,6 +26,7 @@ class JobConfig:
     text_field: str
     id_field: str | None
     encoder: EncoderSpec
+    max_chars: int = DEFAULT_MAX_CHARS
     group_size: int = 1024  # records sorted together before batching; bounds worker memory
     rebalance: bool = False  # reshuffle records across workers (distributed runners)
     progress: str = "off"  # terminal | log | off
@@ -37,6 +39,7 @@ def job_config(
     text_field: str | None = None,
     id_field: str | None = None,
     encoding: str = "utf-8",
+    max_chars: int = DEFAULT_MAX_CHARS,
     rebalance: bool = False,
     progress: str = "off",
     **encoder_settings,
@@ -51,6 +54,8 @@ def job_config(
         raise JobConfigError("--output is required")
     if not beam_filesystem_knows(output):
         raise JobConfigError(f"--output {output} is not on a filesystem Beam can write (local, gs://, s3://)")
+    if max_chars < 1:
+        raise JobConfigError(f"--max_chars must be positive, got {max_chars}")
     try:
         codecs.lookup(encoding)
     except LookupError:
@@ -70,6 +75,7 @@ def job_config(
         text_field=text_field or "text",
         id_field=id_field,
         encoder=spec,
+        max_chars=max_chars,
         rebalance=rebalance,
         progress=progress,
     )

@@ -21,6 +21,7 @@ from pipeline.output import (
     embeddings_schema,
 )
 from pipeline.progress import PROGRESS
+from pipeline.records import LineFormat
 from pipeline.transforms import (
     DEAD_LETTERS,
     EMBED_STATS,
@@ -54,13 +55,14 @@ def build_pipeline(p: beam.Pipeline, config: JobConfig, started_at: float) -> be
     metadata = file_metadata(config)
     join = FileSystems.join
     progress = ProgressSettings(config.progress, sum(s.size for s in config.shards))
+    line_format = LineFormat("text", config.encoding, config.text_field, config.id_field, config.max_chars)
     read = (
         p
         | "Shards" >> beam.Create(list(config.shards))
         | "SpreadShards" >> beam.Reshuffle()
-        | "Read" >> beam.ParDo(
-            ReadShard(config.encoding, config.text_field, config.id_field, progress)
-        ).with_outputs(DEAD_LETTERS, SHARD_STATS, main="records")
+        | "Read" >> beam.ParDo(ReadShard(line_format, progress)).with_outputs(
+            DEAD_LETTERS, SHARD_STATS, main="records"
+        )
     )
     records = read.records
     if config.rebalance:

@@ -19,6 +19,7 @@ class ShardStats:
     source: str
     read: int
     skipped: int
+    removed_chars: int = 0  # control characters removed by normalisation
 
 
 @dataclass(frozen=True)
@@ -63,7 +64,8 @@ def build_manifest(
         failed_by_shard[source] += n
         failed_by_reason[reason] += n
     shards = []
-    for stats in sorted(shard_stats, key=lambda s: s.source):
+    shard_stats_list = sorted(shard_stats, key=lambda s: s.source)
+    for stats in shard_stats_list:
         row = {
             "source": stats.source,
             "read": stats.read,
@@ -82,6 +84,7 @@ def build_manifest(
     return {
         "counts": counts,
         "failed_by_reason": dict(sorted(failed_by_reason.items())),
+        "control_chars_removed": sum(s.removed_chars for s in shard_stats_list),
         "shards": shards,
         "files": {kind: sorted(names) for kind, names in files.items()},
         "settings": dict(settings),

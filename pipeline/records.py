@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import json
+import unicodedata
 from dataclasses import asdict, dataclass
 
 RAW_PREVIEW_CHARS = 2000
+DEFAULT_MAX_CHARS = 1_000_000
+_KEPT_CONTROLS = frozenset("\t\n\r")  # whitespace to the tokenizer; every other control character goes
 
 
 @dataclass(frozen=True)
@@ -16,6 +19,7 @@ class Record:
     text: str
     source: str
     line: int
+    removed_chars: int = 0  # control characters taken out of the text
 
 
 @dataclass(frozen=True)
@@ -35,10 +39,11 @@ class DeadLetter:
 
 @dataclass(frozen=True)
 class Skipped:
-    """A line with nothing to embed (empty or whitespace only)."""
+    """A line with nothing to embed (empty or whitespace only after normalisation)."""
 
     source: str
     line: int
+    removed_chars: int = 0
 
 
 @dataclass(frozen=True)
@@ -49,6 +54,21 @@ class LineFormat:
     encoding: str = "utf-8"
     text_field: str = "text"
     id_field: str | None = None
+    max_chars: int = DEFAULT_MAX_CHARS
+
+
+def normalize_text(text: str) -> tuple[str, int]:
+    """NFC-normalise and drop control characters (NUL included) other than tab, CR and LF.
+
+    Returns (text, number of characters removed). Done before tokenizing so the same
+    document always gives the same tokens, whatever its Unicode composition.
+    """
+    removed = 0
+    if any(unicodedata.category(ch) == "Cc" and ch not in _KEPT_CONTROLS for ch in text):
+        kept = [ch for ch in text if unicodedata.category(ch) != "Cc" or ch in _KEPT_CONTROLS]
+        removed = len(text) - len(kept)
+        text = "".join(kept)
+    return unicodedata.normalize("NFC", text), removed
 
 
 def raw_preview(raw: bytes) -> str:
@@ -70,9 +90,20 @@ def parse_line(raw: bytes, source: str, line: int, fmt: LineFormat) -> Record | 
         if not decoded.strip():
             return Skipped(source, line)
         return _parse_json_line(decoded, source, line, fmt)
-    if not decoded.strip():
-        return Skipped(source, line)
-    return Record(f"{source}:{line}", decoded, source, line)
+    return _document(f"{source}:{line}", decoded, source, line, fmt, decoded)
+
+
+def _document(
+    record_id: str, text: str, source: str, line: int, fmt: LineFormat, raw: str
+) -> Record | DeadLetter | Skipped:
+    """The shared last step: length limit, normalisation, blank check."""
+    if len(text) > fmt.max_chars:
+        detail = f"{len(text)} characters, more than --max_chars {fmt.max_chars}"
+        return DeadLetter(source, line, "too_long", detail, id=record_id, raw=raw_preview(raw.encode("utf-8")))
+    text, removed = normalize_text(text)
+    if not text.strip():
+        return Skipped(source, line, removed)
+    return Record(record_id, text, source, line, removed)
 
 
 def _parse_json_line(decoded: str, source: str, line: int, fmt: LineFormat) -> Record | DeadLetter | Skipped:
@@ -96,6 +127,4 @@ def _parse_json_line(decoded: str, source: str, line: int, fmt: LineFormat) -> R
         return dead("missing_text", f"field {fmt.text_field!r} is missing or null", record_id)
     if not isinstance(text, str):
         return dead("text_not_string", f"field {fmt.text_field!r} is a {type(text).__name__}", record_id)
-    if not text.strip():
-        return Skipped(source, line)
-    return Record(record_id, text, source, line)
+    return _document(record_id, text, source, line, fmt, decoded)

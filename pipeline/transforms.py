@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -56,10 +57,8 @@ class ReadShard(beam.DoFn):
     from the number of shards (and, on distributed runners, from the reshuffle after this).
     """
 
-    def __init__(self, encoding: str, text_field: str, id_field: str | None, progress: ProgressSettings) -> None:
-        self._encoding = encoding
-        self._text_field = text_field
-        self._id_field = id_field
+    def __init__(self, line_format: LineFormat, progress: ProgressSettings) -> None:
+        self._line_format = line_format
         self._progress = progress
         self._lines = Metrics.counter(METRICS_NAMESPACE, "lines_read")
 
@@ -67,8 +66,8 @@ class ReadShard(beam.DoFn):
         PROGRESS.start(self._progress.mode, self._progress.total_bytes)
 
     def process(self, shard: Shard) -> Iterator:
-        fmt = LineFormat(shard.format, self._encoding, self._text_field, self._id_field)
-        read = skipped = 0
+        fmt = dataclasses.replace(self._line_format, format=shard.format)
+        read = skipped = removed = 0
         try:
             stream, raw_stream = open_shard(shard.path)
             position = 0
@@ -77,10 +76,12 @@ class ReadShard(beam.DoFn):
                     read += 1
                     outcome = parse_line(raw.rstrip(b"\n").removesuffix(b"\r"), shard.name, read, fmt)
                     if isinstance(outcome, Record):
+                        removed += outcome.removed_chars
                         yield outcome
                     elif isinstance(outcome, DeadLetter):
                         yield beam.pvalue.TaggedOutput(DEAD_LETTERS, outcome)
                     elif isinstance(outcome, Skipped):
+                        removed += outcome.removed_chars
                         skipped += 1
                     if read % 1000 == 0:
                         position = self._report_position(raw_stream, position)
@@ -88,7 +89,7 @@ class ReadShard(beam.DoFn):
         except _STREAM_ERRORS as exc:
             raise ShardReadError(f"cannot read shard {shard.path}: {exc}") from exc
         self._lines.inc(read)
-        yield beam.pvalue.TaggedOutput(SHARD_STATS, ShardStats(shard.name, read, skipped))
+        yield beam.pvalue.TaggedOutput(SHARD_STATS, ShardStats(shard.name, read, skipped, removed))
 
     @staticmethod
     def _report_position(raw_stream, previous: int, at_end: int | None = None) -> int:

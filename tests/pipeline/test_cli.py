@@ -9,7 +9,8 @@ from pipeline.cli import build_parser
 
 CONTRACT_FLAGS = [
     "--input", "--output", "--format", "--text_field", "--id_field", "--encoding", "--backend", "--model",
-    "--weights", "--pooling", "--normalize", "--no_normalize", "--max_seq_length",
+    "--weights", "--pooling", "--normalize", "--no_normalize", "--max_seq_length", "--max_chars", "--precision",
+    "--jit_compile", "--max_batch_size", "--max_tokens_per_batch", "--progress",
 ]
 
 
@@ -37,6 +38,7 @@ def corpus(tmp_path):
         (["--backend", "onnx"], "invalid choice: 'onnx'"),
         (["--format", "xml"], "invalid choice: 'xml'"),
         (["--encoding", "klingon-8"], "unknown --encoding"),
+        (["--max_chars", "0"], "--max_chars must be positive"),
         (["--max_seq_length", "100000"], "--max_seq_length must be between 2 and 512"),
         (["--weights", "{tmp}/w.h5"], "weights file not found"),
         (["--text_field", "body"], "apply to JSON Lines input"),

@@ -150,3 +150,16 @@ def test_multi_process_run_equals_single_process_and_builds_one_encoder_per_proc
     assert perf["encoder_builds"] == perf["worker_processes"]
     assert perf["batches"] > perf["encoder_builds"] * 2  # many batches, yet one build per process
     assert read_manifest(single)["performance"]["encoder_builds"] == 1
+
+
+def test_control_characters_and_overlong_lines_are_accounted_for(run_cli, tiny_bert_dir, tmp_path):
+    path = tmp_path / "nasty.txt"
+    path.write_bytes(b"ok\x00line\r\n" + b"x" * 50 + b"\n" + "emoji \U0001F600 \u05e9\u05dc\u05d5\u05dd\n".encode()
+                     + b"\x00\x01\n")
+    out = tmp_path / "out"
+    assert run_cli("--input", path, "--output", out, "--model", tiny_bert_dir, "--max_chars", "40")[0] == 0
+    manifest = read_manifest(out)
+    assert manifest["counts"] == {"read": 4, "embedded": 2, "skipped": 1, "failed": 1}
+    assert manifest["failed_by_reason"] == {"too_long": 1}
+    assert manifest["control_chars_removed"] == 3
+    assert read_embeddings(out).column("id").to_pylist() == ["nasty.txt:1", "nasty.txt:3"]

@@ -63,3 +63,31 @@ def test_jsonl_problems_are_dead_letters_with_reasons():
 
 def test_jsonl_blank_text_is_skipped():
     assert isinstance(parse_line(json.dumps({"doc": 1, "body": "  "}).encode(), "d", 1, JSONL), Skipped)
+
+
+def test_text_is_nfc_normalised():
+    decomposed = "cafe\u0301"
+    assert parse_line(decomposed.encode(), "s", 1, TEXT).text == "caf\u00e9"
+
+
+def test_nul_and_control_characters_are_removed_and_counted_tabs_kept():
+    record = parse_line(b"a\x00b\x07c\td\x1b", "s", 1, TEXT)
+    assert (record.text, record.removed_chars) == ("abc\td", 3)
+
+
+def test_a_line_of_only_control_characters_is_skipped_and_counted():
+    skipped = parse_line(b"\x00\x00 \x01", "s", 4, TEXT)
+    assert isinstance(skipped, Skipped) and skipped.removed_chars == 3
+
+
+def test_text_longer_than_max_chars_is_a_dead_letter():
+    fmt = LineFormat("text", max_chars=10)
+    dead = parse_line(b"x" * 11, "s", 2, fmt)
+    assert isinstance(dead, DeadLetter) and dead.reason == "too_long" and dead.id == "s:2"
+    assert isinstance(parse_line(b"x" * 10, "s", 3, fmt), Record)
+
+
+def test_json_text_field_is_normalised_too():
+    line = json.dumps({"doc": 1, "body": "e\u0301\u0000"}).encode()
+    record = parse_line(line, "d", 1, JSONL)
+    assert (record.text, record.removed_chars) == ("\u00e9", 1)
