@@ -54,6 +54,8 @@ def job_config(
         raise JobConfigError("--output is required")
     if not beam_filesystem_knows(output):
         raise JobConfigError(f"--output {output} is not on a filesystem Beam can write (local, gs://, s3://)")
+    if "://" not in output:
+        _check_local_output_writable(output)
     if max_chars < 1:
         raise JobConfigError(f"--max_chars must be positive, got {max_chars}")
     try:
@@ -79,3 +81,16 @@ def job_config(
         rebalance=rebalance,
         progress=progress,
     )
+
+
+def _check_local_output_writable(output: str) -> None:
+    """Create the output directory and write a probe file, so a bad path fails now, not after embedding."""
+    import tempfile
+    from pathlib import Path
+
+    try:
+        Path(output).mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=output, prefix=".write-check-"):
+            pass
+    except OSError as exc:
+        raise JobConfigError(f"--output {output} is not writable: {exc.strerror or exc}") from None

@@ -39,6 +39,7 @@ def corpus(tmp_path):
         (["--format", "xml"], "invalid choice: 'xml'"),
         (["--encoding", "klingon-8"], "unknown --encoding"),
         (["--max_chars", "0"], "--max_chars must be positive"),
+        (["--output", "{tmp}/in.txt/out"], "is not writable"),
         (["--max_seq_length", "100000"], "--max_seq_length must be between 2 and 512"),
         (["--weights", "{tmp}/w.h5"], "weights file not found"),
         (["--text_field", "body"], "apply to JSON Lines input"),
@@ -49,7 +50,7 @@ def corpus(tmp_path):
 )
 def test_configuration_errors_exit_2_with_one_line(run_cli, corpus, tmp_path, extra, message):
     args = ["--input", str(corpus), "--output", str(tmp_path / "out")]
-    args += [a.replace("{tmp}", str(tmp_path)) for a in extra]
+    args += [a.replace("{tmp}", str(tmp_path)) for a in extra]  # a repeated --output: the last one wins
     if extra[0] == "--backend" and extra[1] == "hub":
         args += ["--model", "bert-base-chinese"]
     code, out, err = run_cli(*args)
