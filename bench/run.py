@@ -90,7 +90,7 @@ def time_seed_baseline(encoder, texts: list[str], max_seq_length: int, batch_siz
     def run(chunk):
         tokenized = encoder.tokenizer.tokenize(chunk, max_seq_length)
         ids, mask = pad_batch(tokenized.token_ids, max_seq_length, encoder.tokenizer.pad_id)
-        return encoder._embed(ids, mask).numpy()
+        return encoder.embed_token_ids(ids, mask)
 
     run(texts[:batch_size])
     start = time.perf_counter()

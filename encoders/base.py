@@ -85,9 +85,13 @@ class Encoder(abc.ABC):
             )
             if rows:  # filler rows hold one real token each so no row pools over nothing
                 mask[len(plan.indices):, 0] = 1
-            vectors[list(plan.indices)] = self._embed(ids, mask).numpy()[: len(plan.indices)]
+            vectors[list(plan.indices)] = self.embed_token_ids(ids, mask)[: len(plan.indices)]
             padded += ids.size
         return Embeddings(vectors, tokenized.n_tokens, tokenized.truncated, padded, len(plans))
+
+    def embed_token_ids(self, input_ids: np.ndarray, input_mask: np.ndarray) -> np.ndarray:
+        """Run the compiled graph on already padded int32 [batch, seq] arrays; float32 [batch, dim]."""
+        return self._embed(input_ids, input_mask).numpy()
 
     def warm_up(self) -> None:
         """Trace (and under XLA compile) every bucket shape now rather than mid-job."""
@@ -99,7 +103,7 @@ class Encoder(abc.ABC):
             rows = batch_rows(length, spec.max_batch_size, spec.max_tokens_per_batch)
             ids, mask = pad_batch([[self.tokenizer.cls_id, self.tokenizer.sep_id]], length, self.tokenizer.pad_id, rows)
             mask[:, 0] = 1
-            self._embed(ids, mask)
+            self.embed_token_ids(ids, mask)
 
 
 def build_encoder(spec: EncoderSpec, warm_up: bool = True) -> Encoder:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 
@@ -126,8 +127,6 @@ def clear_previous_output(output: str) -> None:
 
 def run_job(config: JobConfig, options: PipelineOptions) -> dict:
     """Run the job to completion; returns the manifest (also written to output/_SUCCESS)."""
-    import json
-
     clear_previous_output(config.output)
     try:
         with beam.Pipeline(options=options) as p:

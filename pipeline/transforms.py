@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 import apache_beam as beam
+import numpy as np
 import zstandard
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics import Metrics
@@ -194,10 +195,10 @@ class EmbedBatch(beam.DoFn):
             return records, encoder.encode([r.text for r in records]), []
         except Exception:  # noqa: BLE001 - isolated below, each failure is recorded
             logger.warning("group of %d failed; retrying records one by one", len(records), exc_info=True)
-        good, dead_letters = [], []
+        good, results, dead_letters = [], [], []
         for record in records:
             try:
-                encoder.encode([record.text])
+                results.append(encoder.encode([record.text]))
                 good.append(record)
             except Exception as exc:  # noqa: BLE001 - becomes a dead letter with its reason
                 detail = f"{type(exc).__name__}: {exc}"
@@ -205,8 +206,16 @@ class EmbedBatch(beam.DoFn):
                 dead_letters.append(
                     DeadLetter(record.source, record.line, "encode_error", detail, id=record.id, raw=raw)
                 )
-        results = encoder.encode([r.text for r in good]) if good else None
-        return good, results, dead_letters
+        if not good:
+            return [], None, dead_letters
+        combined = Embeddings(
+            np.concatenate([r.vectors for r in results]),
+            np.concatenate([r.n_tokens for r in results]),
+            np.concatenate([r.truncated for r in results]),
+            sum(r.padded_tokens for r in results),
+            sum(r.batches for r in results),
+        )
+        return good, combined, dead_letters
 
 
 class WriteManifest(beam.DoFn):

@@ -163,3 +163,25 @@ def test_control_characters_and_overlong_lines_are_accounted_for(run_cli, tiny_b
     assert manifest["failed_by_reason"] == {"too_long": 1}
     assert manifest["control_chars_removed"] == 3
     assert read_embeddings(out).column("id").to_pylist() == ["nasty.txt:1", "nasty.txt:3"]
+
+
+def test_a_record_the_encoder_rejects_becomes_a_dead_letter_and_the_rest_are_embedded(tiny_bert_dir):
+    """Failure injection: no real input makes the encoder raise, so a wrapper raises for one marked text."""
+    from pipeline.records import Record
+    from pipeline.transforms import EmbedBatch
+
+    real = build_encoder(resolve_spec(model=str(tiny_bert_dir)))
+
+    class RejectsMarkedText:
+        def encode(self, texts):
+            if "POISON" in texts:
+                raise RuntimeError("cannot embed this one")
+            return real.encode(texts)
+
+    records = [Record(f"s:{i}", text, "s", i) for i, text in enumerate(["今天天气很好", "POISON", "hello world"], 1)]
+    good, results, dead = EmbedBatch._encode(RejectsMarkedText(), records)
+    assert [r.id for r in good] == ["s:1", "s:3"]
+    assert [(d.id, d.reason) for d in dead] == [("s:2", "encode_error")]
+    expected = real.encode(["今天天气很好", "hello world"])
+    assert np.abs(results.vectors - expected.vectors).max() < 1e-6
+    assert results.n_tokens.tolist() == expected.n_tokens.tolist()
