@@ -41,11 +41,15 @@ def build_parser() -> argparse.ArgumentParser:
                     help="glob of input shards: local path, gs://, s3://, memory://, ... (repeatable)")
     io.add_argument("--output", metavar="DIR", help="output directory for Parquet files, failed/ and _SUCCESS")
     io.add_argument("--format", default="auto", choices=FORMATS,
-                    help="text: one document per line; jsonl: one JSON object per line; "
-                         "auto: by extension (.jsonl/.ndjson/.json, optionally .gz/.bz2/.zst) (default: auto)")
-    io.add_argument("--text_field", metavar="F", help="JSON field holding the text (default: text)")
+                    help="text: one document per line; jsonl: one JSON object per line; csv/tsv: a header "
+                         "row, then one record per row; parquet; auto: by extension "
+                         "(.jsonl/.ndjson/.json, .csv, .tsv, .parquet; text otherwise; "
+                         ".gz/.bz2/.zst on top) (default: auto)")
+    io.add_argument("--text_field", metavar="F",
+                    help="field (JSON key, CSV column, Parquet column) holding the text (default: text)")
     io.add_argument("--id_field", metavar="F",
-                    help="JSON field holding the document id (default: <shard path>:<line number>)")
+                    help="field holding the document id; a repeated id goes to failed/ "
+                         "(default: <shard path>:<line or row number>)")
     io.add_argument("--encoding", default="utf-8", metavar="E",
                     help="text encoding of the shards; undecodable lines go to failed/ (default: utf-8)")
     io.add_argument("--max_chars", type=int, default=DEFAULT_MAX_CHARS, metavar="N",

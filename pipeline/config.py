@@ -7,12 +7,14 @@ a one-line message, not a worker crash an hour into the job.
 from __future__ import annotations
 
 import codecs
+import dataclasses
 from dataclasses import dataclass
 
 from encoders import EncoderSpec, resolve_spec
 from pipeline.errors import JobConfigError
-from pipeline.records import DEFAULT_MAX_CHARS
-from pipeline.shards import Shard, beam_filesystem_knows, match_shards
+from pipeline.readers import HEADED_FORMATS, STRUCTURED_FORMATS, structure_problem
+from pipeline.records import DEFAULT_MAX_CHARS, InputFormat
+from pipeline.shards import Shard, beam_filesystem_knows, match_shards, open_shard
 
 
 @dataclass(frozen=True)
@@ -30,6 +32,10 @@ class JobConfig:
     group_size: int = 1024  # records sorted together before batching; bounds worker memory
     rebalance: bool = False  # reshuffle records across workers (distributed runners)
     progress: str = "off"  # terminal | log | off
+
+    def input_format(self, shard_format: str) -> InputFormat:
+        """How to read a shard of the given format under this job's flags."""
+        return InputFormat(shard_format, self.encoding, self.text_field, self.id_field, self.max_chars)
 
 
 def job_config(
@@ -63,11 +69,13 @@ def job_config(
     except LookupError:
         raise JobConfigError(f"unknown --encoding {encoding!r}") from None
     shards = tuple(match_shards(inputs, fmt))
-    structured = any(s.format == "jsonl" for s in shards)
+    structured = any(s.format in STRUCTURED_FORMATS for s in shards)
     if (text_field or id_field) and not structured:
-        raise JobConfigError("--text_field/--id_field apply to JSON Lines input, but every matched shard is plain text")
+        raise JobConfigError("--text_field/--id_field apply to JSON Lines, CSV/TSV and Parquet input, "
+                             "but every matched shard is plain text")
     if id_field and any(s.format == "text" for s in shards):
         raise JobConfigError("--id_field is set but some matched shards are plain text, which has no fields")
+    _check_structure(shards, InputFormat("text", encoding, text_field or "text", id_field, max_chars))
     spec = resolve_spec(**encoder_settings)
     return JobConfig(
         inputs=tuple(inputs),
@@ -81,6 +89,26 @@ def job_config(
         rebalance=rebalance,
         progress=progress,
     )
+
+
+def _check_structure(shards: tuple[Shard, ...], fmt: InputFormat) -> None:
+    """Read each CSV/TSV header and Parquet footer now: a missing --text_field is a config error, not a failed job."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    checked = [s for s in shards if s.format in HEADED_FORMATS]
+
+    def problem(shard: Shard) -> str | None:
+        try:
+            stream, _ = open_shard(shard.path)
+            with stream:
+                return structure_problem(stream, dataclasses.replace(fmt, format=shard.format))
+        except (OSError, EOFError, ValueError) as exc:
+            return f"cannot read it: {exc}"
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        for shard, found in zip(checked, pool.map(problem, checked), strict=True):
+            if found:
+                raise JobConfigError(f"{shard.path} ({shard.format}): {found}")
 
 
 def _check_local_output_writable(output: str) -> None:

@@ -22,7 +22,6 @@ from pipeline.output import (
     embeddings_schema,
 )
 from pipeline.progress import PROGRESS
-from pipeline.records import LineFormat
 from pipeline.transforms import (
     DEAD_LETTERS,
     EMBED_STATS,
@@ -56,12 +55,12 @@ def build_pipeline(p: beam.Pipeline, config: JobConfig, started_at: float) -> be
     metadata = file_metadata(config)
     join = FileSystems.join
     progress = ProgressSettings(config.progress, sum(s.size for s in config.shards))
-    line_format = LineFormat("text", config.encoding, config.text_field, config.id_field, config.max_chars)
+    input_format = config.input_format("text")
     read = (
         p
         | "Shards" >> beam.Create(list(config.shards))
         | "SpreadShards" >> beam.Reshuffle()
-        | "Read" >> beam.ParDo(ReadShard(line_format, progress)).with_outputs(
+        | "Read" >> beam.ParDo(ReadShard(input_format, progress)).with_outputs(
             DEAD_LETTERS, SHARD_STATS, main="records"
         )
     )

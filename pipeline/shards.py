@@ -2,7 +2,7 @@
 
 Beam's FileSystems serve local paths, gs://, s3:// (with apache-beam[aws]) and hdfs://;
 anything else (memory://, and whatever fsspec plugins are installed) goes through fsspec.
-Compression is chosen by extension (.gz, .bz2, .zst).
+Compression (.gz, .bz2, .zst) and, under --format auto, the format are chosen by extension.
 """
 
 from __future__ import annotations
@@ -18,9 +18,14 @@ from typing import BinaryIO
 
 from pipeline.errors import JobConfigError
 
-FORMATS = ("auto", "text", "jsonl")
+SHARD_FORMATS = ("text", "jsonl", "csv", "tsv", "parquet")
+FORMATS = ("auto", *SHARD_FORMATS)
 _COMPRESSION_SUFFIXES = (".gz", ".bz2", ".zst")
-_JSONL_SUFFIXES = (".jsonl", ".ndjson", ".json")
+_SUFFIX_FORMATS = {
+    ".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "jsonl",
+    ".csv": "csv", ".tsv": "tsv", ".tab": "tsv",
+    ".parquet": "parquet", ".pq": "parquet",
+}
 
 
 @dataclass(frozen=True)
@@ -49,6 +54,7 @@ def match_pattern(pattern: str) -> dict[str, int]:
     if beam_filesystem_knows(pattern):
         from apache_beam.io.filesystems import FileSystems
 
+        _check_filesystem_installed(pattern)
         try:
             result = FileSystems.match([pattern])[0]
         except Exception as exc:  # noqa: BLE001 - Beam raises BeamIOError for bad patterns and access
@@ -68,6 +74,15 @@ def match_pattern(pattern: str) -> dict[str, int]:
     return {fs.unstrip_protocol(p): int(fs.size(p) or 0) for p in paths if fs.isfile(p)}
 
 
+def _check_filesystem_installed(path: str) -> None:
+    """Beam registers s3:// even without its client library; say what to install instead of a deep error."""
+    if path.startswith("s3://"):
+        try:
+            import boto3  # noqa: F401
+        except ImportError:
+            raise JobConfigError(f"{path}: reading s3:// needs the AWS extra: pip install 'apache-beam[aws]'") from None
+
+
 def match_shards(patterns: Iterable[str], fmt: str = "auto") -> list[Shard]:
     """Every file matched by the patterns, once each, with its id name and format."""
     sizes: dict[str, int] = {}
@@ -78,7 +93,12 @@ def match_shards(patterns: Iterable[str], fmt: str = "auto") -> list[Shard]:
         sizes.update(matched)
     paths = sorted(sizes)
     names = shard_names(paths)
-    return [Shard(p, names[p], shard_format(p, fmt), sizes[p]) for p in paths]
+    shards = [Shard(p, names[p], shard_format(p, fmt), sizes[p]) for p in paths]
+    for shard in shards:
+        if shard.format == "parquet" and shard.path.endswith(_COMPRESSION_SUFFIXES):
+            raise JobConfigError(f"{shard.path}: Parquet compresses inside the file; a compressed Parquet "
+                                 "file cannot be read")
+    return shards
 
 
 def shard_names(paths: list[str]) -> dict[str, str]:
@@ -89,14 +109,13 @@ def shard_names(paths: list[str]) -> dict[str, str]:
 
 
 def shard_format(path: str, fmt: str) -> str:
-    """"text" or "jsonl": fmt itself, or from the extension when fmt is "auto"."""
+    """One of SHARD_FORMATS: fmt itself, or from the extension when fmt is "auto" (text if unknown)."""
     if fmt != "auto":
         return fmt
     stem = path
     for suffix in _COMPRESSION_SUFFIXES:
-        if stem.endswith(suffix):
-            stem = stem[: -len(suffix)]
-    return "jsonl" if stem.endswith(_JSONL_SUFFIXES) else "text"
+        stem = stem.removesuffix(suffix)
+    return _SUFFIX_FORMATS.get(posixpath.splitext(stem)[1].lower(), "text")
 
 
 def open_shard(path: str) -> tuple[BinaryIO, BinaryIO]:

@@ -24,7 +24,8 @@ from encoders import Embeddings, Encoder, EncoderSpec, build_encoder
 from pipeline.manifest import EmbedStats, ShardStats, build_manifest
 from pipeline.output import SUCCESS_FILE, embeddings_schema, embeddings_table
 from pipeline.progress import PROGRESS
-from pipeline.records import DeadLetter, LineFormat, Record, Skipped, parse_line, raw_preview
+from pipeline.readers import read_records
+from pipeline.records import DeadLetter, InputFormat, Record, raw_preview
 from pipeline.shards import Shard, open_shard
 
 logger = logging.getLogger(__name__)
@@ -52,14 +53,14 @@ class ProgressSettings:
 
 
 class ReadShard(beam.DoFn):
-    """Stream one shard line by line into records; dead letters and stats go to tagged outputs.
+    """Stream one shard record by record; dead letters and stats go to tagged outputs.
 
-    Lines are numbered, so a shard is read sequentially by one worker; parallelism comes
+    Records are numbered, so a shard is read sequentially by one worker; parallelism comes
     from the number of shards (and, on distributed runners, from the reshuffle after this).
     """
 
-    def __init__(self, line_format: LineFormat, progress: ProgressSettings) -> None:
-        self._line_format = line_format
+    def __init__(self, input_format: InputFormat, progress: ProgressSettings) -> None:
+        self._input_format = input_format
         self._progress = progress
         self._lines = Metrics.counter(METRICS_NAMESPACE, "lines_read")
 
@@ -67,21 +68,20 @@ class ReadShard(beam.DoFn):
         PROGRESS.start(self._progress.mode, self._progress.total_bytes)
 
     def process(self, shard: Shard) -> Iterator:
-        fmt = dataclasses.replace(self._line_format, format=shard.format)
+        fmt = dataclasses.replace(self._input_format, format=shard.format)
         read = skipped = removed = 0
         try:
             stream, raw_stream = open_shard(shard.path)
             position = 0
             with stream:
-                for raw in iter(stream.readline, b""):
+                for outcome in read_records(stream, shard.name, fmt):
                     read += 1
-                    outcome = parse_line(raw.rstrip(b"\n").removesuffix(b"\r"), shard.name, read, fmt)
                     if isinstance(outcome, Record):
                         removed += outcome.removed_chars
                         yield outcome
                     elif isinstance(outcome, DeadLetter):
                         yield beam.pvalue.TaggedOutput(DEAD_LETTERS, outcome)
-                    elif isinstance(outcome, Skipped):
+                    else:
                         removed += outcome.removed_chars
                         skipped += 1
                     if read % 1000 == 0:

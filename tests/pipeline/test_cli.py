@@ -3,6 +3,8 @@
 import subprocess
 import sys
 
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 
 from pipeline.cli import build_parser
@@ -26,6 +28,8 @@ def corpus(tmp_path):
     path = tmp_path / "in.txt"
     path.write_text("hello\n")
     (tmp_path / "plain.txt").write_text("x\n")
+    (tmp_path / "rows.csv").write_text("doc,body\n1,hello\n")
+    pq.write_table(pa.table({"body": [1, 2]}), tmp_path / "numbers.parquet")
     return path
 
 
@@ -42,14 +46,18 @@ def corpus(tmp_path):
         (["--output", "{tmp}/in.txt/out"], "is not writable"),
         (["--max_seq_length", "100000"], "--max_seq_length must be between 2 and 512"),
         (["--weights", "{tmp}/w.h5"], "weights file not found"),
-        (["--text_field", "body"], "apply to JSON Lines input"),
+        (["--text_field", "body"], "but every matched shard is plain text"),
         (["--normalize", "--no_normalize"], "not allowed with argument"),
+        (["--input", "{tmp}/rows.csv", "--text_field", "content"], "--text_field 'content' not among its fields"),
+        (["--input", "{tmp}/rows.csv", "--text_field", "body", "--id_field", "key"], "--id_field 'key' not among"),
+        (["--input", "{tmp}/numbers.parquet", "--text_field", "body"], "is a int64 column, not a string column"),
+        (["--input", "s3://no-such-bucket-here/*.txt"], "s3:// needs the AWS extra"),
         (["--no_such_flag", "1"], "unknown option --no_such_flag"),
         (["--backend", "hub"], "needs a TF Hub URL"),
     ],
 )
 def test_configuration_errors_exit_2_with_one_line(run_cli, corpus, tmp_path, extra, message):
-    args = ["--input", str(corpus), "--output", str(tmp_path / "out")]
+    args = ["--output", str(tmp_path / "out")] + ([] if "--input" in extra else ["--input", str(corpus)])
     args += [a.replace("{tmp}", str(tmp_path)) for a in extra]  # a repeated --output: the last one wins
     if extra[0] == "--backend" and extra[1] == "hub":
         args += ["--model", "bert-base-chinese"]

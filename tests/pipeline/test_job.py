@@ -7,6 +7,7 @@ import re
 import fsspec
 import numpy as np
 import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 
 from encoders import build_encoder, resolve_spec
@@ -81,6 +82,19 @@ def test_jsonl_fields_gzip_and_bad_json(run_cli, tiny_bert_dir, tmp_path):
     reasons = {d["line"]: d["reason"] for d in read_dead_letters(out)}
     assert reasons == {2: "invalid_json", 4: "missing_text", 5: "missing_id"}
     assert read_manifest(out)["failed_by_reason"] == {"invalid_json": 1, "missing_id": 1, "missing_text": 1}
+
+
+def test_csv_and_parquet_shards_in_one_run(run_cli, tiny_bert_dir, tmp_path):
+    (tmp_path / "rows.csv").write_text('doc,body\nc1,"two\nlines"\nc2,\n', encoding="utf-8")
+    pq.write_table(pa.table({"doc": [1, 2], "body": ["第一", None]}), tmp_path / "rows.parquet")
+    out = tmp_path / "out"
+    assert run_cli("--input", tmp_path / "rows.*", "--output", out, "--model", tiny_bert_dir,
+                   "--text_field", "body", "--id_field", "doc")[0] == 0
+    assert read_embeddings(out).column("id").to_pylist() == ["1", "c1"]
+    manifest = read_manifest(out)
+    assert manifest["counts"] == {"read": 4, "embedded": 2, "skipped": 1, "failed": 1}
+    assert [(d["source"], d["line"], d["reason"]) for d in read_dead_letters(out)] == [
+        ("rows.parquet", 2, "missing_text")]
 
 
 def test_input_on_an_fsspec_filesystem(run_cli, tiny_bert_dir, tmp_path):

@@ -1,9 +1,9 @@
 import json
 
-from pipeline.records import DeadLetter, LineFormat, Record, Skipped, parse_line
+from pipeline.records import DeadLetter, InputFormat, Record, Skipped, parse_line
 
-TEXT = LineFormat("text")
-JSONL = LineFormat("jsonl", text_field="body", id_field="doc")
+TEXT = InputFormat("text")
+JSONL = InputFormat("jsonl", text_field="body", id_field="doc")
 
 
 def test_text_line_becomes_a_record_with_path_and_line_id():
@@ -24,7 +24,7 @@ def test_undecodable_line_is_a_dead_letter_keeping_the_raw_bytes_escaped():
 
 
 def test_other_encodings_decode_when_asked():
-    record = parse_line("café".encode("latin-1"), "s", 1, LineFormat("text", encoding="latin-1"))
+    record = parse_line("café".encode("latin-1"), "s", 1, InputFormat("text", encoding="latin-1"))
     assert record.text == "café"
 
 
@@ -44,7 +44,7 @@ def test_jsonl_takes_text_and_id_fields():
 
 def test_jsonl_without_id_field_uses_path_and_line():
     line = json.dumps({"text": "hi"}).encode()
-    assert parse_line(line, "d.jsonl", 5, LineFormat("jsonl")).id == "d.jsonl:5"
+    assert parse_line(line, "d.jsonl", 5, InputFormat("jsonl")).id == "d.jsonl:5"
 
 
 def test_jsonl_problems_are_dead_letters_with_reasons():
@@ -81,7 +81,7 @@ def test_a_line_of_only_control_characters_is_skipped_and_counted():
 
 
 def test_text_longer_than_max_chars_is_a_dead_letter():
-    fmt = LineFormat("text", max_chars=10)
+    fmt = InputFormat("text", max_chars=10)
     dead = parse_line(b"x" * 11, "s", 2, fmt)
     assert isinstance(dead, DeadLetter) and dead.reason == "too_long" and dead.id == "s:2"
     assert isinstance(parse_line(b"x" * 10, "s", 3, fmt), Record)

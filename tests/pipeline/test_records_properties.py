@@ -5,10 +5,10 @@ import unicodedata
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pipeline.records import DeadLetter, LineFormat, Record, Skipped, normalize_text, parse_line
+from pipeline.records import DeadLetter, InputFormat, Record, Skipped, normalize_text, parse_line
 
-FORMATS = [LineFormat("text"), LineFormat("jsonl", id_field="id"), LineFormat("text", encoding="latin-1"),
-           LineFormat("text", max_chars=50)]
+FORMATS = [InputFormat("text"), InputFormat("jsonl", id_field="id"), InputFormat("text", encoding="latin-1"),
+           InputFormat("text", max_chars=50)]
 
 
 @settings(max_examples=300, deadline=None)
@@ -28,7 +28,7 @@ def test_any_bytes_give_a_record_a_skip_or_a_dead_letter_with_a_reason(raw, line
 @settings(max_examples=300, deadline=None)
 @given(raw=st.binary(max_size=200), line=st.integers(min_value=1, max_value=10**6))
 def test_text_ids_are_the_shard_and_line_whatever_the_content(raw, line):
-    outcome = parse_line(raw, "dir/shard.txt", line, LineFormat("text"))
+    outcome = parse_line(raw, "dir/shard.txt", line, InputFormat("text"))
     if isinstance(outcome, Record):
         assert outcome.id == f"dir/shard.txt:{line}"
 

@@ -1,0 +1,179 @@
+"""Reading the records of one shard, format by format. No Beam.
+
+Every reader streams: it holds one record (one line, one CSV row, one Parquet batch) at a
+time, so a 10 GB shard is never loaded whole. Each yields one outcome per input record:
+a Record to embed, a Skipped blank, or a DeadLetter with its reason.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import sys
+from collections.abc import Iterator
+from typing import BinaryIO
+
+from pipeline.records import DeadLetter, InputFormat, Record, Skipped, from_fields, parse_line, raw_preview
+
+Outcome = Record | DeadLetter | Skipped
+STRUCTURED_FORMATS = ("jsonl", "csv", "tsv", "parquet")
+HEADED_FORMATS = ("csv", "tsv", "parquet")  # the field names are known before the first record
+_DELIMITERS = {"csv": ",", "tsv": "\t"}
+_PARQUET_BATCH_ROWS = 1024
+_BYTES_PER_CHAR = 4  # the most any of Python's codecs spends on one character (UTF-8, UTF-32)
+
+
+class ShardFormatError(ValueError):
+    """A shard's structure does not fit the job (e.g. its header lacks --text_field): the job must fail."""
+
+
+def read_records(stream: BinaryIO, source: str, fmt: InputFormat) -> Iterator[Outcome]:
+    """Outcomes of every record of a decompressed shard stream, in order.
+
+    Raises ShardFormatError when the shard as a whole cannot be read as fmt says.
+    """
+    if fmt.format in _DELIMITERS:
+        yield from _read_delimited(stream, source, fmt)
+    elif fmt.format == "parquet":
+        yield from _read_parquet(stream, source, fmt)
+    else:
+        yield from _read_lines(stream, source, fmt)
+
+
+def _read_lines(stream: BinaryIO, source: str, fmt: InputFormat) -> Iterator[Outcome]:
+    """Plain text and JSON Lines: one record per line, lines split at LF (CRLF's CR dropped)."""
+    limit = fmt.max_chars * _BYTES_PER_CHAR + _BYTES_PER_CHAR
+    line = 0
+    while raw := stream.readline(limit):
+        line += 1
+        if len(raw) >= limit and not raw.endswith(b"\n"):
+            # Longer than --max_chars whatever its encoding: skip the rest of the line unread.
+            while (rest := stream.readline(1 << 20)) and not rest.endswith(b"\n"):
+                pass
+            detail = f"line longer than {limit} bytes, so more than --max_chars {fmt.max_chars} characters"
+            yield DeadLetter(source, line, "too_long", detail, raw=raw_preview(raw[:4096]))
+            continue
+        yield parse_line(raw.rstrip(b"\n").removesuffix(b"\r"), source, line, fmt)
+
+
+def _text_stream(stream: BinaryIO, encoding: str) -> io.TextIOWrapper:
+    """Undecodable bytes survive as surrogate escapes, so one bad byte costs one record, not the shard."""
+    utf8 = encoding.replace("_", "-").lower() in ("utf-8", "utf8")
+    return io.TextIOWrapper(stream, encoding="utf-8-sig" if utf8 else encoding, errors="surrogateescape", newline="")
+
+
+def _read_delimited(stream: BinaryIO, source: str, fmt: InputFormat) -> Iterator[Outcome]:
+    """CSV/TSV with a header row; a quoted field may span lines. `line` is where the row starts."""
+    delimiter = _DELIMITERS[fmt.format]
+    # A field may be longer than the default 128 KiB; --max_chars then decides. The limit is
+    # process-wide in the csv module, so it only ever grows.
+    csv.field_size_limit(max(csv.field_size_limit(), min(fmt.max_chars * 2 + 1, sys.maxsize)))
+    rows = csv.reader(_text_stream(stream, fmt.encoding), delimiter=delimiter)
+    try:
+        header = next(rows, None)
+    except csv.Error as exc:
+        raise ShardFormatError(f"cannot read the header row: {exc}") from exc
+    if header is None:
+        return
+    problem = missing_fields(header, fmt)
+    if problem:
+        raise ShardFormatError(problem)
+    end = rows.line_num
+    while True:
+        start = end + 1
+        try:
+            row = next(rows, None)
+        except csv.Error as exc:
+            end = rows.line_num
+            yield DeadLetter(source, start, "invalid_csv", f"{exc} (lines {start}-{end})")
+            continue
+        if row is None:
+            return
+        end = rows.line_num
+        if not row:
+            yield Skipped(source, start)
+            continue
+        yield from_fields(dict(zip(header, row, strict=False)), source, start, fmt, _csv_line(row, delimiter))
+
+
+def _csv_line(row: list[str], delimiter: str) -> str:
+    out = io.StringIO()
+    csv.writer(out, delimiter=delimiter, lineterminator="").writerow(row)
+    return out.getvalue()
+
+
+def _read_parquet(stream: BinaryIO, source: str, fmt: InputFormat) -> Iterator[Outcome]:
+    """Parquet, one row group batch at a time; `line` is the 1-based row number."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    try:
+        parquet = pq.ParquetFile(stream)
+    except (pa.ArrowException, OSError) as exc:
+        raise ShardFormatError(f"not a readable Parquet file: {exc}") from exc
+    problem = parquet_schema_problem(parquet.schema_arrow, fmt)
+    if problem:
+        raise ShardFormatError(problem)
+    columns = [fmt.text_field] + ([fmt.id_field] if fmt.id_field else [])
+    row = 0
+    for batch in parquet.iter_batches(batch_size=_PARQUET_BATCH_ROWS, columns=columns):
+        # As bytes, so a value that is not valid UTF-8 costs one dead letter rather than the shard.
+        texts = batch.column(fmt.text_field).cast(pa.large_binary()).to_pylist()
+        ids = batch.column(fmt.id_field).to_pylist() if fmt.id_field else [None] * len(texts)
+        for raw_text, record_id in zip(texts, ids, strict=True):
+            row += 1
+            text = None if raw_text is None else raw_text.decode(fmt.encoding, "surrogateescape")
+            fields = {fmt.text_field: text}
+            if fmt.id_field:
+                fields[fmt.id_field] = record_id
+            yield from_fields(fields, source, row, fmt, json.dumps(fields, ensure_ascii=False, default=str))
+
+
+def missing_fields(names: list[str], fmt: InputFormat) -> str | None:
+    """Why a header/schema with these field names cannot serve fmt, or None."""
+    wanted = [f for f in (fmt.text_field, fmt.id_field) if f]
+    missing = [f for f in wanted if f not in names]
+    if not missing:
+        return None
+    flags = " / ".join(
+        f"--{'text' if f == fmt.text_field else 'id'}_field {f!r}" for f in missing
+    )
+    shown = ", ".join(repr(n) for n in names[:20]) + (" ..." if len(names) > 20 else "")
+    return f"{flags} not among its fields ({shown})"
+
+
+def parquet_schema_problem(schema, fmt: InputFormat) -> str | None:
+    """Why a Parquet schema cannot serve fmt (missing fields, a text column that is not text), or None."""
+    import pyarrow as pa
+
+    problem = missing_fields(schema.names, fmt)
+    if problem:
+        return problem
+    text_type = schema.field(fmt.text_field).type
+    textual = pa.types.is_string(text_type) or pa.types.is_large_string(text_type) or pa.types.is_binary(
+        text_type
+    ) or pa.types.is_large_binary(text_type)
+    if not textual:
+        return f"--text_field {fmt.text_field!r} is a {text_type} column, not a string column"
+    return None
+
+
+def structure_problem(stream: BinaryIO, fmt: InputFormat) -> str | None:
+    """Check a structured shard's header or schema before the job starts; reads only its start (or footer)."""
+    if fmt.format == "parquet":
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        try:
+            schema = pq.ParquetFile(stream).schema_arrow
+        except (pa.ArrowException, OSError) as exc:
+            return f"not a readable Parquet file: {exc}"
+        return parquet_schema_problem(schema, fmt)
+    if fmt.format in _DELIMITERS:
+        try:
+            header = next(csv.reader(_text_stream(stream, fmt.encoding), delimiter=_DELIMITERS[fmt.format]), None)
+        except (csv.Error, UnicodeError) as exc:
+            return f"cannot read the header row: {exc}"
+        return None if header is None else missing_fields(header, fmt)
+    return None

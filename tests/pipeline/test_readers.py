@@ -1,0 +1,119 @@
+"""Per-format readers: every input record gives exactly one outcome, bad ones a reason."""
+
+import io
+import json
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from pipeline.readers import ShardFormatError, read_records, structure_problem
+from pipeline.records import DeadLetter, InputFormat, Record, Skipped
+
+
+def outcomes(data: bytes, fmt: InputFormat, source: str = "s") -> list:
+    return list(read_records(io.BytesIO(data), source, fmt))
+
+
+def parquet_bytes(table: pa.Table) -> bytes:
+    sink = io.BytesIO()
+    pq.write_table(table, sink)
+    return sink.getvalue()
+
+
+CSV = InputFormat("csv", text_field="body", id_field="doc")
+
+
+def test_csv_quoted_field_spans_lines_and_the_record_starts_where_its_row_starts():
+    data = b'doc,body\n1,"first\nstill first"\n2,second\n'
+    got = outcomes(data, CSV)
+    assert got == [Record("1", "first\nstill first", "s", 2), Record("2", "second", "s", 4)]
+
+
+def test_csv_without_id_field_numbers_records_by_their_first_line():
+    got = outcomes(b'\xef\xbb\xbftext,other\n"a\nb",x\nc,y\n', InputFormat("csv"))
+    assert [r.id for r in got] == ["s:2", "s:4"]  # the BOM is not part of the first column's name
+
+
+def test_csv_bad_rows_become_dead_letters_and_the_rest_is_read():
+    data = b"doc,body\n1,ok\n2,bad \xff byte\n,no id\n4\n\n5,fine\n"
+    got = outcomes(data, CSV)
+    assert [type(o).__name__ for o in got] == ["Record", "DeadLetter", "DeadLetter", "DeadLetter", "Skipped",
+                                               "Record"]
+    assert [o.reason for o in got if isinstance(o, DeadLetter)] == ["undecodable", "missing_id", "missing_text"]
+    assert "\\xff" in got[1].raw and got[1].line == 3
+    assert got[-1] == Record("5", "fine", "s", 7)
+
+
+def test_tsv_reads_tab_separated_rows():
+    got = outcomes(b"doc\tbody\n7\thello, world\n", InputFormat("tsv", text_field="body", id_field="doc"))
+    assert got == [Record("7", "hello, world", "s", 2)]
+
+
+def test_csv_header_without_the_text_field_fails_the_shard():
+    with pytest.raises(ShardFormatError, match="--text_field 'body' not among its fields"):
+        outcomes(b"doc,text\n1,x\n", CSV)
+    assert "--text_field 'body'" in structure_problem(io.BytesIO(b"doc,text\n1,x\n"), CSV)
+    assert structure_problem(io.BytesIO(b"doc,body\n"), CSV) is None
+
+
+def test_csv_field_longer_than_max_chars_is_too_long():
+    fmt = InputFormat("csv", max_chars=10)
+    got = outcomes(b"text\n" + b"x" * 11 + b"\nshort\n", fmt)
+    assert [getattr(o, "reason", None) for o in got] == ["too_long", None]
+
+
+def test_parquet_rows_with_their_row_numbers_and_reasons():
+    table = pa.table({"doc": pa.array([10, 11, None, 13]), "body": pa.array(["一", None, "三", "   "])})
+    got = outcomes(parquet_bytes(table), InputFormat("parquet", text_field="body", id_field="doc"))
+    assert got[0] == Record("10", "一", "s", 1)
+    assert (got[1].reason, got[1].line, got[1].id) == ("missing_text", 2, "11")
+    assert (got[2].reason, got[2].line) == ("missing_id", 3)
+    assert got[3] == Skipped("s", 4)
+
+
+def test_parquet_binary_text_that_is_not_utf8_is_undecodable():
+    table = pa.table({"text": pa.array([b"ok", b"\xff\xfe"], type=pa.binary())})
+    got = outcomes(parquet_bytes(table), InputFormat("parquet"))
+    assert isinstance(got[0], Record) and got[1].reason == "undecodable"
+
+
+def test_parquet_text_column_of_numbers_is_rejected():
+    data = parquet_bytes(pa.table({"text": pa.array([1, 2])}))
+    assert "is a int64 column" in structure_problem(io.BytesIO(data), InputFormat("parquet"))
+    with pytest.raises(ShardFormatError):
+        outcomes(data, InputFormat("parquet"))
+
+
+def test_a_line_longer_than_max_chars_is_dead_lettered_without_reading_it_whole():
+    fmt = InputFormat("text", max_chars=100)
+    got = outcomes(b"a" * 5000 + b"\nnext\n", fmt)
+    assert got[0].reason == "too_long" and got[0].line == 1 and len(got[0].raw) < 1000
+    assert got[1] == Record("s:2", "next", "s", 2)
+
+
+def test_json_lone_surrogate_is_undecodable_not_a_crash():
+    got = outcomes(json.dumps({"text": "bad \ud800"}).encode() + b"\n", InputFormat("jsonl"))
+    assert got[0].reason == "undecodable"
+
+
+def test_crlf_and_lone_cr():
+    got = outcomes(b"one\r\ntwo\rstill two\n", InputFormat("text"))
+    assert [r.text for r in got] == ["one", "two\rstill two"]
+
+
+@settings(max_examples=200, deadline=None)
+@given(body=st.binary(max_size=400), fmt=st.sampled_from(["csv", "tsv", "text", "jsonl"]))
+def test_readers_never_raise_and_give_unique_stable_ids(body, fmt):
+    header = {"csv": b"id,text\n", "tsv": b"id\ttext\n"}.get(fmt, b"")
+    data = header + body
+    fmt = InputFormat(fmt, id_field=None)
+    first = outcomes(data, fmt)
+    assert all(isinstance(o, Record | DeadLetter | Skipped) for o in first)
+    ids = [o.id for o in first if isinstance(o, Record)]
+    assert len(ids) == len(set(ids))
+    assert outcomes(data, fmt) == first
+    lines = [o.line for o in first]
+    assert lines == sorted(lines) and len(lines) == len(set(lines))
