@@ -54,6 +54,12 @@ def build_parser() -> argparse.ArgumentParser:
                     help="text encoding of the shards; undecodable lines go to failed/ (default: utf-8)")
     io.add_argument("--max_chars", type=int, default=DEFAULT_MAX_CHARS, metavar="N",
                     help="a text longer than this goes to failed/ as too_long (default: 1000000)")
+    io.add_argument("--overwrite", action="store_true",
+                    help="replace a finished run in --output made with different settings (a rerun of the same "
+                         "settings always replaces it)")
+    io.add_argument("--records_per_file", type=int, default=10_000, metavar="N",
+                    help="each input shard is cut into parts of at most N records; one Parquet file per part "
+                         "(default: 10000)")
     model = parser.add_argument_group("model")
     model.add_argument("--backend", default="transformers", choices=BACKENDS,
                        help="transformers: Hugging Face TFBertModel; hub: TF Hub BERT module (default: transformers)")
@@ -119,6 +125,8 @@ def main(argv: list[str] | None = None) -> int:
             jit_compile=args.jit_compile,
             rebalance=not local,
             progress=progress,
+            overwrite=args.overwrite,
+            records_per_file=args.records_per_file,
         )
     except (JobConfigError, EncoderConfigError) as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -184,7 +192,7 @@ def summary(manifest: dict, seconds: float, output: str) -> str:
     counts = manifest["counts"]
     rate = counts["embedded"] / seconds if seconds > 0 else 0.0
     lines = [
-        f"embedded {counts['embedded']} of {counts['read']} lines "
+        f"embedded {counts['embedded']} of {counts['read']} records "
         f"({counts['skipped']} skipped, {counts['failed']} failed) in {seconds:.1f} s ({rate:.1f} texts/s)",
         f"model {manifest['settings']['model']} ({manifest['settings']['backend']}, "
         f"{manifest['settings']['pooling']} pooling, dim {manifest['settings']['dim']})",

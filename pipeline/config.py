@@ -10,6 +10,7 @@ import codecs
 import dataclasses
 from dataclasses import dataclass
 
+import encoders
 from encoders import EncoderSpec, resolve_spec
 from pipeline.errors import JobConfigError
 from pipeline.readers import HEADED_FORMATS, STRUCTURED_FORMATS, structure_problem
@@ -30,8 +31,25 @@ class JobConfig:
     encoder: EncoderSpec
     max_chars: int = DEFAULT_MAX_CHARS
     group_size: int = 1024  # records sorted together before batching; bounds worker memory
+    records_per_file: int = 10_000  # a shard is cut into parts of this many records, one file each
     rebalance: bool = False  # reshuffle records across workers (distributed runners)
     progress: str = "off"  # terminal | log | off
+    format: str = "auto"
+    overwrite: bool = False  # replace a finished run made with different settings
+
+    def settings(self) -> dict[str, object]:
+        """What this run was asked to do, as recorded in the manifest."""
+        return {
+            **self.encoder.describe(),
+            "version": encoders.__version__,
+            "inputs": list(self.inputs),
+            "format": self.format,
+            "text_field": self.text_field,
+            "id_field": self.id_field or "",
+            "encoding": self.encoding,
+            "max_chars": self.max_chars,
+            "records_per_file": self.records_per_file,
+        }
 
     def input_format(self, shard_format: str) -> InputFormat:
         """How to read a shard of the given format under this job's flags."""
@@ -48,6 +66,8 @@ def job_config(
     max_chars: int = DEFAULT_MAX_CHARS,
     rebalance: bool = False,
     progress: str = "off",
+    overwrite: bool = False,
+    records_per_file: int = 10_000,
     **encoder_settings,
 ) -> JobConfig:
     """Validate flags (cheap checks first), then resolve the encoder settings.
@@ -64,6 +84,8 @@ def job_config(
         _check_local_output_writable(output)
     if max_chars < 1:
         raise JobConfigError(f"--max_chars must be positive, got {max_chars}")
+    if records_per_file < 1:
+        raise JobConfigError(f"--records_per_file must be positive, got {records_per_file}")
     try:
         codecs.lookup(encoding)
     except LookupError:
@@ -77,7 +99,7 @@ def job_config(
         raise JobConfigError("--id_field is set but some matched shards are plain text, which has no fields")
     _check_structure(shards, InputFormat("text", encoding, text_field or "text", id_field, max_chars))
     spec = resolve_spec(**encoder_settings)
-    return JobConfig(
+    config = JobConfig(
         inputs=tuple(inputs),
         shards=shards,
         output=output.rstrip("/"),
@@ -88,7 +110,47 @@ def job_config(
         max_chars=max_chars,
         rebalance=rebalance,
         progress=progress,
+        format=fmt,
+        overwrite=overwrite,
+        records_per_file=records_per_file,
     )
+    if not overwrite:
+        _check_previous_run(config)
+    return config
+
+
+# Settings that change what a run writes; a finished run with other values is not replaced silently.
+# Batch sizes and compilation change only speed.
+OUTPUT_SETTINGS = (
+    "model", "backend", "weights", "pooling", "normalize", "max_seq_length", "dim", "precision",
+    "long_text", "chunk_overlap", "inputs", "format", "text_field", "id_field", "encoding", "max_chars",
+)
+
+
+def _check_previous_run(config: JobConfig) -> None:
+    """Refuse to replace a finished run of different settings unless --overwrite."""
+    import json
+
+    from apache_beam.io.filesystems import FileSystems
+
+    from pipeline.output import SUCCESS_FILE
+
+    path = FileSystems.join(config.output, SUCCESS_FILE)
+    if not FileSystems.exists(path):
+        return
+    try:
+        with FileSystems.open(path) as f:
+            previous = json.loads(f.read().decode("utf-8")).get("settings", {})
+    except (OSError, ValueError, AttributeError):
+        previous = {}
+    current = json.loads(json.dumps(config.settings()))  # the form it takes in a manifest
+    changed = [k for k in OUTPUT_SETTINGS if previous.get(k) != current.get(k)]
+    if changed:
+        shown = ", ".join(f"{k}: {previous.get(k)!r} -> {current.get(k)!r}" for k in changed[:3])
+        raise JobConfigError(
+            f"--output {config.output} holds a finished run with different settings ({shown}); "
+            "pass --overwrite to replace it"
+        )
 
 
 def _check_structure(shards: tuple[Shard, ...], fmt: InputFormat) -> None:

@@ -14,26 +14,31 @@ class ReconciliationError(Exception):
 
 @dataclass(frozen=True)
 class ShardStats:
-    """What the reader saw in one shard."""
+    """What the reader saw in one shard, and into how many parts it cut it."""
 
     source: str
     read: int
     skipped: int
     removed_chars: int = 0  # control characters removed by normalisation
+    parts: int = 1
 
 
 @dataclass(frozen=True)
-class EmbedStats:
-    """What one call of the embedding step did, and which encoder build did it."""
+class PartStats:
+    """What embedding one part of a shard did, the files it staged, and which encoder build did it."""
 
-    embedded: tuple[tuple[str, int], ...]  # (shard name, records embedded)
-    real_tokens: int
-    padded_tokens: int
-    batches: int
-    encode_seconds: float
-    encoder_build: str  # unique per encoder construction
-    process: str  # host:pid of the worker process
-    build_seconds: float
+    source: str
+    part: int
+    embedded: int
+    failed: tuple[tuple[str, int], ...]  # (reason, records)
+    files: tuple[str, ...]  # names relative to the output directory
+    real_tokens: int = 0
+    padded_tokens: int = 0
+    batches: int = 0
+    encode_seconds: float = 0.0
+    encoder_build: str = ""  # unique per encoder construction
+    process: str = ""  # host:pid of the worker process
+    build_seconds: float = 0.0
 
 
 def _iso(seconds: float) -> str:
@@ -42,45 +47,52 @@ def _iso(seconds: float) -> str:
 
 def build_manifest(
     shard_stats: Iterable[ShardStats],
-    embed_stats: Iterable[EmbedStats],
-    failed: Iterable[tuple[tuple[str, str], int]],
-    files: Mapping[str, list[str]],
+    part_stats: Iterable[PartStats],
     settings: Mapping[str, object],
     started: float,
     finished: float,
 ) -> dict:
-    """Assemble the manifest; raises ReconciliationError unless read = embedded + skipped + failed per shard.
+    """Assemble the manifest; started/finished are Unix times in seconds.
 
-    started/finished are Unix times in seconds.
+    Raises ReconciliationError unless every part of every shard was embedded exactly once
+    and read = embedded + skipped + failed for each shard.
     """
-    embed_stats = list(embed_stats)
-    embedded_by_shard: Counter[str] = Counter()
-    for stats in embed_stats:
-        for source, n in stats.embedded:
-            embedded_by_shard[source] += n
-    failed_by_shard: Counter[str] = Counter()
-    failed_by_reason: Counter[str] = Counter()
-    for (source, reason), n in failed:
-        failed_by_shard[source] += n
-        failed_by_reason[reason] += n
+    part_stats = sorted(part_stats, key=lambda s: (s.source, s.part))
+    parts_by_shard: dict[str, list[PartStats]] = {}
+    for stats in part_stats:
+        parts_by_shard.setdefault(stats.source, []).append(stats)
     shards = []
+    files: dict[str, list[str]] = {"embeddings": [], "failed": []}
     shard_stats_list = sorted(shard_stats, key=lambda s: s.source)
     for stats in shard_stats_list:
+        parts = parts_by_shard.pop(stats.source, [])
+        if [p.part for p in parts] != list(range(stats.parts)):
+            raise ReconciliationError(
+                f"shard {stats.source} was cut into {stats.parts} parts but parts "
+                f"{[p.part for p in parts]} were embedded"
+            )
+        reasons: Counter[str] = Counter()
+        for part in parts:
+            reasons.update(dict(part.failed))
+            for name in part.files:
+                files["failed" if name.endswith(".jsonl") else "embeddings"].append(name)
         row = {
             "source": stats.source,
             "read": stats.read,
-            "embedded": embedded_by_shard[stats.source],
+            "embedded": sum(p.embedded for p in parts),
             "skipped": stats.skipped,
-            "failed": failed_by_shard[stats.source],
+            "failed": sum(reasons.values()),
+            "failed_by_reason": dict(sorted(reasons.items())),
         }
         if row["read"] != row["embedded"] + row["skipped"] + row["failed"]:
             raise ReconciliationError(f"counts do not reconcile for shard {stats.source}: {row}")
         shards.append(row)
-    known = {s["source"] for s in shards}
-    stray = (set(embedded_by_shard) | set(failed_by_shard)) - known
-    if stray:
-        raise ReconciliationError(f"records from shards the reader never reported: {sorted(stray)}")
+    if parts_by_shard:
+        raise ReconciliationError(f"records from shards the reader never reported: {sorted(parts_by_shard)}")
     counts = {key: sum(s[key] for s in shards) for key in ("read", "embedded", "skipped", "failed")}
+    failed_by_reason: Counter[str] = Counter()
+    for row in shards:
+        failed_by_reason.update(row["failed_by_reason"])
     return {
         "counts": counts,
         "failed_by_reason": dict(sorted(failed_by_reason.items())),
@@ -88,17 +100,17 @@ def build_manifest(
         "shards": shards,
         "files": {kind: sorted(names) for kind, names in files.items()},
         "settings": dict(settings),
-        "performance": performance(embed_stats, counts["embedded"], finished - started),
+        "performance": performance(part_stats, counts["embedded"], finished - started),
         "started_at": _iso(started),
         "finished_at": _iso(finished),
     }
 
 
-def performance(embed_stats: list[EmbedStats], embedded: int, wall_seconds: float) -> dict:
+def performance(part_stats: list[PartStats], embedded: int, wall_seconds: float) -> dict:
     """Throughput, padding efficiency and how many encoders were built in how many processes."""
-    real = sum(s.real_tokens for s in embed_stats)
-    padded = sum(s.padded_tokens for s in embed_stats)
-    builds = {s.encoder_build: s.build_seconds for s in embed_stats if s.batches}
+    real = sum(s.real_tokens for s in part_stats)
+    padded = sum(s.padded_tokens for s in part_stats)
+    builds = {s.encoder_build: s.build_seconds for s in part_stats if s.batches}
     wall = max(wall_seconds, 1e-9)
     return {
         "wall_seconds": round(wall_seconds, 3),
@@ -107,9 +119,9 @@ def performance(embed_stats: list[EmbedStats], embedded: int, wall_seconds: floa
         "real_tokens": real,
         "padded_tokens": padded,
         "padding_efficiency": round(real / padded, 4) if padded else None,
-        "batches": sum(s.batches for s in embed_stats),
-        "encode_seconds": round(sum(s.encode_seconds for s in embed_stats), 3),
+        "batches": sum(s.batches for s in part_stats),
+        "encode_seconds": round(sum(s.encode_seconds for s in part_stats), 3),
         "encoder_builds": len(builds),
-        "worker_processes": len({s.process for s in embed_stats if s.batches}),
+        "worker_processes": len({s.process for s in part_stats if s.batches}),
         "encoder_build_seconds": round(max(builds.values(), default=0.0), 2),
     }

@@ -1,4 +1,11 @@
-"""The Parquet layout of embeddings: schema, file metadata and table building."""
+"""The output layout: file names, staging, the Parquet schema and table building.
+
+Each part of each input shard becomes one Parquet file (and, when some of its records
+failed, one dead-letter file) whose name depends only on the shard's position in the
+sorted input list and the part's position in the shard. So a rerun, or a retried bundle,
+writes the same names with the same rows: never a duplicate. Files are staged under
+_temporary/ and moved into place only when the whole job has succeeded; _SUCCESS is last.
+"""
 
 from __future__ import annotations
 
@@ -13,6 +20,40 @@ FAILED_DIR = "failed"
 FAILED_PREFIX = "dead-letters"
 FAILED_SUFFIX = ".jsonl"
 SUCCESS_FILE = "_SUCCESS"
+STAGING_DIR = "_temporary"
+
+
+def part_file_names(shard_index: int, part: int) -> tuple[str, str]:
+    """(embeddings file, dead-letters file) of one part, relative to the output directory."""
+    stem = f"{shard_index:05d}-{part:05d}"
+    return (
+        f"{EMBEDDINGS_PREFIX}-{stem}{EMBEDDINGS_SUFFIX}",
+        f"{FAILED_DIR}/{FAILED_PREFIX}-{stem}{FAILED_SUFFIX}",
+    )
+
+
+def staged_name(name: str) -> str:
+    """Where a file of the output waits until the job succeeds (flat, so one glob finds them all)."""
+    return f"{STAGING_DIR}/{name.replace('/', '__')}"
+
+
+def output_patterns() -> list[str]:
+    """Globs, relative to the output directory, of every file a run writes; _SUCCESS first."""
+    return [
+        SUCCESS_FILE,
+        f"{EMBEDDINGS_PREFIX}-*{EMBEDDINGS_SUFFIX}",
+        f"{FAILED_DIR}/{FAILED_PREFIX}-*{FAILED_SUFFIX}",
+        f"{STAGING_DIR}/*",
+    ]
+
+
+def parquet_bytes(table: pa.Table) -> bytes:
+    """The table as a Parquet file in memory (object stores take whole objects; parts are small)."""
+    import pyarrow.parquet as pq
+
+    sink = pa.BufferOutputStream()
+    pq.write_table(table, sink)
+    return sink.getvalue().to_pybytes()
 
 
 def embeddings_schema(dim: int, metadata: Mapping[str, str]) -> pa.Schema:

@@ -1,4 +1,4 @@
-"""The job's DoFns: read shards into records, embed groups of records, write the manifest."""
+"""The job's DoFns: read shards into parts, embed and stage each part, commit the output."""
 
 from __future__ import annotations
 
@@ -15,14 +15,25 @@ from dataclasses import dataclass
 
 import apache_beam as beam
 import numpy as np
+import pyarrow as pa
 import zstandard
+from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics import Metrics
 from apache_beam.utils import shared
 
 from encoders import Embeddings, Encoder, EncoderSpec, build_encoder
-from pipeline.manifest import EmbedStats, ShardStats, build_manifest
-from pipeline.output import SUCCESS_FILE, embeddings_schema, embeddings_table
+from pipeline.manifest import PartStats, ShardStats, build_manifest
+from pipeline.output import (
+    FAILED_DIR,
+    STAGING_DIR,
+    SUCCESS_FILE,
+    embeddings_schema,
+    embeddings_table,
+    parquet_bytes,
+    part_file_names,
+    staged_name,
+)
 from pipeline.progress import PROGRESS
 from pipeline.readers import read_records
 from pipeline.records import DeadLetter, InputFormat, Record, raw_preview
@@ -31,9 +42,7 @@ from pipeline.shards import Shard, open_shard
 logger = logging.getLogger(__name__)
 
 METRICS_NAMESPACE = "embedding_job"
-DEAD_LETTERS = "dead_letters"
 SHARD_STATS = "shard_stats"
-EMBED_STATS = "embed_stats"
 
 
 class ShardReadError(RuntimeError):
@@ -52,24 +61,58 @@ class ProgressSettings:
     total_bytes: int = 0
 
 
+@dataclass(frozen=True)
+class Part:
+    """A run of consecutive records of one shard: the unit embedded, written and retried together."""
+
+    shard_index: int  # position of the shard in the sorted input list
+    source: str
+    part: int
+    records: tuple[Record, ...]
+    dead_letters: tuple[DeadLetter, ...]  # what the reader rejected in the same stretch
+
+
+@dataclass(frozen=True)
+class PartLimits:
+    """Where the reader cuts a shard into parts: bounds a part's file size and a worker's memory."""
+
+    records: int = 10_000
+    chars: int = 32_000_000
+
+
 class ReadShard(beam.DoFn):
-    """Stream one shard record by record; dead letters and stats go to tagged outputs.
+    """Stream one shard record by record and cut it into Parts; shard stats go to a tagged output.
 
     Records are numbered, so a shard is read sequentially by one worker; parallelism comes
     from the number of shards (and, on distributed runners, from the reshuffle after this).
+    A shard always yields at least one part (possibly empty), so it always has a file.
     """
 
-    def __init__(self, input_format: InputFormat, progress: ProgressSettings) -> None:
+    def __init__(self, input_format: InputFormat, progress: ProgressSettings, limits: PartLimits) -> None:
         self._input_format = input_format
         self._progress = progress
+        self._limits = limits
         self._lines = Metrics.counter(METRICS_NAMESPACE, "lines_read")
 
     def setup(self) -> None:
         PROGRESS.start(self._progress.mode, self._progress.total_bytes)
 
-    def process(self, shard: Shard) -> Iterator:
+    def process(self, element: tuple[int, Shard]) -> Iterator:
+        shard_index, shard = element
         fmt = dataclasses.replace(self._input_format, format=shard.format)
-        read = skipped = removed = 0
+        read = skipped = removed = parts = chars = 0
+        records: list[Record] = []
+        dead: list[DeadLetter] = []
+
+        def cut() -> Part:
+            nonlocal parts, chars
+            part = Part(shard_index, shard.name, parts, tuple(records), tuple(dead))
+            records.clear()
+            dead.clear()
+            parts += 1
+            chars = 0
+            return part
+
         try:
             stream, raw_stream = open_shard(shard.path)
             position = 0
@@ -78,19 +121,25 @@ class ReadShard(beam.DoFn):
                     read += 1
                     if isinstance(outcome, Record):
                         removed += outcome.removed_chars
-                        yield outcome
+                        records.append(outcome)
+                        chars += len(outcome.text)
                     elif isinstance(outcome, DeadLetter):
-                        yield beam.pvalue.TaggedOutput(DEAD_LETTERS, outcome)
+                        dead.append(outcome)
+                        chars += len(outcome.raw or "")
                     else:
                         removed += outcome.removed_chars
                         skipped += 1
+                    if len(records) + len(dead) >= self._limits.records or chars >= self._limits.chars:
+                        yield cut()
                     if read % 1000 == 0:
                         position = self._report_position(raw_stream, position)
                 self._report_position(raw_stream, position, at_end=shard.size)
         except _STREAM_ERRORS as exc:
             raise ShardReadError(f"cannot read shard {shard.path}: {exc}") from exc
+        if records or dead or parts == 0:
+            yield cut()
         self._lines.inc(read)
-        yield beam.pvalue.TaggedOutput(SHARD_STATS, ShardStats(shard.name, read, skipped, removed))
+        yield beam.pvalue.TaggedOutput(SHARD_STATS, ShardStats(shard.name, read, skipped, removed, parts))
 
     @staticmethod
     def _report_position(raw_stream, previous: int, at_end: int | None = None) -> int:
@@ -119,16 +168,18 @@ class _SharedEncoder:
         self.build_id = f"{self.process_id}:{uuid.uuid4().hex[:8]}"
 
 
-class EmbedBatch(beam.DoFn):
-    """Embed a group of records into one Arrow table; records that fail become dead letters.
+class EmbedPart(beam.DoFn):
+    """Embed one part and stage its Parquet file (and its dead letters); yields the part's PartStats.
 
-    The encoder sorts the group by token length and cuts it into batches by token budget,
-    so larger groups mean less padding; the group size bounds the memory it holds.
+    The encoder sorts each group of records by token length and cuts it into batches by
+    token budget, so larger groups mean less padding; the group size bounds the memory it holds.
     """
 
-    def __init__(self, spec: EncoderSpec, metadata: dict[str, str]) -> None:
+    def __init__(self, spec: EncoderSpec, metadata: dict[str, str], output: str, group_size: int) -> None:
         self._spec = spec
         self._metadata = metadata
+        self._output = output
+        self._group_size = group_size
         self._shared: _SharedEncoder | None = None
         self._texts = Metrics.counter(METRICS_NAMESPACE, "texts_embedded")
         self._tokens = Metrics.counter(METRICS_NAMESPACE, "real_tokens")
@@ -151,42 +202,65 @@ class EmbedBatch(beam.DoFn):
         self._report_build = bool(built)  # metrics from setup() are lost (NOTES.md): report in process
         self._schema = embeddings_schema(spec.dim, self._metadata)
 
-    def process(self, records: list[Record]) -> Iterator:
+    def process(self, part: Part) -> Iterator[PartStats]:
         encoder = self._shared.encoder
         if self._report_build:
             self._build_time.update(int(encoder.build_seconds * 1000))
             self._report_build = False
-        start = time.perf_counter()
-        good, results, dead_letters = self._encode(encoder, records)
-        seconds = time.perf_counter() - start
-        self._group_latency.update(int(seconds * 1000))
-        real = padded = batches = 0
-        if good:
+        tables = []
+        dead_letters = list(part.dead_letters)
+        real = padded = batches = embedded = 0
+        seconds = 0.0
+        for first in range(0, len(part.records), self._group_size):
+            group = list(part.records[first:first + self._group_size])
+            start = time.perf_counter()
+            good, results, failed = self._encode(encoder, group)
+            elapsed = time.perf_counter() - start
+            seconds += elapsed
+            self._group_latency.update(int(elapsed * 1000))
+            dead_letters += failed
+            if not good:
+                continue
             ids = [r.id for r in good]
-            yield embeddings_table(ids, results.vectors, results.n_tokens, results.truncated, self._schema)
-            real, padded, batches = int(results.n_tokens.sum()), results.padded_tokens, results.batches
-            self._texts.inc(len(good))
-            self._tokens.inc(real)
-            self._padded.inc(padded)
-            self._batches.inc(batches)
-            self._batch_latency.update(int(seconds * 1000 / max(batches, 1)))
-            PROGRESS.add(texts=len(good), tokens=real)
-        yield beam.pvalue.TaggedOutput(
-            EMBED_STATS,
-            EmbedStats(
-                embedded=tuple(Counter(r.source for r in good).items()),
-                real_tokens=real,
-                padded_tokens=padded,
-                batches=batches,
-                encode_seconds=seconds,
-                encoder_build=self._shared.build_id,
-                process=self._shared.process_id,
-                build_seconds=encoder.build_seconds,
-            ),
+            tables.append(embeddings_table(ids, results.vectors, results.n_tokens, results.truncated, self._schema))
+            group_real = int(results.n_tokens.sum())
+            real += group_real
+            padded += results.padded_tokens
+            batches += results.batches
+            embedded += len(good)
+            self._batch_latency.update(int(elapsed * 1000 / max(results.batches, 1)))
+            PROGRESS.add(texts=len(good), tokens=group_real)
+        self._texts.inc(embedded)
+        self._tokens.inc(real)
+        self._padded.inc(padded)
+        self._batches.inc(batches)
+        self._failed.inc(len(dead_letters) - len(part.dead_letters))
+        files = self._stage(part, tables, dead_letters)
+        yield PartStats(
+            source=part.source,
+            part=part.part,
+            embedded=embedded,
+            failed=tuple(sorted(Counter(d.reason for d in dead_letters).items())),
+            files=files,
+            real_tokens=real,
+            padded_tokens=padded,
+            batches=batches,
+            encode_seconds=seconds,
+            encoder_build=self._shared.build_id,
+            process=self._shared.process_id,
+            build_seconds=encoder.build_seconds,
         )
-        for dead in dead_letters:
-            self._failed.inc()
-            yield beam.pvalue.TaggedOutput(DEAD_LETTERS, dead)
+
+    def _stage(self, part: Part, tables: list, dead_letters: list[DeadLetter]) -> tuple[str, ...]:
+        """Write the part's files under the staging directory; same part, same names and bytes."""
+        embeddings_name, failed_name = part_file_names(part.shard_index, part.part)
+        table = pa.concat_tables(tables) if tables else self._schema.empty_table()
+        _write(FileSystems.join(self._output, staged_name(embeddings_name)), parquet_bytes(table))
+        if not dead_letters:
+            return (embeddings_name,)
+        lines = "".join(d.to_json() + "\n" for d in sorted(dead_letters, key=lambda d: d.line))
+        _write(FileSystems.join(self._output, staged_name(failed_name)), lines.encode("utf-8"))
+        return embeddings_name, failed_name
 
     @staticmethod
     def _encode(encoder: Encoder, records: list[Record]) -> tuple[list[Record], Embeddings | None, list[DeadLetter]]:
@@ -218,26 +292,41 @@ class EmbedBatch(beam.DoFn):
         return good, combined, dead_letters
 
 
-class WriteManifest(beam.DoFn):
-    """Write `_SUCCESS` after every output file exists (its side inputs guarantee the order)."""
+class CommitOutput(beam.DoFn):
+    """Check the counts, move every staged file into place, then write `_SUCCESS` last.
+
+    Runs once, after every part is staged (its side inputs guarantee the order). A job that
+    dies before or during this step leaves no `_SUCCESS`; the next run starts by cleaning up.
+    """
 
     def __init__(self, output: str, settings: dict, started_at: float) -> None:
         self._output = output
         self._settings = settings
         self._started_at = started_at
 
-    def process(self, _, shard_stats, embed_stats, failed, parquet_files, failed_files) -> Iterator[dict]:
-        files = {
-            "embeddings": [_relative(self._output, f) for f in parquet_files],
-            "failed": [_relative(self._output, f) for f in failed_files],
-        }
-        manifest = build_manifest(
-            shard_stats, embed_stats, failed, files, self._settings, self._started_at, time.time()
-        )
-        with FileSystems.create(FileSystems.join(self._output, SUCCESS_FILE)) as f:
-            f.write(json.dumps(manifest, indent=1, ensure_ascii=False).encode("utf-8"))
+    def process(self, _, shard_stats, part_stats) -> Iterator[dict]:
+        join = FileSystems.join
+        manifest = build_manifest(shard_stats, part_stats, self._settings, self._started_at, time.time())
+        names = [n for kind in ("embeddings", "failed") for n in manifest["files"][kind]]
+        if manifest["files"]["failed"]:
+            try:
+                FileSystems.mkdirs(join(self._output, FAILED_DIR))
+            except OSError:
+                pass  # it exists (object stores have no directories and ignore this)
+        if names:
+            FileSystems.rename(
+                [join(self._output, staged_name(n)) for n in names], [join(self._output, n) for n in names]
+            )
+        _write(join(self._output, SUCCESS_FILE), json.dumps(manifest, indent=1, ensure_ascii=False).encode("utf-8"))
+        staging = join(self._output, STAGING_DIR)
+        leftovers = [m.path for m in FileSystems.match([join(staging, "*")])[0].metadata_list]
+        if FileSystems.exists(staging):  # a local directory; object stores have none
+            leftovers.append(staging)
+        if leftovers:
+            FileSystems.delete(leftovers)
         yield manifest
 
 
-def _relative(root: str, path: str) -> str:
-    return path[len(root):].lstrip("/") if path.startswith(root) else path
+def _write(path: str, data: bytes) -> None:
+    with FileSystems.create(path, compression_type=CompressionTypes.UNCOMPRESSED) as f:
+        f.write(data)

@@ -39,7 +39,7 @@ def test_every_line_is_embedded_skipped_or_dead_lettered(run_cli, corpus, tiny_b
     manifest = read_manifest(out)
     assert manifest["counts"] == {"read": 8, "embedded": 5, "skipped": 2, "failed": 1}
     assert {s["source"]: s["read"] for s in manifest["shards"]} == {"a/x.txt": 5, "b/y.txt": 3}
-    assert "embedded 5 of 8 lines" in stdout
+    assert "embedded 5 of 8 records" in stdout
 
 
 def test_parquet_schema_metadata_and_vectors_match_the_encoder(run_cli, corpus, tiny_bert_dir, tmp_path):
@@ -47,7 +47,7 @@ def test_parquet_schema_metadata_and_vectors_match_the_encoder(run_cli, corpus, 
     assert run_cli("--input", corpus / "a" / "x.txt", "--output", out, "--model", tiny_bert_dir,
                    "--pooling", "cls", "--normalize", "--max_seq_length", "32")[0] == 0
     manifest = read_manifest(out)
-    assert all(re.fullmatch(r"embeddings-\d{5}-of-\d{5}\.parquet", f) for f in manifest["files"]["embeddings"])
+    assert all(re.fullmatch(r"embeddings-\d{5}-\d{5}\.parquet", f) for f in manifest["files"]["embeddings"])
     table = read_embeddings(out)
     assert table.schema.field("embedding").type == pa.list_(pa.float32(), 32)
     assert table.schema.field("n_tokens").type == pa.int32()
@@ -118,16 +118,31 @@ def test_an_unreadable_shard_fails_the_job_without_success_marker(run_cli, tiny_
     assert not (out / "_SUCCESS").exists()
 
 
-def test_rerun_replaces_the_previous_output(run_cli, corpus, tiny_bert_dir, tmp_path):
+def test_rerun_cleans_what_a_killed_run_left_and_replaces_a_finished_run(run_cli, corpus, tiny_bert_dir, tmp_path):
     out = tmp_path / "out"
-    out.mkdir()
-    (out / "embeddings-00003-of-00004.parquet").write_bytes(b"left by an earlier run")
-    (out / "_SUCCESS").write_text("{}")
+    (out / "_temporary").mkdir(parents=True)
+    (out / "_temporary" / "embeddings-00000-00000.parquet").write_bytes(b"staged by a killed run")
+    (out / "embeddings-00007-00000.parquet").write_bytes(b"moved into place by a killed run")
+    (out / "notes.txt").write_text("not ours")
     for _ in range(2):
         assert run_cli("--input", corpus / "a" / "x.txt", "--output", out, "--model", tiny_bert_dir)[0] == 0
-    assert not (out / "embeddings-00003-of-00004.parquet").exists()
-    assert sorted(p.name for p in out.glob("embeddings-*")) == read_manifest(out)["files"]["embeddings"]
+    assert sorted(p.name for p in out.glob("embeddings-*")) == read_manifest(out)["files"]["embeddings"] == [
+        "embeddings-00000-00000.parquet"]
+    assert not (out / "_temporary").exists()
+    assert (out / "notes.txt").exists()
     assert read_embeddings(out).num_rows == 3
+
+
+def test_a_finished_run_of_other_settings_is_kept_unless_overwrite(run_cli, corpus, tiny_bert_dir, tmp_path):
+    out = tmp_path / "out"
+    args = ["--input", corpus / "a" / "x.txt", "--output", out, "--model", tiny_bert_dir]
+    assert run_cli(*args)[0] == 0
+    before = (out / "_SUCCESS").read_bytes()
+    code, _, err = run_cli(*args, "--pooling", "cls")
+    assert code == 2 and "different settings (pooling: 'mean' -> 'cls')" in err and "--overwrite" in err
+    assert (out / "_SUCCESS").read_bytes() == before
+    assert run_cli(*args, "--pooling", "cls", "--overwrite")[0] == 0
+    assert read_manifest(out)["settings"]["pooling"] == "cls"
 
 
 def test_blank_only_and_empty_shards_give_an_empty_table_with_the_schema(run_cli, tiny_bert_dir, tmp_path):
@@ -182,7 +197,7 @@ def test_control_characters_and_overlong_lines_are_accounted_for(run_cli, tiny_b
 def test_a_record_the_encoder_rejects_becomes_a_dead_letter_and_the_rest_are_embedded(tiny_bert_dir):
     """Failure injection: no real input makes the encoder raise, so a wrapper raises for one marked text."""
     from pipeline.records import Record
-    from pipeline.transforms import EmbedBatch
+    from pipeline.transforms import EmbedPart
 
     real = build_encoder(resolve_spec(model=str(tiny_bert_dir)))
 
@@ -193,7 +208,7 @@ def test_a_record_the_encoder_rejects_becomes_a_dead_letter_and_the_rest_are_emb
             return real.encode(texts)
 
     records = [Record(f"s:{i}", text, "s", i) for i, text in enumerate(["今天天气很好", "POISON", "hello world"], 1)]
-    good, results, dead = EmbedBatch._encode(RejectsMarkedText(), records)
+    good, results, dead = EmbedPart._encode(RejectsMarkedText(), records)
     assert [r.id for r in good] == ["s:1", "s:3"]
     assert [(d.id, d.reason) for d in dead] == [("s:2", "encode_error")]
     expected = real.encode(["今天天气很好", "hello world"])

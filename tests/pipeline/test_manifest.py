@@ -1,46 +1,55 @@
 import pytest
 
-from pipeline.manifest import EmbedStats, ReconciliationError, ShardStats, build_manifest
+from pipeline.manifest import PartStats, ReconciliationError, ShardStats, build_manifest
 
 
-def _stats(embedded, real=10, padded=16, build="h:1:a", process="h:1"):
-    return EmbedStats(tuple(embedded), real, padded, 1, 0.5, build, process, 2.0)
+def _part(source, part, embedded, failed=(), real=10, padded=16, build="h:1:a", process="h:1"):
+    files = (f"embeddings-{source}-{part}.parquet",) + ((f"failed/d-{source}-{part}.jsonl",) if failed else ())
+    return PartStats(source, part, embedded, tuple(failed), files, real, padded, 1, 0.5, build, process, 2.0)
 
 
-def _manifest(stats, embedded, failed):
-    return build_manifest(stats, embedded, failed, {"embeddings": ["e-1", "e-0"]}, {"model": "m"}, 100.0, 110.0)
+def _manifest(shards, parts):
+    return build_manifest(shards, parts, {"model": "m"}, 100.0, 110.0)
 
 
 def test_counts_add_up_overall_per_shard_and_per_reason():
     m = _manifest(
-        [ShardStats("a", 10, 2), ShardStats("b", 5, 0)],
-        [_stats([("a", 5)]), _stats([("a", 2), ("b", 4)])],
-        [(("a", "undecodable"), 1), (("b", "invalid_json"), 1)],
+        [ShardStats("a", 10, 2, parts=2), ShardStats("b", 5, 0)],
+        [_part("a", 1, 2, [("undecodable", 1)]), _part("a", 0, 5), _part("b", 0, 4, [("invalid_json", 1)])],
     )
     assert m["counts"] == {"read": 15, "embedded": 11, "skipped": 2, "failed": 2}
     assert m["failed_by_reason"] == {"invalid_json": 1, "undecodable": 1}
-    assert [s["embedded"] for s in m["shards"]] == [7, 4]
-    assert m["files"]["embeddings"] == ["e-0", "e-1"]
+    assert [(s["embedded"], s["failed_by_reason"]) for s in m["shards"]] == [
+        (7, {"undecodable": 1}), (4, {"invalid_json": 1})]
+    assert m["files"]["embeddings"] == ["embeddings-a-0.parquet", "embeddings-a-1.parquet", "embeddings-b-0.parquet"]
+    assert m["files"]["failed"] == ["failed/d-a-1.jsonl", "failed/d-b-0.jsonl"]
     assert m["started_at"] == "1970-01-01T00:01:40Z" and m["finished_at"] == "1970-01-01T00:01:50Z"
 
 
 def test_a_lost_record_fails_reconciliation():
     with pytest.raises(ReconciliationError, match="shard a"):
-        _manifest([ShardStats("a", 10, 0)], [_stats([("a", 9)])], [])
+        _manifest([ShardStats("a", 10, 0)], [_part("a", 0, 9)])
+
+
+def test_a_missing_or_repeated_part_fails_reconciliation():
+    with pytest.raises(ReconciliationError, match="cut into 2 parts"):
+        _manifest([ShardStats("a", 10, 0, parts=2)], [_part("a", 0, 10)])
+    with pytest.raises(ReconciliationError, match="cut into 1 parts"):
+        _manifest([ShardStats("a", 10, 0)], [_part("a", 0, 5), _part("a", 0, 5)])
 
 
 def test_records_from_an_unknown_shard_fail_reconciliation():
     with pytest.raises(ReconciliationError, match="never reported"):
-        _manifest([ShardStats("a", 1, 0)], [_stats([("a", 1), ("b", 1)])], [])
+        _manifest([ShardStats("a", 1, 0)], [_part("a", 0, 1), _part("b", 0, 1)])
 
 
 def test_performance_reports_padding_throughput_and_builds_per_process():
-    stats = [
-        _stats([("a", 4)], real=30, padded=40, build="h:1:x", process="h:1"),
-        _stats([("a", 4)], real=30, padded=40, build="h:1:x", process="h:1"),
-        _stats([("a", 2)], real=20, padded=20, build="h:2:y", process="h:2"),
+    parts = [
+        _part("a", 0, 4, real=30, padded=40, build="h:1:x", process="h:1"),
+        _part("a", 1, 4, real=30, padded=40, build="h:1:x", process="h:1"),
+        _part("a", 2, 2, real=20, padded=20, build="h:2:y", process="h:2"),
     ]
-    perf = _manifest([ShardStats("a", 10, 0)], stats, [])["performance"]
+    perf = _manifest([ShardStats("a", 10, 0, parts=3)], parts)["performance"]
     assert perf["padding_efficiency"] == 0.8
     assert perf["texts_per_second"] == 1.0 and perf["real_tokens_per_second"] == 8.0
     assert (perf["encoder_builds"], perf["worker_processes"], perf["batches"]) == (2, 2, 3)
