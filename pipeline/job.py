@@ -14,7 +14,16 @@ import encoders
 from pipeline.config import JobConfig
 from pipeline.output import SUCCESS_FILE, output_patterns
 from pipeline.progress import PROGRESS
-from pipeline.transforms import SHARD_STATS, CommitOutput, EmbedPart, PartLimits, ProgressSettings, ReadShard
+from pipeline.transforms import (
+    SHARD_STATS,
+    CommitOutput,
+    EmbedPart,
+    PartLimits,
+    ProgressSettings,
+    ReadIds,
+    ReadShard,
+    later_occurrences,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -37,13 +46,21 @@ def build_pipeline(p: beam.Pipeline, config: JobConfig, started_at: float) -> be
     """Add the job to pipeline p; returns the PCollection holding the manifest."""
     spec = config.encoder
     progress = ProgressSettings(config.progress, sum(s.size for s in config.shards))
-    reader = ReadShard(config.input_format("text"), progress, PartLimits(config.records_per_file))
-    read = (
-        p
-        | "Shards" >> beam.Create(list(enumerate(config.shards)))
-        | "SpreadShards" >> beam.Reshuffle()
-        | "Read" >> beam.ParDo(reader).with_outputs(SHARD_STATS, main="parts")
-    )
+    input_format = config.input_format("text")
+    reader = ReadShard(input_format, progress, PartLimits(config.records_per_file))
+    shards = p | "Shards" >> beam.Create(list(enumerate(config.shards))) | "SpreadShards" >> beam.Reshuffle()
+    side_inputs = {}
+    if config.id_field:
+        # Ids chosen by the user may repeat. A first pass reads only ids and positions (not
+        # texts), so the grouping holds a few bytes per record; the main read then turns each
+        # later occurrence into a dead letter naming the first.
+        side_inputs["duplicates"] = beam.pvalue.AsDict(
+            shards
+            | "ReadIds" >> beam.ParDo(ReadIds(input_format))
+            | "GroupById" >> beam.GroupByKey()
+            | "LaterOccurrences" >> beam.FlatMap(later_occurrences)
+        )
+    read = shards | "Read" >> beam.ParDo(reader, **side_inputs).with_outputs(SHARD_STATS, main="parts")
     parts = read.parts
     if config.rebalance:
         # Distributed runners shuffle on disk and spread a big shard's parts over workers.

@@ -10,7 +10,7 @@ import socket
 import time
 import uuid
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 
 import apache_beam as beam
@@ -97,8 +97,9 @@ class ReadShard(beam.DoFn):
     def setup(self) -> None:
         PROGRESS.start(self._progress.mode, self._progress.total_bytes)
 
-    def process(self, element: tuple[int, Shard]) -> Iterator:
+    def process(self, element: tuple[int, Shard], duplicates: Mapping | None = None) -> Iterator:
         shard_index, shard = element
+        duplicates = duplicates or {}
         fmt = dataclasses.replace(self._input_format, format=shard.format)
         read = skipped = removed = parts = chars = 0
         records: list[Record] = []
@@ -119,6 +120,9 @@ class ReadShard(beam.DoFn):
             with stream:
                 for outcome in read_records(stream, shard.name, fmt):
                     read += 1
+                    if isinstance(outcome, Record) and (outcome.source, outcome.line) in duplicates:
+                        removed += outcome.removed_chars
+                        outcome = _duplicate(outcome, duplicates[(outcome.source, outcome.line)])
                     if isinstance(outcome, Record):
                         removed += outcome.removed_chars
                         records.append(outcome)
@@ -149,6 +153,45 @@ class ReadShard(beam.DoFn):
             return previous
         PROGRESS.add(bytes_read=max(position - previous, 0))
         return position
+
+
+def _duplicate(record: Record, first: tuple[str, int]) -> DeadLetter:
+    detail = f"id {record.id!r} was first seen at {first[0]}:{first[1]}, which is embedded"
+    return DeadLetter(record.source, record.line, "duplicate_id", detail, id=record.id,
+                      raw=raw_preview(record.text.encode("utf-8")))
+
+
+class ReadIds(beam.DoFn):
+    """(id, (shard index, source, line)) of every record a shard would embed: the input to duplicate detection."""
+
+    def __init__(self, input_format: InputFormat) -> None:
+        self._input_format = input_format
+
+    def process(self, element: tuple[int, Shard]) -> Iterator[tuple[str, tuple[int, str, int]]]:
+        shard_index, shard = element
+        fmt = dataclasses.replace(self._input_format, format=shard.format)
+        try:
+            stream, _ = open_shard(shard.path)
+            with stream:
+                for outcome in read_records(stream, shard.name, fmt):
+                    if isinstance(outcome, Record):
+                        yield outcome.id, (shard_index, outcome.source, outcome.line)
+        except _STREAM_ERRORS as exc:
+            raise ShardReadError(f"cannot read shard {shard.path}: {exc}") from exc
+
+
+def later_occurrences(
+    element: tuple[str, Iterable[tuple[int, str, int]]],
+) -> Iterator[tuple[tuple[str, int], tuple[str, int]]]:
+    """For an id seen more than once: ((source, line) of each later occurrence, (source, line) of the first).
+
+    First means earliest in the sorted shard list, then by line, so the choice does not depend
+    on the order the runner delivers them.
+    """
+    _, positions = element
+    positions = sorted(positions)
+    for _, source, line in positions[1:]:
+        yield (source, line), (positions[0][1], positions[0][2])
 
 
 # One encoder per worker process, shared by all threads and bundles. We use a DoFn with

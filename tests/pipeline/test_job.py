@@ -97,6 +97,23 @@ def test_csv_and_parquet_shards_in_one_run(run_cli, tiny_bert_dir, tmp_path):
         ("rows.parquet", 2, "missing_text")]
 
 
+def test_a_repeated_id_keeps_its_first_occurrence_and_dead_letters_the_others(run_cli, tiny_bert_dir, tmp_path):
+    rows = lambda *pairs: "".join(json.dumps({"id": i, "text": t}) + "\n" for i, t in pairs)  # noqa: E731
+    (tmp_path / "b.jsonl").write_text(rows(("x", "later shard"), ("y", "only once")))
+    (tmp_path / "a.jsonl").write_text(rows(("x", "first"), ("z", ""), ("z", "z text"), ("x", "again")))
+    out = tmp_path / "out"
+    assert run_cli("--input", tmp_path / "*.jsonl", "--output", out, "--model", tiny_bert_dir,
+                   "--id_field", "id")[0] == 0
+    table = read_embeddings(out)
+    assert table.column("id").to_pylist() == ["x", "y", "z"]
+    dead = sorted((d["source"], d["line"], d["reason"], d["detail"]) for d in read_dead_letters(out))
+    assert dead == [
+        ("a.jsonl", 4, "duplicate_id", "id 'x' was first seen at a.jsonl:1, which is embedded"),
+        ("b.jsonl", 1, "duplicate_id", "id 'x' was first seen at a.jsonl:1, which is embedded"),
+    ]
+    assert read_manifest(out)["counts"] == {"read": 6, "embedded": 3, "skipped": 1, "failed": 2}
+
+
 def test_input_on_an_fsspec_filesystem(run_cli, tiny_bert_dir, tmp_path):
     for i in range(2):
         with fsspec.open(f"memory://job-test/part-{i}.txt", "w") as f:
