@@ -18,6 +18,7 @@ from encoders.pooling import POOLING_METHODS
 
 BACKENDS = ("transformers", "hub")
 PRECISIONS = ("float32", "bfloat16", "float16")
+LONG_TEXT_MODES = ("truncate", "chunk")
 _ST_POOLING_KEYS = {
     "pooling_mode_mean_tokens": "mean",
     "pooling_mode_cls_token": "cls",
@@ -40,6 +41,8 @@ class EncoderSpec:
     max_tokens_per_batch: int = 8192
     precision: str = "float32"
     jit_compile: bool = False
+    long_text: str = "truncate"  # or "chunk": embed every window of a long text and pool them
+    chunk_overlap: int = 0  # tokens shared by consecutive windows in chunk mode
 
     def describe(self) -> dict[str, str]:
         """String settings for file metadata and the manifest."""
@@ -68,6 +71,8 @@ def resolve_spec(
     max_tokens_per_batch: int = 8192,
     precision: str = "float32",
     jit_compile: bool = False,
+    long_text: str = "truncate",
+    chunk_overlap: int | None = None,
 ) -> EncoderSpec:
     """Check the settings and fill the unset ones from the model's own config.
 
@@ -86,6 +91,10 @@ def resolve_spec(
     if precision != "float32" and backend == "hub":
         raise EncoderConfigError("--precision other than float32 needs --backend transformers "
                                  "(a Hub SavedModel's dtypes are fixed when it is exported)")
+    if long_text not in LONG_TEXT_MODES:
+        raise EncoderConfigError(f"unknown --long_text {long_text!r}; choose one of {', '.join(LONG_TEXT_MODES)}")
+    if chunk_overlap is not None and long_text != "chunk":
+        raise EncoderConfigError("--chunk_overlap applies only with --long_text chunk")
     model = model or EMBEDDED_MODEL
     source = parse_model_source(model)
     if backend == "hub" and source.kind == "name":
@@ -107,6 +116,16 @@ def resolve_spec(
         raise EncoderConfigError(
             f"--max_seq_length must be between 2 and {defaults.max_positions} for this model, got {length}"
         )
+    window = length - 2  # text tokens per window, [CLS] and [SEP] aside
+    if chunk_overlap is None:
+        chunk_overlap = window // 8 if long_text == "chunk" else 0
+    if long_text == "chunk" and window < 1:
+        raise EncoderConfigError("--long_text chunk needs --max_seq_length of at least 3")
+    if long_text == "chunk" and not 0 <= chunk_overlap < window:
+        raise EncoderConfigError(
+            f"--chunk_overlap must be at least 0 and less than {window} (--max_seq_length minus 2), "
+            f"got {chunk_overlap}"
+        )
     return EncoderSpec(
         backend=backend,
         model=model,
@@ -119,6 +138,8 @@ def resolve_spec(
         max_tokens_per_batch=max_tokens_per_batch,
         precision=precision,
         jit_compile=jit_compile,
+        long_text=long_text,
+        chunk_overlap=chunk_overlap,
     )
 
 

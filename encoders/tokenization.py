@@ -27,6 +27,16 @@ class Tokenized:
     truncated: np.ndarray  # bool, the text had more tokens than max_seq_length
 
 
+@dataclass
+class Windowed:
+    """Texts cut into model-sized windows: every window's token ids and the text it came from."""
+
+    token_ids: list[list[int]]  # per window, with [CLS]/[SEP]
+    owner: np.ndarray  # int64 [windows], index of the window's text
+    n_tokens: np.ndarray  # int32 [texts], all tokens of the text plus [CLS]/[SEP]
+    n_chunks: np.ndarray  # int32 [texts], windows per text
+
+
 class WordPieceTokenizer:
     """Fast BERT tokenizer; thread-safe for encode calls."""
 
@@ -77,6 +87,31 @@ class WordPieceTokenizer:
             token_ids.append([self.cls_id, *body, self.sep_id])
         n_tokens = np.fromiter((len(t) for t in token_ids), dtype=np.int32, count=len(token_ids))
         return Tokenized(token_ids, n_tokens, truncated)
+
+    def windows(self, texts: Sequence[str], max_seq_length: int, overlap: int) -> Windowed:
+        """Cut each text into windows of max_seq_length tokens ([CLS]/[SEP] included) sharing overlap tokens.
+
+        A text that fits is one window, identical to what `tokenize` gives it.
+        """
+        size = max_seq_length - 2
+        stride = size - overlap
+        encodings = self._tokenizer.encode_batch(list(texts), add_special_tokens=False)
+        token_ids: list[list[int]] = []
+        owner: list[int] = []
+        n_tokens = np.zeros(len(encodings), dtype=np.int32)
+        n_chunks = np.zeros(len(encodings), dtype=np.int32)
+        for i, encoding in enumerate(encodings):
+            body = encoding.ids
+            start = 0
+            while True:
+                token_ids.append([self.cls_id, *body[start:start + size], self.sep_id])
+                owner.append(i)
+                n_chunks[i] += 1
+                if start + size >= len(body):
+                    break
+                start += stride
+            n_tokens[i] = len(body) + 2
+        return Windowed(token_ids, np.asarray(owner, dtype=np.int64), n_tokens, n_chunks)
 
     def tokens(self, text: str) -> list[str]:
         """The WordPiece strings of one text, without special tokens (for inspection)."""

@@ -12,7 +12,7 @@ import sys
 import time
 
 from encoders import BACKENDS, POOLING_METHODS, EncoderConfigError
-from encoders.spec import PRECISIONS
+from encoders.spec import LONG_TEXT_MODES, PRECISIONS
 from pipeline.errors import JobConfigError
 from pipeline.progress import MODES as PROGRESS_MODES
 from pipeline.records import DEFAULT_MAX_CHARS
@@ -77,6 +77,13 @@ def build_parser() -> argparse.ArgumentParser:
     model.add_argument("--max_seq_length", type=int, metavar="N",
                        help="tokens per text incl. [CLS]/[SEP]; longer texts are truncated "
                             "(default: the model's own config, else its maximum)")
+    model.add_argument("--long_text", default="truncate", choices=LONG_TEXT_MODES,
+                       help="a text longer than --max_seq_length: truncate keeps its first tokens and sets "
+                            "`truncated`; chunk embeds every window and averages them weighted by tokens, "
+                            "setting `n_chunks` (default: truncate)")
+    model.add_argument("--chunk_overlap", type=int, metavar="N",
+                       help="with --long_text chunk: tokens shared by consecutive windows "
+                            "(default: one eighth of the window)")
     batching = parser.add_argument_group("batching")
     batching.add_argument("--max_batch_size", type=int, default=64, metavar="N",
                           help="most texts in one forward pass (default: 64)")
@@ -123,6 +130,8 @@ def main(argv: list[str] | None = None) -> int:
             max_tokens_per_batch=args.max_tokens_per_batch,
             precision=args.precision,
             jit_compile=args.jit_compile,
+            long_text=args.long_text,
+            chunk_overlap=args.chunk_overlap,
             rebalance=not local,
             progress=progress,
             overwrite=args.overwrite,

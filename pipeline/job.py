@@ -38,6 +38,8 @@ def file_metadata(config: JobConfig) -> dict[str, str]:
         "normalize": str(spec.normalize).lower(),
         "dim": str(spec.dim),
         "max_seq_length": str(spec.max_seq_length),
+        "long_text": spec.long_text,
+        "chunk_overlap": str(spec.chunk_overlap),
         "version": encoders.__version__,
     }
 

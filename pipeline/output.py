@@ -57,13 +57,18 @@ def parquet_bytes(table: pa.Table) -> bytes:
 
 
 def embeddings_schema(dim: int, metadata: Mapping[str, str]) -> pa.Schema:
-    """Columns id, embedding (fixed_size_list<float32>[dim]), n_tokens, truncated."""
+    """Columns id, embedding (fixed_size_list<float32>[dim]), n_tokens, truncated, n_chunks.
+
+    n_tokens counts the document's tokens with [CLS]/[SEP] (in truncate mode, those the model
+    saw); n_chunks is how many windows were embedded (1 unless --long_text chunk).
+    """
     return pa.schema(
         [
             pa.field("id", pa.string(), nullable=False),
             pa.field("embedding", pa.list_(pa.float32(), dim), nullable=False),
             pa.field("n_tokens", pa.int32(), nullable=False),
             pa.field("truncated", pa.bool_(), nullable=False),
+            pa.field("n_chunks", pa.int32(), nullable=False),
         ],
         metadata={k: str(v) for k, v in metadata.items()},
     )
@@ -74,6 +79,7 @@ def embeddings_table(
     vectors: np.ndarray,
     n_tokens: np.ndarray,
     truncated: np.ndarray,
+    n_chunks: np.ndarray,
     schema: pa.Schema,
 ) -> pa.Table:
     """A table of one batch; vectors is float32 [n, dim] matching the schema's dim."""
@@ -84,5 +90,6 @@ def embeddings_table(
         pa.FixedSizeListArray.from_arrays(flat, dim),
         pa.array(np.asarray(n_tokens, dtype=np.int32)),
         pa.array(np.asarray(truncated, dtype=bool)),
+        pa.array(np.asarray(n_chunks, dtype=np.int32)),
     ]
     return pa.Table.from_arrays(columns, schema=schema)

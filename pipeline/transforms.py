@@ -265,7 +265,9 @@ class EmbedPart(beam.DoFn):
             if not good:
                 continue
             ids = [r.id for r in good]
-            tables.append(embeddings_table(ids, results.vectors, results.n_tokens, results.truncated, self._schema))
+            tables.append(embeddings_table(
+                ids, results.vectors, results.n_tokens, results.truncated, results.n_chunks, self._schema
+            ))
             group_real = int(results.n_tokens.sum())
             real += group_real
             padded += results.padded_tokens
@@ -331,6 +333,7 @@ class EmbedPart(beam.DoFn):
             np.concatenate([r.truncated for r in results]),
             sum(r.padded_tokens for r in results),
             sum(r.batches for r in results),
+            np.concatenate([r.n_chunks for r in results]),
         )
         return good, combined, dead_letters
 

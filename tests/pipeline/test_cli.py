@@ -12,7 +12,8 @@ from pipeline.cli import build_parser
 CONTRACT_FLAGS = [
     "--input", "--output", "--format", "--text_field", "--id_field", "--encoding", "--backend", "--model",
     "--weights", "--pooling", "--normalize", "--no_normalize", "--max_seq_length", "--max_chars", "--precision",
-    "--jit_compile", "--max_batch_size", "--max_tokens_per_batch", "--progress",
+    "--jit_compile", "--max_batch_size", "--max_tokens_per_batch", "--progress", "--long_text",
+    "--chunk_overlap", "--overwrite", "--records_per_file",
 ]
 
 
@@ -53,6 +54,10 @@ def corpus(tmp_path):
         (["--input", "{tmp}/numbers.parquet", "--text_field", "body"], "is a int64 column, not a string column"),
         (["--input", "s3://no-such-bucket-here/*.txt"], "s3:// needs the AWS extra"),
         (["--no_such_flag", "1"], "unknown option --no_such_flag"),
+        (["--chunk_overlap", "8"], "--chunk_overlap applies only with --long_text chunk"),
+        (["--long_text", "chunk", "--chunk_overlap", "254"], "--chunk_overlap must be at least 0 and less than 254"),
+        (["--long_text", "split"], "invalid choice: 'split'"),
+        (["--records_per_file", "0"], "--records_per_file must be positive"),
         (["--backend", "hub"], "needs a TF Hub URL"),
     ],
 )

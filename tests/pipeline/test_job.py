@@ -54,7 +54,8 @@ def test_parquet_schema_metadata_and_vectors_match_the_encoder(run_cli, corpus, 
     assert table.schema.field("truncated").type == pa.bool_()
     meta = {k.decode(): v.decode() for k, v in table.schema.metadata.items() if not k.startswith(b"ARROW")}
     assert meta == {"model": str(tiny_bert_dir), "backend": "transformers", "pooling": "cls", "normalize": "true",
-                    "dim": "32", "max_seq_length": "32", "version": "0.1.0"}
+                    "dim": "32", "max_seq_length": "32", "long_text": "truncate", "chunk_overlap": "0",
+                    "version": "0.1.0"}
     texts = ["今天天气很好", "hello world", LONG]
     expected = build_encoder(resolve_spec(model=str(tiny_bert_dir), pooling="cls", normalize=True,
                                           max_seq_length=32)).encode(texts)

@@ -83,3 +83,25 @@ def test_bert_base_chinese_shaped_model_through_both_backends(run_cli, bert_base
         assert read_manifest(out)["settings"]["dim"] == "768"
         outputs.append(vectors)
     assert np.abs(outputs[0] - outputs[1]).max() < 1e-4
+
+
+def test_a_3000_token_document_is_chunked_or_truncated_with_the_default_model(run_cli, tmp_path):
+    words = "the quick brown fox jumps over the lazy dog near the river bank".split()
+    document = " ".join(words[i % len(words)] for i in range(2998))  # 2998 word tokens + [CLS]/[SEP]
+    corpus = tmp_path / "docs.txt"
+    corpus.write_text(f"{document}\nA man is eating food.\n", encoding="utf-8")
+    rows = {}
+    for mode in ("truncate", "chunk"):
+        out = tmp_path / mode
+        assert run_cli("--input", corpus, "--output", out, "--long_text", mode)[0] == 0
+        ids, vectors, table = _vectors(out)
+        rows[mode] = dict(zip(ids, zip(vectors, table.column("n_tokens").to_pylist(),
+                                       table.column("truncated").to_pylist(),
+                                       table.column("n_chunks").to_pylist(), strict=True), strict=True))
+    long_truncated, long_chunked = rows["truncate"]["docs.txt:1"], rows["chunk"]["docs.txt:1"]
+    assert long_truncated[1:] == (256, True, 1)
+    assert long_chunked[1:] == (3000, False, 14)  # windows of 254 tokens, 31 shared: starts 0, 223, ..., 2899
+    assert abs(np.linalg.norm(long_chunked[0]) - 1) < 1e-5
+    assert float(long_chunked[0] @ long_truncated[0]) < 0.999  # the rest of the document counts too
+    short_truncated, short_chunked = rows["truncate"]["docs.txt:2"], rows["chunk"]["docs.txt:2"]
+    assert np.abs(short_truncated[0] - short_chunked[0]).max() < 1e-6 and short_chunked[3] == 1
