@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import asdict, dataclass
+from pathlib import Path
 
 from encoders.errors import EncoderConfigError
 from encoders.model_source import EMBEDDED_MODEL, ModelSource, parse_model_source, read_model_file
@@ -111,6 +112,8 @@ def resolve_spec(
         if "://" not in weights and not _is_file(weights):
             raise EncoderConfigError(f"weights file not found: {weights}")
     defaults = model_defaults(source, backend)
+    if backend == "transformers" and source.is_local:
+        _check_local_model_files(Path(source.location), weights)
     length = max_seq_length if max_seq_length is not None else defaults.max_seq_length
     if not 2 <= length <= defaults.max_positions:
         raise EncoderConfigError(
@@ -175,6 +178,16 @@ def _st_pooling(source: ModelSource, path: str) -> str:
             "pass --pooling explicitly"
         )
     return chosen[0]
+
+
+def _check_local_model_files(directory: Path, weights: str | None) -> None:
+    """The files a worker will need, checked now so a half-copied model fails at launch, not on every worker."""
+    if not (directory / "vocab.txt").is_file():
+        raise EncoderConfigError(f"no vocab.txt in model directory {directory}")
+    if weights is None and not any((directory / f).is_file() for f in ("tf_model.h5", "model.safetensors")):
+        raise EncoderConfigError(
+            f"no weights in model directory {directory}: expected tf_model.h5 or model.safetensors (or pass --weights)"
+        )
 
 
 def _model_shape(source: ModelSource, backend: str) -> tuple[int, int]:

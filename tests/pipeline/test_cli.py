@@ -31,6 +31,10 @@ def corpus(tmp_path):
     (tmp_path / "plain.txt").write_text("x\n")
     (tmp_path / "rows.csv").write_text("doc,body\n1,hello\n")
     pq.write_table(pa.table({"body": [1, 2]}), tmp_path / "numbers.parquet")
+    (tmp_path / "half-copied-model").mkdir()  # a config and nothing else
+    (tmp_path / "half-copied-model" / "config.json").write_text('{"hidden_size": 32, "max_position_embeddings": 64}')
+    (tmp_path / "bad-config-model").mkdir()
+    (tmp_path / "bad-config-model" / "config.json").write_text("{not json")
     return path
 
 
@@ -39,6 +43,8 @@ def corpus(tmp_path):
     [
         (["--input", "{tmp}/nothing-*.txt"], "no file matches --input"),
         (["--model", "{tmp}/no-such-model"], "model path not found"),
+        (["--model", "{tmp}/half-copied-model"], "no vocab.txt in model directory"),
+        (["--model", "{tmp}/bad-config-model"], "config.json is not valid JSON"),
         (["--pooling", "sum"], "invalid choice: 'sum'"),
         (["--backend", "onnx"], "invalid choice: 'onnx'"),
         (["--format", "xml"], "invalid choice: 'xml'"),

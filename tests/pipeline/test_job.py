@@ -134,6 +134,7 @@ def test_an_unreadable_shard_fails_the_job_without_success_marker(run_cli, tiny_
     assert code == 1
     assert "bad.txt.gz" in err
     assert not (out / "_SUCCESS").exists()
+    assert not list(out.glob("embeddings-*")) and not (out / "failed").exists()  # nothing looks finished
 
 
 def test_rerun_cleans_what_a_killed_run_left_and_replaces_a_finished_run(run_cli, corpus, tiny_bert_dir, tmp_path):
