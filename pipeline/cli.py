@@ -7,6 +7,7 @@ pipeline starts); 1 the pipeline failed.
 from __future__ import annotations
 
 import argparse
+import datetime
 import logging
 import sys
 import time
@@ -57,6 +58,9 @@ def build_parser() -> argparse.ArgumentParser:
     io.add_argument("--overwrite", action="store_true",
                     help="replace a finished run in --output made with different settings (a rerun of the same "
                          "settings always replaces it)")
+    io.add_argument("--run_date", metavar="YYYY-MM-DD",
+                    help="fills {run_date} (and {previous_date}, the day before) in --input and --output, "
+                         "e.g. --output gs://b/out/dt={run_date} (default: today, UTC)")
     io.add_argument("--records_per_file", type=int, default=10_000, metavar="N",
                     help="each input shard is cut into parts of at most N records; one Parquet file per part "
                          "(default: 10000)")
@@ -100,6 +104,44 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def prepare(argv: list[str]):
+    """(JobConfig, Beam PipelineOptions, runs locally) from the command line; raises JobConfigError."""
+    args, beam_args = build_parser().parse_known_args(argv)
+    options = _beam_options(beam_args)
+    local, progress = _execution(options, args.progress)
+    _check_dataflow_options(options)
+    run_date = parse_run_date(args.run_date)
+    from pipeline.config import job_config
+
+    config = job_config(
+        inputs=[expand_dates(i, run_date) for i in args.input or []],
+        output=expand_dates(args.output, run_date) if args.output else None,
+        fmt=args.format,
+        text_field=args.text_field,
+        id_field=args.id_field,
+        encoding=args.encoding,
+        max_chars=args.max_chars,
+        backend=args.backend,
+        model=args.model,
+        weights=args.weights,
+        pooling=args.pooling,
+        normalize=args.normalize,
+        max_seq_length=args.max_seq_length,
+        max_batch_size=args.max_batch_size,
+        max_tokens_per_batch=args.max_tokens_per_batch,
+        precision=args.precision,
+        jit_compile=args.jit_compile,
+        long_text=args.long_text,
+        chunk_overlap=args.chunk_overlap,
+        rebalance=not local,
+        progress=progress,
+        overwrite=args.overwrite,
+        records_per_file=args.records_per_file,
+        check_storage=local,
+    )
+    return config, options, local
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the CLI; returns the process exit code."""
     argv = sys.argv[1:] if argv is None else argv
@@ -107,43 +149,18 @@ def main(argv: list[str] | None = None) -> int:
     for ours in ("pipeline", "encoders"):
         logging.getLogger(ours).setLevel(logging.INFO)
     try:
-        args, beam_args = build_parser().parse_known_args(argv)
-        options = _beam_options(beam_args)
-        local, progress = _execution(options, args.progress)
-        from pipeline.config import job_config
-
-        config = job_config(
-            inputs=args.input,
-            output=args.output,
-            fmt=args.format,
-            text_field=args.text_field,
-            id_field=args.id_field,
-            encoding=args.encoding,
-            max_chars=args.max_chars,
-            backend=args.backend,
-            model=args.model,
-            weights=args.weights,
-            pooling=args.pooling,
-            normalize=args.normalize,
-            max_seq_length=args.max_seq_length,
-            max_batch_size=args.max_batch_size,
-            max_tokens_per_batch=args.max_tokens_per_batch,
-            precision=args.precision,
-            jit_compile=args.jit_compile,
-            long_text=args.long_text,
-            chunk_overlap=args.chunk_overlap,
-            rebalance=not local,
-            progress=progress,
-            overwrite=args.overwrite,
-            records_per_file=args.records_per_file,
-        )
+        config, options, local = prepare(argv)
     except (JobConfigError, EncoderConfigError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    from pipeline.job import run_job
+    from pipeline.job import run_job, submit_job
 
     started = time.monotonic()
     try:
+        if not local:
+            result = submit_job(config, options)
+            print(submitted(result, config.output))
+            return 0
         manifest = run_job(config, options)
     except Exception as exc:  # noqa: BLE001 - the CLI's contract: exit 1 with the cause
         logger.exception("pipeline failed")
@@ -151,6 +168,50 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     print(summary(manifest, time.monotonic() - started, config.output))
     return 0
+
+
+def _check_dataflow_options(options) -> None:
+    """What Dataflow would reject after the job is built, checked offline (Beam's validator calls GCS)."""
+    import re
+
+    from apache_beam.options.pipeline_options import GoogleCloudOptions, StandardOptions
+
+    if options.view_as(StandardOptions).runner not in ("DataflowRunner", "dataflow"):
+        return
+    cloud = options.view_as(GoogleCloudOptions)
+    if not cloud.project or not re.fullmatch(r"[a-z][-a-z0-9:.]{4,61}[a-z0-9]", cloud.project):
+        raise JobConfigError(f"the DataflowRunner needs --project with a project ID, got {cloud.project!r}")
+    if not cloud.region:
+        raise JobConfigError("the DataflowRunner needs --region, e.g. --region us-central1")
+    if not (cloud.temp_location or "").startswith("gs://"):
+        raise JobConfigError("the DataflowRunner needs --temp_location gs://BUCKET/tmp")
+
+
+def parse_run_date(value: str | None) -> datetime.date:
+    """--run_date as a date; today in UTC when unset (a nightly scheduler's run date)."""
+    if value is None:
+        return datetime.datetime.now(datetime.UTC).date()
+    try:
+        return datetime.date.fromisoformat(value)
+    except ValueError:
+        raise JobConfigError(f"--run_date must be a date like 2026-11-25, got {value!r}") from None
+
+
+def expand_dates(pattern: str, run_date: datetime.date) -> str:
+    """Fill {run_date} and {previous_date} (the day before) as YYYY-MM-DD; other braces are left alone."""
+    previous = run_date - datetime.timedelta(days=1)
+    return pattern.replace("{run_date}", run_date.isoformat()).replace("{previous_date}", previous.isoformat())
+
+
+def submitted(result, output: str) -> str:
+    """What to tell the user after handing the job to a distributed runner."""
+    job = getattr(result, "job", None)
+    proto = getattr(job, "proto", None)
+    if proto is not None and not getattr(proto, "id", ""):
+        steps = len(getattr(proto, "steps", []) or [])
+        return f"dry run: built Dataflow job {proto.name!r} ({steps} steps); nothing was submitted"
+    job_id = getattr(result, "job_id", lambda: None)()
+    return f"submitted job {job_id or ''}; {output}/_SUCCESS appears when it has finished".replace("job ;", "job;")
 
 
 def _beam_options(beam_args: list[str]):

@@ -23,7 +23,7 @@ class JobConfig:
     """Everything the pipeline needs; travels to workers inside the DoFns."""
 
     inputs: tuple[str, ...]
-    shards: tuple[Shard, ...]
+    shards: tuple[Shard, ...] | None  # None: listed by the job's first step, on a worker
     output: str
     encoding: str
     text_field: str
@@ -68,10 +68,15 @@ def job_config(
     progress: str = "off",
     overwrite: bool = False,
     records_per_file: int = 10_000,
+    check_storage: bool = True,
     **encoder_settings,
 ) -> JobConfig:
     """Validate flags (cheap checks first), then resolve the encoder settings.
 
+    check_storage: list the inputs, read CSV headers and Parquet footers, and look at the
+    output now. A job submitted to a distributed runner skips this: its launcher may have no
+    access to the data, so the workers list the inputs and prepare the output as the job's
+    first steps, and a problem found there fails the job instead of exiting 2.
     encoder_settings are `encoders.resolve_spec`'s keyword arguments (backend, model, ...).
     """
     if not inputs:
@@ -80,7 +85,7 @@ def job_config(
         raise JobConfigError("--output is required")
     if not beam_filesystem_knows(output):
         raise JobConfigError(f"--output {output} is not on a filesystem Beam can write (local, gs://, s3://)")
-    if "://" not in output:
+    if "://" not in output and check_storage:
         _check_local_output_writable(output)
     if max_chars < 1:
         raise JobConfigError(f"--max_chars must be positive, got {max_chars}")
@@ -90,14 +95,13 @@ def job_config(
         codecs.lookup(encoding)
     except LookupError:
         raise JobConfigError(f"unknown --encoding {encoding!r}") from None
-    shards = tuple(match_shards(inputs, fmt))
-    structured = any(s.format in STRUCTURED_FORMATS for s in shards)
-    if (text_field or id_field) and not structured:
-        raise JobConfigError("--text_field/--id_field apply to JSON Lines, CSV/TSV and Parquet input, "
-                             "but every matched shard is plain text")
-    if id_field and any(s.format == "text" for s in shards):
-        raise JobConfigError("--id_field is set but some matched shards are plain text, which has no fields")
-    _check_structure(shards, InputFormat("text", encoding, text_field or "text", id_field, max_chars))
+    shards = None
+    if check_storage:
+        shards = tuple(match_shards(inputs, fmt))
+        _check_fields_apply(shards, text_field, id_field)
+        _check_structure(shards, InputFormat("text", encoding, text_field or "text", id_field, max_chars))
+    elif fmt == "text" and (text_field or id_field):
+        raise JobConfigError("--text_field/--id_field do not apply to --format text")
     spec = resolve_spec(**encoder_settings)
     config = JobConfig(
         inputs=tuple(inputs),
@@ -114,9 +118,18 @@ def job_config(
         overwrite=overwrite,
         records_per_file=records_per_file,
     )
-    if not overwrite:
-        _check_previous_run(config)
+    if check_storage and not overwrite:
+        check_previous_run(config)
     return config
+
+
+def _check_fields_apply(shards: tuple[Shard, ...], text_field: str | None, id_field: str | None) -> None:
+    structured = any(s.format in STRUCTURED_FORMATS for s in shards)
+    if (text_field or id_field) and not structured:
+        raise JobConfigError("--text_field/--id_field apply to JSON Lines, CSV/TSV and Parquet input, "
+                             "but every matched shard is plain text")
+    if id_field and any(s.format == "text" for s in shards):
+        raise JobConfigError("--id_field is set but some matched shards are plain text, which has no fields")
 
 
 # Settings that change what a run writes; a finished run with other values is not replaced silently.
@@ -127,7 +140,7 @@ OUTPUT_SETTINGS = (
 )
 
 
-def _check_previous_run(config: JobConfig) -> None:
+def check_previous_run(config: JobConfig) -> None:
     """Refuse to replace a finished run of different settings unless --overwrite."""
     import json
 

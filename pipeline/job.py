@@ -9,16 +9,19 @@ import time
 import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.pipeline_options import PipelineOptions
+from apache_beam.runners.runner import PipelineResult
 
 import encoders
 from pipeline.config import JobConfig
-from pipeline.output import SUCCESS_FILE, output_patterns
+from pipeline.output import SUCCESS_FILE, clear_previous_output
 from pipeline.progress import PROGRESS
 from pipeline.transforms import (
     SHARD_STATS,
     CommitOutput,
     EmbedPart,
+    ListShards,
     PartLimits,
+    PrepareOutput,
     ProgressSettings,
     ReadIds,
     ReadShard,
@@ -47,11 +50,22 @@ def file_metadata(config: JobConfig) -> dict[str, str]:
 def build_pipeline(p: beam.Pipeline, config: JobConfig, started_at: float) -> beam.PCollection:
     """Add the job to pipeline p; returns the PCollection holding the manifest."""
     spec = config.encoder
-    progress = ProgressSettings(config.progress, sum(s.size for s in config.shards))
+    progress = ProgressSettings(config.progress, sum(s.size for s in config.shards or ()))
     input_format = config.input_format("text")
     reader = ReadShard(input_format, progress, PartLimits(config.records_per_file))
-    shards = p | "Shards" >> beam.Create(list(enumerate(config.shards))) | "SpreadShards" >> beam.Reshuffle()
     side_inputs = {}
+    if config.shards is None:
+        # Submitted from a launcher that need not see the data: a worker lists the inputs and
+        # prepares the output, and reading waits for the output to be ready.
+        listed = (
+            p | "Inputs" >> beam.Create([None]) | "ListShards" >> beam.ParDo(ListShards(config.inputs, config.format))
+        )
+        side_inputs["ready"] = beam.pvalue.AsSingleton(
+            p | "OutputTrigger" >> beam.Create([None]) | "PrepareOutput" >> beam.ParDo(PrepareOutput(config))
+        )
+    else:
+        listed = p | "Shards" >> beam.Create(list(enumerate(config.shards)))
+    shards = listed | "SpreadShards" >> beam.Reshuffle()
     if config.id_field:
         # Ids chosen by the user may repeat. A first pass reads only ids and positions (not
         # texts), so the grouping holds a few bytes per record; the main read then turns each
@@ -83,17 +97,8 @@ def build_pipeline(p: beam.Pipeline, config: JobConfig, started_at: float) -> be
     )
 
 
-def clear_previous_output(output: str) -> None:
-    """Remove what an earlier run, finished or killed, left in output (only our own file names)."""
-    for pattern in output_patterns():  # _SUCCESS first: a half-cleaned directory never looks finished
-        stale = [m.path for m in FileSystems.match([FileSystems.join(output, pattern)])[0].metadata_list]
-        if stale:
-            logger.info("removing %d files of an earlier run matching %s", len(stale), pattern)
-            FileSystems.delete(stale)
-
-
 def run_job(config: JobConfig, options: PipelineOptions) -> dict:
-    """Run the job to completion; returns the manifest (also written to output/_SUCCESS)."""
+    """Run the job here to completion; returns the manifest (also written to output/_SUCCESS)."""
     clear_previous_output(config.output)
     try:
         with beam.Pipeline(options=options) as p:
@@ -102,3 +107,13 @@ def run_job(config: JobConfig, options: PipelineOptions) -> dict:
         PROGRESS.stop()
     with FileSystems.open(FileSystems.join(config.output, SUCCESS_FILE)) as f:
         return json.loads(f.read().decode("utf-8"))
+
+
+def submit_job(config: JobConfig, options: PipelineOptions) -> PipelineResult:
+    """Hand the job to a distributed runner and return without waiting (its workers list, clean and commit).
+
+    With the DataflowRunner's --dry_run the result's `job` holds the job description, and nothing is sent.
+    """
+    p = beam.Pipeline(options=options)
+    build_pipeline(p, config, time.time())
+    return p.run()

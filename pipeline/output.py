@@ -93,3 +93,16 @@ def embeddings_table(
         pa.array(np.asarray(n_chunks, dtype=np.int32)),
     ]
     return pa.Table.from_arrays(columns, schema=schema)
+
+
+def clear_previous_output(output: str) -> None:
+    """Remove what an earlier run, finished or killed, left in output (only our own file names)."""
+    import logging
+
+    from apache_beam.io.filesystems import FileSystems
+
+    for pattern in output_patterns():  # _SUCCESS first: a half-cleaned directory never looks finished
+        stale = [m.path for m in FileSystems.match([FileSystems.join(output, pattern)])[0].metadata_list]
+        if stale:
+            logging.getLogger(__name__).info("removing %d files of an earlier run matching %s", len(stale), pattern)
+            FileSystems.delete(stale)

@@ -28,6 +28,7 @@ from pipeline.output import (
     FAILED_DIR,
     STAGING_DIR,
     SUCCESS_FILE,
+    clear_previous_output,
     embeddings_schema,
     embeddings_table,
     parquet_bytes,
@@ -37,7 +38,7 @@ from pipeline.output import (
 from pipeline.progress import PROGRESS
 from pipeline.readers import read_records
 from pipeline.records import DeadLetter, InputFormat, Record, raw_preview
-from pipeline.shards import Shard, open_shard
+from pipeline.shards import Shard, match_shards, open_shard
 
 logger = logging.getLogger(__name__)
 
@@ -97,7 +98,7 @@ class ReadShard(beam.DoFn):
     def setup(self) -> None:
         PROGRESS.start(self._progress.mode, self._progress.total_bytes)
 
-    def process(self, element: tuple[int, Shard], duplicates: Mapping | None = None) -> Iterator:
+    def process(self, element: tuple[int, Shard], duplicates: Mapping | None = None, ready: object = None) -> Iterator:
         shard_index, shard = element
         duplicates = duplicates or {}
         fmt = dataclasses.replace(self._input_format, format=shard.format)
@@ -153,6 +154,34 @@ class ReadShard(beam.DoFn):
             return previous
         PROGRESS.add(bytes_read=max(position - previous, 0))
         return position
+
+
+class ListShards(beam.DoFn):
+    """The job's first step when the launcher did not list the inputs: (index, Shard) of every match."""
+
+    def __init__(self, inputs: tuple[str, ...], fmt: str) -> None:
+        self._inputs = inputs
+        self._format = fmt
+
+    def process(self, _) -> Iterator[tuple[int, Shard]]:
+        shards = match_shards(self._inputs, self._format)
+        logger.info("%d shards match %s", len(shards), ", ".join(self._inputs))
+        yield from enumerate(shards)
+
+
+class PrepareOutput(beam.DoFn):
+    """Refuse a finished run of other settings (unless --overwrite), then clean the output; before any write."""
+
+    def __init__(self, config) -> None:
+        self._config = config
+
+    def process(self, _) -> Iterator[bool]:
+        from pipeline.config import check_previous_run
+
+        if not self._config.overwrite:
+            check_previous_run(self._config)
+        clear_previous_output(self._config.output)
+        yield True
 
 
 def _duplicate(record: Record, first: tuple[str, int]) -> DeadLetter:

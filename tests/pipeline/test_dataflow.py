@@ -1,0 +1,101 @@
+"""Building the Dataflow job offline (the DataflowRunner's dry run): what it would submit, with no network."""
+
+import datetime
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from apache_beam.options.pipeline_options import DebugOptions, GoogleCloudOptions, WorkerOptions
+from apache_beam.portability.api import beam_runner_api_pb2
+from apache_beam.runners.dataflow.internal import apiclient
+
+from pipeline.cli import expand_dates, prepare
+from pipeline.job import submit_job
+
+REPO = Path(__file__).resolve().parents[2]
+DRY_RUN = ["--runner", "DataflowRunner", "--dry_run=True", "--no_auth", "--sdk_location=container",
+           "--project", "my-project", "--region", "us-central1", "--temp_location", "gs://bucket/tmp"]
+IO = ["--input", "gs://bucket/in/*.txt", "--output", "gs://bucket/out/dt={run_date}"]
+IMAGE = "us-central1-docker.pkg.dev/my-project/embedding/worker:0.1.0"
+
+
+def gpu_flags() -> list[str]:
+    lines = (REPO / "deploy" / "dataflow-gpu.flags").read_text().splitlines()
+    return [line for line in lines if line.strip() and not line.startswith("#")]
+
+
+def environment_request(job) -> object:
+    """The Environment part of the job request, as the runner builds it right before sending."""
+    return apiclient.Environment(
+        packages=[], options=job.options, environment_version="8",
+        proto_pipeline_staged_url="gs://bucket/tmp/pipeline.pb", proto_pipeline=job.proto_pipeline,
+    ).proto
+
+
+def test_dry_run_from_the_command_line_exits_0_within_a_minute():
+    started = time.monotonic()
+    done = subprocess.run([sys.executable, "-m", "pipeline", *DRY_RUN, *IO], cwd=REPO, capture_output=True,
+                          text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "dry run: built Dataflow job" in done.stdout
+    assert time.monotonic() - started < 60
+
+
+def test_gpu_job_has_the_accelerator_container_experiments_and_main_steps():
+    config, options, local = prepare([*DRY_RUN, *IO, "--run_date", "2026-11-25", "--sdk_container_image", IMAGE,
+                                      *gpu_flags()])
+    assert not local and config.shards is None  # the launcher lists nothing: a worker does
+    assert config.output == "gs://bucket/out/dt=2026-11-25"
+    job = submit_job(config, options).job
+
+    env = environment_request(job)
+    assert "worker_accelerator=type:nvidia-l4;count:1;install-nvidia-driver" in list(env.service_options)
+    assert {"no_use_multiple_sdk_containers", "use_runner_v2"} <= set(env.experiments)
+    pool = env.worker_pools[0]
+    assert pool.machine_type == "g2-standard-8" and pool.disk_size_gb == 50
+    assert [i.container_image for i in pool.sdk_harness_container_images] == [IMAGE]
+
+    docker = [beam_runner_api_pb2.DockerPayload.FromString(e.payload).container_image
+              for e in job.proto_pipeline.components.environments.values()]
+    assert docker == [IMAGE]
+    steps = {t.unique_name for t in job.proto_pipeline.components.transforms.values()}
+    assert {"ListShards", "PrepareOutput", "Read", "SpreadParts", "EmbedAndStage", "Commit"} <= steps
+    assert job.options.view_as(GoogleCloudOptions).dataflow_service_options
+    assert "no_use_multiple_sdk_containers" in job.options.view_as(DebugOptions).experiments
+    assert job.options.view_as(WorkerOptions).machine_type == "g2-standard-8"
+
+
+def test_setup_file_job_builds_too():
+    config, options, _ = prepare([*DRY_RUN, *IO, "--setup_file", str(REPO / "setup.py")])
+    job = submit_job(config, options).job
+    assert "Read" in {t.unique_name for t in job.proto_pipeline.components.transforms.values()}
+
+
+def test_run_date_placeholders():
+    day = datetime.date(2026, 3, 1)
+    assert expand_dates("gs://b/out/dt={run_date}/", day) == "gs://b/out/dt=2026-03-01/"
+    assert expand_dates("gs://b/out/dt={previous_date}/*.parquet", day) == "gs://b/out/dt=2026-02-28/*.parquet"
+
+
+@pytest.mark.parametrize("value", ["2026-13-01", "yesterday", "25/11/2026"])
+def test_a_bad_run_date_exits_2(value, capsys):
+    from pipeline.cli import main
+
+    assert main([*IO, "--run_date", value]) == 2
+    assert "--run_date must be a date like" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("drop", "message"),
+    [("--project", "needs --project"), ("--region", "needs --region"), ("--temp_location", "needs --temp_location")],
+)
+def test_missing_dataflow_options_exit_2_before_building(drop, message, capsys):
+    from pipeline.cli import main
+
+    args = list(DRY_RUN)
+    at = args.index(drop)
+    del args[at:at + 2]
+    assert main([*args, *IO]) == 2
+    assert message in capsys.readouterr().err
