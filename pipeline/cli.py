@@ -61,6 +61,12 @@ def build_parser() -> argparse.ArgumentParser:
     io.add_argument("--run_date", metavar="YYYY-MM-DD",
                     help="fills {run_date} (and {previous_date}, the day before) in --input and --output, "
                          "e.g. --output gs://b/out/dt={run_date} (default: today, UTC)")
+    io.add_argument("--skip_existing", metavar="PATTERN",
+                    help="glob of earlier output Parquet files (e.g. gs://b/out/dt={previous_date}/*.parquet): "
+                         "a record whose id and text are already there under the same model fingerprint is "
+                         "not embedded again (counted as reused)")
+    io.add_argument("--snapshot", action="store_true",
+                    help="with --skip_existing: copy the reused rows into this output, so it holds every record")
     io.add_argument("--records_per_file", type=int, default=10_000, metavar="N",
                     help="each input shard is cut into parts of at most N records; one Parquet file per part "
                          "(default: 10000)")
@@ -138,6 +144,8 @@ def prepare(argv: list[str]):
         overwrite=args.overwrite,
         records_per_file=args.records_per_file,
         check_storage=local,
+        skip_existing=expand_dates(args.skip_existing, run_date) if args.skip_existing else None,
+        snapshot=args.snapshot,
     )
     return config, options, local
 
@@ -260,10 +268,11 @@ def _beam_flags() -> set[str]:
 def summary(manifest: dict, seconds: float, output: str) -> str:
     """A few lines for the terminal: counts, throughput, where the output is."""
     counts = manifest["counts"]
+    reused = f", {counts['reused']} reused" if counts.get("reused") else ""
     rate = counts["embedded"] / seconds if seconds > 0 else 0.0
     lines = [
         f"embedded {counts['embedded']} of {counts['read']} records "
-        f"({counts['skipped']} skipped, {counts['failed']} failed) in {seconds:.1f} s ({rate:.1f} texts/s)",
+        f"({counts['skipped']} skipped, {counts['failed']} failed{reused}) in {seconds:.1f} s ({rate:.1f} texts/s)",
         f"model {manifest['settings']['model']} ({manifest['settings']['backend']}, "
         f"{manifest['settings']['pooling']} pooling, dim {manifest['settings']['dim']})",
         f"output: {output} ({len(manifest['files']['embeddings'])} Parquet files)",

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import encoders
 from encoders import EncoderSpec, resolve_spec
 from pipeline.errors import JobConfigError
+from pipeline.incremental import model_fingerprint
 from pipeline.readers import HEADED_FORMATS, STRUCTURED_FORMATS, structure_problem
 from pipeline.records import DEFAULT_MAX_CHARS, InputFormat
 from pipeline.shards import Shard, beam_filesystem_knows, match_shards, open_shard
@@ -32,6 +33,9 @@ class JobConfig:
     max_chars: int = DEFAULT_MAX_CHARS
     group_size: int = 1024  # records sorted together before batching; bounds worker memory
     records_per_file: int = 10_000  # a shard is cut into parts of this many records, one file each
+    skip_existing: str | None = None  # glob of earlier output files whose records need no embedding
+    snapshot: bool = False  # copy the reused rows into this output, making it complete
+    fingerprint: str = ""  # model identity and vector-changing settings (pipeline.incremental)
     rebalance: bool = False  # reshuffle records across workers (distributed runners)
     progress: str = "off"  # terminal | log | off
     format: str = "auto"
@@ -49,6 +53,9 @@ class JobConfig:
             "encoding": self.encoding,
             "max_chars": self.max_chars,
             "records_per_file": self.records_per_file,
+            "model_fingerprint": self.fingerprint,
+            "skip_existing": self.skip_existing or "",
+            "snapshot": self.snapshot,
         }
 
     def input_format(self, shard_format: str) -> InputFormat:
@@ -69,6 +76,8 @@ def job_config(
     overwrite: bool = False,
     records_per_file: int = 10_000,
     check_storage: bool = True,
+    skip_existing: str | None = None,
+    snapshot: bool = False,
     **encoder_settings,
 ) -> JobConfig:
     """Validate flags (cheap checks first), then resolve the encoder settings.
@@ -89,6 +98,11 @@ def job_config(
         _check_local_output_writable(output)
     if max_chars < 1:
         raise JobConfigError(f"--max_chars must be positive, got {max_chars}")
+    if snapshot and not skip_existing:
+        raise JobConfigError("--snapshot copies rows found by --skip_existing; give --skip_existing PATTERN too")
+    if skip_existing and skip_existing.startswith(output.rstrip("/") + "/"):
+        raise JobConfigError("--skip_existing must point at earlier outputs, not into --output, "
+                             "which a run clears first")
     if records_per_file < 1:
         raise JobConfigError(f"--records_per_file must be positive, got {records_per_file}")
     try:
@@ -117,6 +131,9 @@ def job_config(
         format=fmt,
         overwrite=overwrite,
         records_per_file=records_per_file,
+        skip_existing=skip_existing,
+        snapshot=snapshot,
+        fingerprint=model_fingerprint(spec, encoders.__version__),
     )
     if check_storage and not overwrite:
         check_previous_run(config)

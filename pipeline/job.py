@@ -16,16 +16,21 @@ from pipeline.config import JobConfig
 from pipeline.output import SUCCESS_FILE, clear_previous_output
 from pipeline.progress import PROGRESS
 from pipeline.transforms import (
+    COPIES,
+    EXISTING_STATS,
     SHARD_STATS,
     CommitOutput,
+    CopyReused,
     EmbedPart,
+    ListExisting,
     ListShards,
     PartLimits,
     PrepareOutput,
     ProgressSettings,
-    ReadIds,
+    ReadExistingKeys,
+    ReadKeys,
     ReadShard,
-    later_occurrences,
+    ResolveIds,
 )
 
 logger = logging.getLogger(__name__)
@@ -44,6 +49,7 @@ def file_metadata(config: JobConfig) -> dict[str, str]:
         "long_text": spec.long_text,
         "chunk_overlap": str(spec.chunk_overlap),
         "version": encoders.__version__,
+        "model_fingerprint": config.fingerprint,
     }
 
 
@@ -53,7 +59,9 @@ def build_pipeline(p: beam.Pipeline, config: JobConfig, started_at: float) -> be
     progress = ProgressSettings(config.progress, sum(s.size for s in config.shards or ()))
     input_format = config.input_format("text")
     reader = ReadShard(input_format, progress, PartLimits(config.records_per_file))
+    metadata = file_metadata(config)
     side_inputs = {}
+    commit_inputs = {}
     if config.shards is None:
         # Submitted from a launcher that need not see the data: a worker lists the inputs and
         # prepares the output, and reading waits for the output to be ready.
@@ -66,16 +74,37 @@ def build_pipeline(p: beam.Pipeline, config: JobConfig, started_at: float) -> be
     else:
         listed = p | "Shards" >> beam.Create(list(enumerate(config.shards)))
     shards = listed | "SpreadShards" >> beam.Reshuffle()
-    if config.id_field:
-        # Ids chosen by the user may repeat. A first pass reads only ids and positions (not
-        # texts), so the grouping holds a few bytes per record; the main read then turns each
-        # later occurrence into a dead letter naming the first.
-        side_inputs["duplicates"] = beam.pvalue.AsDict(
-            shards
-            | "ReadIds" >> beam.ParDo(ReadIds(input_format))
+    if config.id_field or config.skip_existing:
+        # Ids chosen by the user may repeat, and earlier outputs may hold some records already.
+        # A first pass reads only ids, positions and text hashes (not texts), so the grouping
+        # holds a few dozen bytes per record; the main read then dead-letters later occurrences
+        # and leaves reused records out.
+        keys = [shards | "ReadKeys" >> beam.ParDo(ReadKeys(input_format))]
+        if config.skip_existing:
+            existing = (
+                p
+                | "EarlierOutputs" >> beam.Create([None])
+                | "ListEarlierFiles" >> beam.ParDo(ListExisting(config.skip_existing))
+                | "SpreadEarlierFiles" >> beam.Reshuffle()
+                | "ReadEarlierKeys" >> beam.ParDo(ReadExistingKeys(config.fingerprint)).with_outputs(
+                    EXISTING_STATS, main="keys"
+                )
+            )
+            keys.append(existing.keys)
+            commit_inputs["existing"] = beam.pvalue.AsList(existing[EXISTING_STATS])
+        resolved = (
+            keys
+            | "AllKeys" >> beam.Flatten()
             | "GroupById" >> beam.GroupByKey()
-            | "LaterOccurrences" >> beam.FlatMap(later_occurrences)
+            | "ResolveIds" >> beam.ParDo(ResolveIds()).with_outputs(COPIES, main="decisions")
         )
+        side_inputs["decisions"] = beam.pvalue.AsDict(resolved.decisions)
+        if config.snapshot:
+            commit_inputs["copied"] = beam.pvalue.AsList(
+                resolved[COPIES]
+                | "GroupByEarlierFile" >> beam.GroupByKey()
+                | "CopyReused" >> beam.ParDo(CopyReused(config.output, spec, metadata))
+            )
     read = shards | "Read" >> beam.ParDo(reader, **side_inputs).with_outputs(SHARD_STATS, main="parts")
     parts = read.parts
     if config.rebalance:
@@ -84,15 +113,16 @@ def build_pipeline(p: beam.Pipeline, config: JobConfig, started_at: float) -> be
         # embedding stay fused and stream.
         parts = parts | "SpreadParts" >> beam.Reshuffle()
     part_stats = parts | "EmbedAndStage" >> beam.ParDo(
-        EmbedPart(spec, file_metadata(config), config.output, config.group_size)
+        EmbedPart(spec, metadata, config.output, config.group_size)
     )
     return (
         p
         | "CommitTrigger" >> beam.Create([None])
         | "Commit" >> beam.ParDo(
-            CommitOutput(config.output, config.settings(), started_at),
+            CommitOutput(config.output, config.settings(), started_at, config.skip_existing, config.snapshot),
             shard_stats=beam.pvalue.AsList(read[SHARD_STATS]),
             part_stats=beam.pvalue.AsList(part_stats),
+            **commit_inputs,
         )
     )
 

@@ -21,6 +21,7 @@ class ShardStats:
     skipped: int
     removed_chars: int = 0  # control characters removed by normalisation
     parts: int = 1
+    reused: int = 0  # already in an earlier output (--skip_existing), not embedded again
 
 
 @dataclass(frozen=True)
@@ -51,11 +52,13 @@ def build_manifest(
     settings: Mapping[str, object],
     started: float,
     finished: float,
+    incremental: Mapping[str, object] | None = None,
 ) -> dict:
     """Assemble the manifest; started/finished are Unix times in seconds.
 
     Raises ReconciliationError unless every part of every shard was embedded exactly once
-    and read = embedded + skipped + failed for each shard.
+    and read = embedded + skipped + failed + reused for each shard. incremental is the
+    summary of --skip_existing (see `incremental_summary`), whose reused rows are counted here.
     """
     part_stats = sorted(part_stats, key=lambda s: (s.source, s.part))
     parts_by_shard: dict[str, list[PartStats]] = {}
@@ -82,14 +85,25 @@ def build_manifest(
             "embedded": sum(p.embedded for p in parts),
             "skipped": stats.skipped,
             "failed": sum(reasons.values()),
+            "reused": stats.reused,
             "failed_by_reason": dict(sorted(reasons.items())),
         }
-        if row["read"] != row["embedded"] + row["skipped"] + row["failed"]:
+        if row["read"] != row["embedded"] + row["skipped"] + row["failed"] + row["reused"]:
             raise ReconciliationError(f"counts do not reconcile for shard {stats.source}: {row}")
         shards.append(row)
     if parts_by_shard:
         raise ReconciliationError(f"records from shards the reader never reported: {sorted(parts_by_shard)}")
-    counts = {key: sum(s[key] for s in shards) for key in ("read", "embedded", "skipped", "failed")}
+    counts = {key: sum(s[key] for s in shards) for key in ("read", "embedded", "skipped", "failed", "reused")}
+    if incremental is None:  # reused is only possible, and only reported, with --skip_existing
+        del counts["reused"]
+        for row in shards:
+            del row["reused"]
+    else:
+        files["embeddings"] += list(incremental.get("snapshot_files", []))
+        if incremental.get("snapshot") and incremental.get("snapshot_rows") != counts["reused"]:
+            raise ReconciliationError(
+                f"{counts['reused']} records were reused but {incremental.get('snapshot_rows')} rows were copied"
+            )
     failed_by_reason: Counter[str] = Counter()
     for row in shards:
         failed_by_reason.update(row["failed_by_reason"])
@@ -100,6 +114,7 @@ def build_manifest(
         "shards": shards,
         "files": {kind: sorted(names) for kind, names in files.items()},
         "settings": dict(settings),
+        **({"incremental": {k: v for k, v in incremental.items() if k != "snapshot_files"}} if incremental else {}),
         "performance": performance(part_stats, counts["embedded"], finished - started),
         "started_at": _iso(started),
         "finished_at": _iso(finished),
@@ -125,3 +140,25 @@ def performance(part_stats: list[PartStats], embedded: int, wall_seconds: float)
         "worker_processes": len({s.process for s in part_stats if s.batches}),
         "encoder_build_seconds": round(max(builds.values(), default=0.0), 2),
     }
+
+
+def incremental_summary(
+    pattern: str, existing: Iterable[tuple[str, bool, int]], snapshot: bool, copied: Iterable[tuple[str, int]]
+) -> dict:
+    """The manifest's account of --skip_existing: which earlier files could be used, and what was copied."""
+    existing = sorted(existing)
+    same = [path for path, usable, _ in existing if usable]
+    copied = sorted(copied)
+    summary = {
+        "skip_existing": pattern,
+        "files_matched": len(existing),
+        "files_same_fingerprint": len(same),
+        "files_other_fingerprint": len(existing) - len(same),
+        "snapshot": snapshot,
+        "snapshot_rows": sum(n for _, n in copied),
+        "snapshot_files": [name for name, _ in copied],
+    }
+    if existing and not same:
+        summary["note"] = ("no earlier file was made with this model fingerprint (model or settings changed), "
+                           "so nothing was reused")
+    return summary

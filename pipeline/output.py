@@ -32,6 +32,11 @@ def part_file_names(shard_index: int, part: int) -> tuple[str, str]:
     )
 
 
+def reused_file_name(earlier_file_index: int) -> str:
+    """--snapshot: the rows reused from the earlier output file with this index (in sorted path order)."""
+    return f"{EMBEDDINGS_PREFIX}-reused-{earlier_file_index:05d}{EMBEDDINGS_SUFFIX}"
+
+
 def staged_name(name: str) -> str:
     """Where a file of the output waits until the job succeeds (flat, so one glob finds them all)."""
     return f"{STAGING_DIR}/{name.replace('/', '__')}"
@@ -60,7 +65,8 @@ def embeddings_schema(dim: int, metadata: Mapping[str, str]) -> pa.Schema:
     """Columns id, embedding (fixed_size_list<float32>[dim]), n_tokens, truncated, n_chunks.
 
     n_tokens counts the document's tokens with [CLS]/[SEP] (in truncate mode, those the model
-    saw); n_chunks is how many windows were embedded (1 unless --long_text chunk).
+    saw); n_chunks is how many windows were embedded (1 unless --long_text chunk); text_hash
+    identifies the text as embedded, so a later run can tell which records it need not embed again.
     """
     return pa.schema(
         [
@@ -69,6 +75,7 @@ def embeddings_schema(dim: int, metadata: Mapping[str, str]) -> pa.Schema:
             pa.field("n_tokens", pa.int32(), nullable=False),
             pa.field("truncated", pa.bool_(), nullable=False),
             pa.field("n_chunks", pa.int32(), nullable=False),
+            pa.field("text_hash", pa.string(), nullable=False),
         ],
         metadata={k: str(v) for k, v in metadata.items()},
     )
@@ -80,6 +87,7 @@ def embeddings_table(
     n_tokens: np.ndarray,
     truncated: np.ndarray,
     n_chunks: np.ndarray,
+    text_hashes: Sequence[str],
     schema: pa.Schema,
 ) -> pa.Table:
     """A table of one batch; vectors is float32 [n, dim] matching the schema's dim."""
@@ -91,6 +99,7 @@ def embeddings_table(
         pa.array(np.asarray(n_tokens, dtype=np.int32)),
         pa.array(np.asarray(truncated, dtype=bool)),
         pa.array(np.asarray(n_chunks, dtype=np.int32)),
+        pa.array(list(text_hashes), type=pa.string()),
     ]
     return pa.Table.from_arrays(columns, schema=schema)
 

@@ -23,8 +23,10 @@ from apache_beam.metrics import Metrics
 from apache_beam.utils import shared
 
 from encoders import Embeddings, Encoder, EncoderSpec, build_encoder
-from pipeline.manifest import PartStats, ShardStats, build_manifest
+from pipeline.incremental import NEW, OLD, REUSED, resolve_id, text_hash
+from pipeline.manifest import PartStats, ShardStats, build_manifest, incremental_summary
 from pipeline.output import (
+    EMBEDDINGS_SUFFIX,
     FAILED_DIR,
     STAGING_DIR,
     SUCCESS_FILE,
@@ -33,6 +35,7 @@ from pipeline.output import (
     embeddings_table,
     parquet_bytes,
     part_file_names,
+    reused_file_name,
     staged_name,
 )
 from pipeline.progress import PROGRESS
@@ -44,6 +47,8 @@ logger = logging.getLogger(__name__)
 
 METRICS_NAMESPACE = "embedding_job"
 SHARD_STATS = "shard_stats"
+COPIES = "copies"
+EXISTING_STATS = "existing_stats"
 
 
 class ShardReadError(RuntimeError):
@@ -98,11 +103,11 @@ class ReadShard(beam.DoFn):
     def setup(self) -> None:
         PROGRESS.start(self._progress.mode, self._progress.total_bytes)
 
-    def process(self, element: tuple[int, Shard], duplicates: Mapping | None = None, ready: object = None) -> Iterator:
+    def process(self, element: tuple[int, Shard], decisions: Mapping | None = None, ready: object = None) -> Iterator:
         shard_index, shard = element
-        duplicates = duplicates or {}
+        decisions = decisions or {}
         fmt = dataclasses.replace(self._input_format, format=shard.format)
-        read = skipped = removed = parts = chars = 0
+        read = skipped = removed = parts = chars = reused = 0
         records: list[Record] = []
         dead: list[DeadLetter] = []
 
@@ -121,9 +126,13 @@ class ReadShard(beam.DoFn):
             with stream:
                 for outcome in read_records(stream, shard.name, fmt):
                     read += 1
-                    if isinstance(outcome, Record) and (outcome.source, outcome.line) in duplicates:
+                    decision = decisions.get((outcome.source, outcome.line)) if decisions else None
+                    if decision is not None and isinstance(outcome, Record):
                         removed += outcome.removed_chars
-                        outcome = _duplicate(outcome, duplicates[(outcome.source, outcome.line)])
+                        if decision[0] == REUSED:
+                            reused += 1
+                            continue
+                        outcome = _duplicate(outcome, decision[1:])
                     if isinstance(outcome, Record):
                         removed += outcome.removed_chars
                         records.append(outcome)
@@ -144,7 +153,7 @@ class ReadShard(beam.DoFn):
         if records or dead or parts == 0:
             yield cut()
         self._lines.inc(read)
-        yield beam.pvalue.TaggedOutput(SHARD_STATS, ShardStats(shard.name, read, skipped, removed, parts))
+        yield beam.pvalue.TaggedOutput(SHARD_STATS, ShardStats(shard.name, read, skipped, removed, parts, reused))
 
     @staticmethod
     def _report_position(raw_stream, previous: int, at_end: int | None = None) -> int:
@@ -190,13 +199,16 @@ def _duplicate(record: Record, first: tuple[str, int]) -> DeadLetter:
                       raw=raw_preview(record.text.encode("utf-8")))
 
 
-class ReadIds(beam.DoFn):
-    """(id, (shard index, source, line)) of every record a shard would embed: the input to duplicate detection."""
+class ReadKeys(beam.DoFn):
+    """(id, (NEW, shard index, source, line, text hash)) of every record a shard would embed.
+
+    The input to duplicate detection and reuse: a few dozen bytes per record, never the text.
+    """
 
     def __init__(self, input_format: InputFormat) -> None:
         self._input_format = input_format
 
-    def process(self, element: tuple[int, Shard]) -> Iterator[tuple[str, tuple[int, str, int]]]:
+    def process(self, element: tuple[int, Shard]) -> Iterator[tuple[str, tuple]]:
         shard_index, shard = element
         fmt = dataclasses.replace(self._input_format, format=shard.format)
         try:
@@ -204,23 +216,80 @@ class ReadIds(beam.DoFn):
             with stream:
                 for outcome in read_records(stream, shard.name, fmt):
                     if isinstance(outcome, Record):
-                        yield outcome.id, (shard_index, outcome.source, outcome.line)
+                        yield outcome.id, (NEW, shard_index, outcome.source, outcome.line, text_hash(outcome.text))
         except _STREAM_ERRORS as exc:
             raise ShardReadError(f"cannot read shard {shard.path}: {exc}") from exc
 
 
-def later_occurrences(
-    element: tuple[str, Iterable[tuple[int, str, int]]],
-) -> Iterator[tuple[tuple[str, int], tuple[str, int]]]:
-    """For an id seen more than once: ((source, line) of each later occurrence, (source, line) of the first).
+class ResolveIds(beam.DoFn):
+    """Per id: decisions (duplicate, reused) keyed by (source, line); reused rows to copy go to COPIES."""
 
-    First means earliest in the sorted shard list, then by line, so the choice does not depend
-    on the order the runner delivers them.
+    def process(self, element: tuple[str, Iterable[tuple]]) -> Iterator:
+        record_id, values = element
+        for kind, value in resolve_id(record_id, values):
+            yield value if kind == "decision" else beam.pvalue.TaggedOutput(COPIES, value)
+
+
+class ListExisting(beam.DoFn):
+    """(index, path) of every earlier output file matching --skip_existing, in sorted order."""
+
+    def __init__(self, pattern: str) -> None:
+        self._pattern = pattern
+
+    def process(self, _) -> Iterator[tuple[int, str]]:
+        matched = FileSystems.match([self._pattern])[0].metadata_list
+        paths = sorted(m.path for m in matched if m.path.endswith(EMBEDDINGS_SUFFIX))
+        logger.info("%d earlier output files match %s", len(paths), self._pattern)
+        yield from enumerate(paths)
+
+
+class ReadExistingKeys(beam.DoFn):
+    """(id, (OLD, file index, path, text hash)) of an earlier file made under the same fingerprint.
+
+    Every file also reports (path, same fingerprint?, rows) to EXISTING_STATS, so the manifest
+    can say why nothing was reused.
     """
-    _, positions = element
-    positions = sorted(positions)
-    for _, source, line in positions[1:]:
-        yield (source, line), (positions[0][1], positions[0][2])
+
+    def __init__(self, fingerprint: str) -> None:
+        self._fingerprint = fingerprint
+
+    def process(self, element: tuple[int, str]) -> Iterator:
+        import pyarrow.parquet as pq
+
+        index, path = element
+        with FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED) as f:
+            parquet = pq.ParquetFile(f)
+            metadata = parquet.schema_arrow.metadata or {}
+            same = metadata.get(b"model_fingerprint", b"").decode() == self._fingerprint
+            same = same and "text_hash" in parquet.schema_arrow.names
+            yield beam.pvalue.TaggedOutput(EXISTING_STATS, (path, same, parquet.metadata.num_rows))
+            if not same:
+                return
+            for batch in parquet.iter_batches(columns=["id", "text_hash"]):
+                for record_id, digest in zip(batch.column(0).to_pylist(), batch.column(1).to_pylist(), strict=True):
+                    yield record_id, (OLD, index, path, digest)
+
+
+class CopyReused(beam.DoFn):
+    """--snapshot: copy the reused rows of one earlier file into this run's output (staged, deterministic name)."""
+
+    def __init__(self, output: str, spec: EncoderSpec, metadata: dict[str, str]) -> None:
+        self._output = output
+        self._schema = embeddings_schema(spec.dim, metadata)
+
+    def process(self, element: tuple[tuple[int, str], Iterable[str]]) -> Iterator[tuple[str, int]]:
+        import pyarrow.compute as pc
+        import pyarrow.parquet as pq
+
+        (index, path), ids = element
+        wanted = pa.array(sorted(set(ids)), type=pa.string())
+        with FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED) as f:
+            table = pq.read_table(f)
+        rows = table.filter(pc.is_in(table.column("id"), value_set=wanted))
+        rows = pa.Table.from_arrays([rows.column(n) for n in self._schema.names], schema=self._schema)
+        name = reused_file_name(index)
+        _write(FileSystems.join(self._output, staged_name(name)), parquet_bytes(rows))
+        yield name, rows.num_rows
 
 
 # One encoder per worker process, shared by all threads and bundles. We use a DoFn with
@@ -294,8 +363,9 @@ class EmbedPart(beam.DoFn):
             if not good:
                 continue
             ids = [r.id for r in good]
+            hashes = [text_hash(r.text) for r in good]
             tables.append(embeddings_table(
-                ids, results.vectors, results.n_tokens, results.truncated, results.n_chunks, self._schema
+                ids, results.vectors, results.n_tokens, results.truncated, results.n_chunks, hashes, self._schema
             ))
             group_real = int(results.n_tokens.sum())
             real += group_real
@@ -374,14 +444,20 @@ class CommitOutput(beam.DoFn):
     dies before or during this step leaves no `_SUCCESS`; the next run starts by cleaning up.
     """
 
-    def __init__(self, output: str, settings: dict, started_at: float) -> None:
+    def __init__(self, output: str, settings: dict, started_at: float, skip_existing: str | None = None,
+                 snapshot: bool = False) -> None:
         self._output = output
         self._settings = settings
         self._started_at = started_at
+        self._skip_existing = skip_existing
+        self._snapshot = snapshot
 
-    def process(self, _, shard_stats, part_stats) -> Iterator[dict]:
+    def process(self, _, shard_stats, part_stats, existing=(), copied=()) -> Iterator[dict]:
         join = FileSystems.join
-        manifest = build_manifest(shard_stats, part_stats, self._settings, self._started_at, time.time())
+        incremental = None
+        if self._skip_existing:
+            incremental = incremental_summary(self._skip_existing, existing, self._snapshot, copied)
+        manifest = build_manifest(shard_stats, part_stats, self._settings, self._started_at, time.time(), incremental)
         names = [n for kind in ("embeddings", "failed") for n in manifest["files"][kind]]
         if manifest["files"]["failed"]:
             try:

@@ -53,6 +53,7 @@ def test_parquet_schema_metadata_and_vectors_match_the_encoder(run_cli, corpus, 
     assert table.schema.field("n_tokens").type == pa.int32()
     assert table.schema.field("truncated").type == pa.bool_()
     meta = {k.decode(): v.decode() for k, v in table.schema.metadata.items() if not k.startswith(b"ARROW")}
+    assert re.fullmatch(r"[0-9a-f]{32}", meta.pop("model_fingerprint"))
     assert meta == {"model": str(tiny_bert_dir), "backend": "transformers", "pooling": "cls", "normalize": "true",
                     "dim": "32", "max_seq_length": "32", "long_text": "truncate", "chunk_overlap": "0",
                     "version": "0.1.0"}
