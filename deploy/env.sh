@@ -1,0 +1,12 @@
+# Settings shared by the deploy scripts; override any of them in the environment.
+: "${PROJECT:?set PROJECT to your GCP project id}"
+: "${REGION:=us-central1}"
+: "${BUCKET:?set BUCKET to a GCS bucket name (no gs://)}"
+: "${REPOSITORY:=embedding}"
+: "${VERSION:=0.1.0}"
+WORKER_IMAGE="${REGION}-docker.pkg.dev/${PROJECT}/${REPOSITORY}/worker:${VERSION}"
+LAUNCHER_IMAGE="${REGION}-docker.pkg.dev/${PROJECT}/${REPOSITORY}/launcher:${VERSION}"
+TEMPLATE="gs://${BUCKET}/templates/bert-embedding-job.json"
+TEMP_LOCATION="gs://${BUCKET}/tmp"
+DEPLOY_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+REPO_DIR="$(dirname "$DEPLOY_DIR")"

@@ -1,0 +1,145 @@
+"""The deploy artifacts agree with the CLI: template metadata, launch request, Dockerfiles, cron entry.
+
+Each test fails when the artifact drifts from the flags the job takes (regenerate with
+`make deploy-files`).
+"""
+
+import json
+import re
+import shlex
+from importlib.metadata import version
+from pathlib import Path
+
+import pytest
+
+from pipeline.cli import build_parser, prepare
+from pipeline.template import launch_body, launcher_argv, read_gpu_flags, template_metadata
+
+DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
+REPO = DEPLOY.parent
+DRY_RUN = ["--runner", "DataflowRunner", "--dry_run=True", "--no_auth", "--sdk_location=container",
+           "--project", "my-project", "--region", "us-central1", "--temp_location", "gs://bucket/tmp"]
+
+
+def cli_flags() -> dict[str, object]:
+    return {a.option_strings[0].lstrip("-"): a for a in build_parser()._actions
+            if a.option_strings and a.dest != "help"}
+
+
+def test_committed_metadata_is_generated_from_the_cli():
+    committed = json.loads((DEPLOY / "flex-template" / "metadata.json").read_text())
+    assert committed == template_metadata()
+
+
+def test_every_cli_flag_is_a_template_parameter_with_a_regex_that_accepts_its_values():
+    parameters = {p["name"]: p for p in template_metadata()["parameters"]}
+    assert set(cli_flags()) <= set(parameters)
+    for name, action in cli_flags().items():
+        regexes = [re.compile(r) for r in parameters[name].get("regexes", [])]
+        values = ["true", "false"] if action.nargs == 0 else [str(c) for c in action.choices or []]
+        if action.type is int:
+            values.append(str(action.default or 1))
+        for value in values:
+            assert all(r.fullmatch(value) for r in regexes), (name, value)
+        if regexes:
+            assert not all(r.fullmatch("no such value") for r in regexes), name
+    assert not parameters["input"]["isOptional"] and parameters["snapshot"]["regexes"] == ["^(true|false)$"]
+
+
+def test_launcher_turns_true_false_parameters_into_switches():
+    argv = ["--input=gs://b/in/*.txt", "--snapshot=true", "--overwrite=false", "--jit_compile=True"]
+    assert launcher_argv(argv) == ["--input=gs://b/in/*.txt", "--snapshot", "--jit_compile"]
+
+
+def committed_body() -> dict:
+    return json.loads((DEPLOY / "scheduler" / "launch-body.json").read_text())
+
+
+def test_scheduler_body_is_built_from_the_gpu_flags_and_template_parameters():
+    body = committed_body()["launchParameter"]
+    names = {p["name"] for p in template_metadata()["parameters"]}
+    assert set(body["parameters"]) <= names
+    own = {k: v for k, v in body["parameters"].items() if k != "dataflow_service_options"}
+    flags = [*read_gpu_flags(), f"--sdk_container_image={body['environment']['sdkContainerImage']}"]
+    rebuilt = launch_body(body["jobName"], body["containerSpecGcsPath"], own, flags,
+                          body["environment"]["tempLocation"])
+    assert rebuilt == committed_body()
+
+
+def test_the_program_accepts_what_the_scheduler_launches():
+    """The launcher gets every parameter as --name=value; the CLI must build a job from them."""
+    parameters = committed_body()["launchParameter"]["parameters"]
+    argv = launcher_argv([f"--{k}={v}" for k, v in parameters.items()]) + DRY_RUN + ["--run_date", "2026-11-25"]
+    config, options, local = prepare(argv)
+    assert not local and config.snapshot and config.output.endswith("dt=2026-11-25")
+    assert config.skip_existing.endswith("dt=2026-11-24/*.parquet")
+
+
+def dockerfile(path: Path) -> list[tuple[str, str]]:
+    """(instruction, arguments) of a Dockerfile, continuation lines joined, comments dropped."""
+    text = re.sub(r"\\\n", " ", path.read_text())
+    out = []
+    for line in text.splitlines():
+        line = line.strip()
+        if line and not line.startswith("#"):
+            instruction, _, rest = line.partition(" ")
+            assert instruction.upper() in {"FROM", "ARG", "ENV", "RUN", "COPY", "WORKDIR", "ENTRYPOINT", "CMD",
+                                           "LABEL", "USER"}, line
+            out.append((instruction.upper(), rest.strip()))
+    return out
+
+
+def test_worker_image_is_beams_sdk_image_of_our_pinned_version():
+    steps = dockerfile(DEPLOY / "worker" / "Dockerfile")
+    base = [args for op, args in steps if op == "FROM"]
+    assert base == [f"apache/beam_python3.11_sdk:{version('apache-beam')}"]
+    pins = dict(line.split("==") for line in (REPO / "constraints.txt").read_text().split() if "==" in line)
+    assert pins["apache-beam"] == version("apache-beam")
+    run = " ".join(args for op, args in steps if op == "RUN")
+    assert f"tensorflow[and-cuda]=={pins['tensorflow']}" in run and "--constraint constraints.txt" in run
+    for op, args in steps:
+        if op == "COPY":
+            for source in shlex.split(args)[:-1]:
+                assert (REPO / source).exists(), source
+
+
+def test_launcher_image_runs_the_template_entry_point_it_copies():
+    steps = dockerfile(DEPLOY / "flex-template" / "Dockerfile")
+    copied = {shlex.split(args)[-1]: shlex.split(args)[0] for op, args in steps if op == "COPY"}
+    env = " ".join(args for op, args in steps if op == "ENV")
+    entry = re.search(r"FLEX_TEMPLATE_PYTHON_PY_FILE=(\S+)", env).group(1)
+    assert (REPO / copied[entry]).is_file()
+    assert "python_template_launcher" in dict(steps)["ENTRYPOINT"]
+
+
+def test_cron_entry_uses_flags_the_cli_knows():
+    line = next(x for x in (DEPLOY / "cron" / "embedding.cron").read_text().splitlines()
+                if x and not x.startswith(("#", "CRON_TZ")))
+    command = shlex.split(line.split(" ", 5)[5].split(">>")[0])
+    argv = command[command.index("pipeline") + 1:]
+    args, unknown = build_parser().parse_known_args(argv)
+    assert unknown == [] and args.snapshot and "{previous_date}" in args.skip_existing
+
+
+@pytest.mark.parametrize("script", ["build_images.sh", "build_template.sh", "launch.sh", "scheduler/create_job.sh"])
+def test_deploy_scripts_are_valid_bash(script):
+    import subprocess
+
+    assert subprocess.run(["bash", "-n", str(DEPLOY / script)]).returncode == 0
+
+
+def test_the_package_dataflow_stages_holds_our_code_and_nothing_else(tmp_path):
+    """Beam's stager runs `setup.py sdist` for --setup_file; tests, venvs and outputs must stay out."""
+    import subprocess
+    import sys
+    import tarfile
+
+    subprocess.run([sys.executable, "setup.py", "-q", "sdist", "--dist-dir", str(tmp_path)], cwd=REPO, check=True,
+                   capture_output=True)
+    (archive,) = tmp_path.glob("*.tar.gz")
+    names = [n.split("/", 1)[1] for n in tarfile.open(archive).getnames() if "/" in n]
+    top = {n.split("/")[0] for n in names if n}
+    assert {"pipeline", "encoders", "setup.py"} <= top
+    assert top <= {"pipeline", "encoders", "setup.py", "setup.cfg", "pyproject.toml", "README.md", "PKG-INFO",
+                   "bert_embedding_job.egg-info"}
+    assert "pipeline/transforms.py" in names and "encoders/base.py" in names
