@@ -22,9 +22,18 @@ $(STAMP): setup.py constraints.txt
 run: $(STAMP)
 	TF_CPP_MIN_LOG_LEVEL=2 $(BIN)/python -m pipeline --input 'examples/*' --output out
 
-test: $(STAMP)
+# Airflow in a virtualenv of its own, only to import the DAG in tests/deploy (the job does not depend on it).
+AIRFLOW_VENV := .venv-airflow
+AIRFLOW_STAMP := $(AIRFLOW_VENV)/.installed
+
+$(AIRFLOW_STAMP): deploy/airflow/requirements-test.txt
+	test -x $(AIRFLOW_VENV)/bin/python || $(PYTHON) -m venv $(AIRFLOW_VENV)
+	$(AIRFLOW_VENV)/bin/python -m pip install --quiet -r deploy/airflow/requirements-test.txt
+	touch $(AIRFLOW_STAMP)
+
+test: $(STAMP) $(AIRFLOW_STAMP)
 	$(BIN)/ruff check encoders pipeline tests scripts bench deploy setup.py
-	TF_CPP_MIN_LOG_LEVEL=2 $(BIN)/python -m pytest tests
+	AIRFLOW_PYTHON=$(CURDIR)/$(AIRFLOW_VENV)/bin/python TF_CPP_MIN_LOG_LEVEL=2 $(BIN)/python -m pytest tests
 
 test-fast: $(STAMP)
 	TF_CPP_MIN_LOG_LEVEL=2 $(BIN)/python -m pytest tests -m "not slow"
