@@ -7,7 +7,7 @@ from encoders.base import Embeddings, Encoder, build_encoder
 from encoders.errors import EncoderConfigError
 from encoders.model_source import EMBEDDED_MODEL
 from encoders.pooling import POOLING_METHODS
-from encoders.spec import BACKENDS, EncoderSpec, resolve_spec
+from encoders.spec import BACKENDS, EncoderSpec, check_settings, resolve_spec
 
 __version__ = "0.1.0"
 
@@ -20,6 +20,7 @@ __all__ = [
     "EncoderConfigError",
     "EncoderSpec",
     "build_encoder",
+    "check_settings",
     "resolve_spec",
     "__version__",
 ]

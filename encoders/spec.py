@@ -61,23 +61,21 @@ class ModelDefaults:
     dim: int
 
 
-def resolve_spec(
+def check_settings(
     backend: str = "transformers",
     model: str | None = None,
     weights: str | None = None,
     pooling: str | None = None,
-    normalize: bool | None = None,
-    max_seq_length: int | None = None,
     max_batch_size: int = 64,
     max_tokens_per_batch: int = 8192,
     precision: str = "float32",
-    jit_compile: bool = False,
     long_text: str = "truncate",
     chunk_overlap: int | None = None,
-) -> EncoderSpec:
-    """Check the settings and fill the unset ones from the model's own config.
+) -> ModelSource:
+    """The checks that need no model files (so no network); returns where the model is.
 
-    Reads only small config files; no weights are loaded. Raises EncoderConfigError.
+    A job submitted to a distributed runner with a remote model stops here at launch and
+    resolves the rest on its workers.
     """
     if backend not in BACKENDS:
         raise EncoderConfigError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
@@ -111,6 +109,30 @@ def resolve_spec(
             raise EncoderConfigError("--weights applies only to --backend transformers")
         if "://" not in weights and not _is_file(weights):
             raise EncoderConfigError(f"weights file not found: {weights}")
+    return source
+
+
+def resolve_spec(
+    backend: str = "transformers",
+    model: str | None = None,
+    weights: str | None = None,
+    pooling: str | None = None,
+    normalize: bool | None = None,
+    max_seq_length: int | None = None,
+    max_batch_size: int = 64,
+    max_tokens_per_batch: int = 8192,
+    precision: str = "float32",
+    jit_compile: bool = False,
+    long_text: str = "truncate",
+    chunk_overlap: int | None = None,
+) -> EncoderSpec:
+    """Check the settings and fill the unset ones from the model's own config.
+
+    Reads only small config files (remote ones too); no weights are loaded. Raises EncoderConfigError.
+    """
+    source = check_settings(backend, model, weights, pooling, max_batch_size, max_tokens_per_batch, precision,
+                            long_text, chunk_overlap)
+    model = model or EMBEDDED_MODEL
     defaults = model_defaults(source, backend)
     if backend == "transformers" and source.is_local:
         _check_local_model_files(Path(source.location), weights)

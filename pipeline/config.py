@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import codecs
 import dataclasses
+import functools
 from dataclasses import dataclass
 
 import encoders
-from encoders import EncoderSpec, resolve_spec
+from encoders import EncoderSpec, check_settings, resolve_spec
 from pipeline.errors import JobConfigError
 from pipeline.incremental import model_fingerprint
 from pipeline.readers import HEADED_FORMATS, STRUCTURED_FORMATS, structure_problem
@@ -29,17 +30,45 @@ class JobConfig:
     encoding: str
     text_field: str
     id_field: str | None
-    encoder: EncoderSpec
+    encoder_settings: tuple[tuple[str, object], ...]  # resolve_spec's keyword arguments
     max_chars: int = DEFAULT_MAX_CHARS
     group_size: int = 1024  # records sorted together before batching; bounds worker memory
     records_per_file: int = 10_000  # a shard is cut into parts of this many records, one file each
     skip_existing: str | None = None  # glob of earlier output files whose records need no embedding
     snapshot: bool = False  # copy the reused rows into this output, making it complete
-    fingerprint: str = ""  # model identity and vector-changing settings (pipeline.incremental)
+    # Resolved on the launcher when the model is local; None when a worker must read a remote model's config.
+    resolved_encoder: EncoderSpec | None = None
+    resolved_fingerprint: str | None = None
     rebalance: bool = False  # reshuffle records across workers (distributed runners)
     progress: str = "off"  # terminal | log | off
     format: str = "auto"
     overwrite: bool = False  # replace a finished run made with different settings
+
+    @property
+    def encoder(self) -> EncoderSpec:
+        """The encoder settings, filled from the model's config (read once per process when deferred)."""
+        return self.resolved_encoder or _resolve(self.encoder_settings)
+
+    @property
+    def fingerprint(self) -> str:
+        """Model identity and vector-changing settings (pipeline.incremental)."""
+        return self.resolved_fingerprint or model_fingerprint(self.encoder, encoders.__version__)
+
+    def file_metadata(self) -> dict[str, str]:
+        """Key-value metadata stored in every Parquet file: what produced these vectors."""
+        spec = self.encoder
+        return {
+            "model": spec.model,
+            "backend": spec.backend,
+            "pooling": spec.pooling,
+            "normalize": str(spec.normalize).lower(),
+            "dim": str(spec.dim),
+            "max_seq_length": str(spec.max_seq_length),
+            "long_text": spec.long_text,
+            "chunk_overlap": str(spec.chunk_overlap),
+            "version": encoders.__version__,
+            "model_fingerprint": self.fingerprint,
+        }
 
     def settings(self) -> dict[str, object]:
         """What this run was asked to do, as recorded in the manifest."""
@@ -116,7 +145,11 @@ def job_config(
         _check_structure(shards, InputFormat("text", encoding, text_field or "text", id_field, max_chars))
     elif fmt == "text" and (text_field or id_field):
         raise JobConfigError("--text_field/--id_field do not apply to --format text")
-    spec = resolve_spec(**encoder_settings)
+    source = check_settings(**{k: v for k, v in encoder_settings.items() if k in _CHECKED_WITHOUT_MODEL})
+    spec = fingerprint = None
+    if check_storage or source.is_local:
+        spec = resolve_spec(**encoder_settings)
+        fingerprint = model_fingerprint(spec, encoders.__version__)
     config = JobConfig(
         inputs=tuple(inputs),
         shards=shards,
@@ -124,7 +157,9 @@ def job_config(
         encoding=encoding,
         text_field=text_field or "text",
         id_field=id_field,
-        encoder=spec,
+        encoder_settings=tuple(sorted(encoder_settings.items())),
+        resolved_encoder=spec,
+        resolved_fingerprint=fingerprint,
         max_chars=max_chars,
         rebalance=rebalance,
         progress=progress,
@@ -133,11 +168,19 @@ def job_config(
         records_per_file=records_per_file,
         skip_existing=skip_existing,
         snapshot=snapshot,
-        fingerprint=model_fingerprint(spec, encoders.__version__),
     )
     if check_storage and not overwrite:
         check_previous_run(config)
     return config
+
+
+_CHECKED_WITHOUT_MODEL = ("backend", "model", "weights", "pooling", "max_batch_size", "max_tokens_per_batch",
+                          "precision", "long_text", "chunk_overlap")
+
+
+@functools.lru_cache(maxsize=4)
+def _resolve(settings: tuple[tuple[str, object], ...]) -> EncoderSpec:
+    return resolve_spec(**dict(settings))
 
 
 def _check_fields_apply(shards: tuple[Shard, ...], text_field: str | None, id_field: str | None) -> None:

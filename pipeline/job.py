@@ -11,7 +11,6 @@ from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.pipeline_options import PipelineOptions
 from apache_beam.runners.runner import PipelineResult
 
-import encoders
 from pipeline.config import JobConfig
 from pipeline.output import SUCCESS_FILE, clear_previous_output
 from pipeline.progress import PROGRESS
@@ -36,30 +35,11 @@ from pipeline.transforms import (
 logger = logging.getLogger(__name__)
 
 
-def file_metadata(config: JobConfig) -> dict[str, str]:
-    """Key-value metadata stored in every Parquet file: what produced these vectors."""
-    spec = config.encoder
-    return {
-        "model": spec.model,
-        "backend": spec.backend,
-        "pooling": spec.pooling,
-        "normalize": str(spec.normalize).lower(),
-        "dim": str(spec.dim),
-        "max_seq_length": str(spec.max_seq_length),
-        "long_text": spec.long_text,
-        "chunk_overlap": str(spec.chunk_overlap),
-        "version": encoders.__version__,
-        "model_fingerprint": config.fingerprint,
-    }
-
-
 def build_pipeline(p: beam.Pipeline, config: JobConfig, started_at: float) -> beam.PCollection:
     """Add the job to pipeline p; returns the PCollection holding the manifest."""
-    spec = config.encoder
     progress = ProgressSettings(config.progress, sum(s.size for s in config.shards or ()))
     input_format = config.input_format("text")
     reader = ReadShard(input_format, progress, PartLimits(config.records_per_file))
-    metadata = file_metadata(config)
     side_inputs = {}
     commit_inputs = {}
     if config.shards is None:
@@ -86,7 +66,7 @@ def build_pipeline(p: beam.Pipeline, config: JobConfig, started_at: float) -> be
                 | "EarlierOutputs" >> beam.Create([None])
                 | "ListEarlierFiles" >> beam.ParDo(ListExisting(config.skip_existing))
                 | "SpreadEarlierFiles" >> beam.Reshuffle()
-                | "ReadEarlierKeys" >> beam.ParDo(ReadExistingKeys(config.fingerprint)).with_outputs(
+                | "ReadEarlierKeys" >> beam.ParDo(ReadExistingKeys(config)).with_outputs(
                     EXISTING_STATS, main="keys"
                 )
             )
@@ -103,7 +83,7 @@ def build_pipeline(p: beam.Pipeline, config: JobConfig, started_at: float) -> be
             commit_inputs["copied"] = beam.pvalue.AsList(
                 resolved[COPIES]
                 | "GroupByEarlierFile" >> beam.GroupByKey()
-                | "CopyReused" >> beam.ParDo(CopyReused(config.output, spec, metadata))
+                | "CopyReused" >> beam.ParDo(CopyReused(config))
             )
     read = shards | "Read" >> beam.ParDo(reader, **side_inputs).with_outputs(SHARD_STATS, main="parts")
     parts = read.parts
@@ -113,13 +93,13 @@ def build_pipeline(p: beam.Pipeline, config: JobConfig, started_at: float) -> be
         # embedding stay fused and stream.
         parts = parts | "SpreadParts" >> beam.Reshuffle()
     part_stats = parts | "EmbedAndStage" >> beam.ParDo(
-        EmbedPart(spec, metadata, config.output, config.group_size)
+        EmbedPart(config)
     )
     return (
         p
         | "CommitTrigger" >> beam.Create([None])
         | "Commit" >> beam.ParDo(
-            CommitOutput(config.output, config.settings(), started_at, config.skip_existing, config.snapshot),
+            CommitOutput(config, started_at),
             shard_stats=beam.pvalue.AsList(read[SHARD_STATS]),
             part_stats=beam.pvalue.AsList(part_stats),
             **commit_inputs,

@@ -78,7 +78,8 @@ def template_metadata() -> dict:
 def launcher_argv(argv: Sequence[str]) -> list[str]:
     """Turn a template run's `--flag=true|false` into the CLI's switches (`--flag`, or nothing).
 
-    Dataflow passes every parameter as `--name=value`; argparse switches take no value.
+    Dataflow passes every parameter as `--name=value`; argparse switches take no value. A template
+    always runs on Dataflow, so the runner defaults to it rather than to the local DirectRunner.
     """
     switches = {a.option_strings[0] for a in build_parser()._actions if a.option_strings and a.nargs == 0}
     out = []
@@ -89,6 +90,8 @@ def launcher_argv(argv: Sequence[str]) -> list[str]:
                 out.append(flag)
             continue
         out.append(arg)
+    if not any(a == "--runner" or a.startswith("--runner=") for a in out):
+        out.append("--runner=DataflowRunner")
     return out
 
 

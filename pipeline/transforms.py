@@ -250,8 +250,11 @@ class ReadExistingKeys(beam.DoFn):
     can say why nothing was reused.
     """
 
-    def __init__(self, fingerprint: str) -> None:
-        self._fingerprint = fingerprint
+    def __init__(self, config) -> None:
+        self._config = config
+
+    def setup(self) -> None:
+        self._fingerprint = self._config.fingerprint
 
     def process(self, element: tuple[int, str]) -> Iterator:
         import pyarrow.parquet as pq
@@ -273,9 +276,12 @@ class ReadExistingKeys(beam.DoFn):
 class CopyReused(beam.DoFn):
     """--snapshot: copy the reused rows of one earlier file into this run's output (staged, deterministic name)."""
 
-    def __init__(self, output: str, spec: EncoderSpec, metadata: dict[str, str]) -> None:
-        self._output = output
-        self._schema = embeddings_schema(spec.dim, metadata)
+    def __init__(self, config) -> None:
+        self._config = config
+        self._output = config.output
+
+    def setup(self) -> None:
+        self._schema = embeddings_schema(self._config.encoder.dim, self._config.file_metadata())
 
     def process(self, element: tuple[tuple[int, str], Iterable[str]]) -> Iterator[tuple[str, int]]:
         import pyarrow.compute as pc
@@ -316,11 +322,10 @@ class EmbedPart(beam.DoFn):
     token budget, so larger groups mean less padding; the group size bounds the memory it holds.
     """
 
-    def __init__(self, spec: EncoderSpec, metadata: dict[str, str], output: str, group_size: int) -> None:
-        self._spec = spec
-        self._metadata = metadata
-        self._output = output
-        self._group_size = group_size
+    def __init__(self, config) -> None:
+        self._config = config
+        self._output = config.output
+        self._group_size = config.group_size
         self._shared: _SharedEncoder | None = None
         self._texts = Metrics.counter(METRICS_NAMESPACE, "texts_embedded")
         self._tokens = Metrics.counter(METRICS_NAMESPACE, "real_tokens")
@@ -332,7 +337,7 @@ class EmbedPart(beam.DoFn):
         self._build_time = Metrics.distribution(METRICS_NAMESPACE, "encoder_build_ms")
 
     def setup(self) -> None:
-        spec = self._spec
+        spec = self._config.encoder  # on a worker this may read a remote model's config, once per process
         built = []
 
         def build() -> _SharedEncoder:
@@ -341,7 +346,7 @@ class EmbedPart(beam.DoFn):
 
         self._shared = _ENCODERS.acquire(build, tag=spec)
         self._report_build = bool(built)  # metrics from setup() are lost (NOTES.md): report in process
-        self._schema = embeddings_schema(spec.dim, self._metadata)
+        self._schema = embeddings_schema(spec.dim, self._config.file_metadata())
 
     def process(self, part: Part) -> Iterator[PartStats]:
         encoder = self._shared.encoder
@@ -444,20 +449,20 @@ class CommitOutput(beam.DoFn):
     dies before or during this step leaves no `_SUCCESS`; the next run starts by cleaning up.
     """
 
-    def __init__(self, output: str, settings: dict, started_at: float, skip_existing: str | None = None,
-                 snapshot: bool = False) -> None:
-        self._output = output
-        self._settings = settings
+    def __init__(self, config, started_at: float) -> None:
+        self._config = config
+        self._output = config.output
         self._started_at = started_at
-        self._skip_existing = skip_existing
-        self._snapshot = snapshot
+        self._skip_existing = config.skip_existing
+        self._snapshot = config.snapshot
 
     def process(self, _, shard_stats, part_stats, existing=(), copied=()) -> Iterator[dict]:
         join = FileSystems.join
         incremental = None
         if self._skip_existing:
             incremental = incremental_summary(self._skip_existing, existing, self._snapshot, copied)
-        manifest = build_manifest(shard_stats, part_stats, self._settings, self._started_at, time.time(), incremental)
+        settings = self._config.settings()
+        manifest = build_manifest(shard_stats, part_stats, settings, self._started_at, time.time(), incremental)
         names = [n for kind in ("embeddings", "failed") for n in manifest["files"][kind]]
         if manifest["files"]["failed"]:
             try:

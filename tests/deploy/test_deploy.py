@@ -48,7 +48,8 @@ def test_every_cli_flag_is_a_template_parameter_with_a_regex_that_accepts_its_va
 
 def test_launcher_turns_true_false_parameters_into_switches():
     argv = ["--input=gs://b/in/*.txt", "--snapshot=true", "--overwrite=false", "--jit_compile=True"]
-    assert launcher_argv(argv) == ["--input=gs://b/in/*.txt", "--snapshot", "--jit_compile"]
+    assert launcher_argv(argv) == ["--input=gs://b/in/*.txt", "--snapshot", "--jit_compile", "--runner=DataflowRunner"]
+    assert launcher_argv(["--runner", "DirectRunner"]) == ["--runner", "DirectRunner"]
 
 
 def committed_body() -> dict:

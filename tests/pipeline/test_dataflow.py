@@ -99,3 +99,20 @@ def test_missing_dataflow_options_exit_2_before_building(drop, message, capsys):
     del args[at:at + 2]
     assert main([*args, *IO]) == 2
     assert message in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("model", ["gs://bucket/models/bert-zh", "bert-base-chinese"])
+def test_a_remote_model_is_resolved_on_the_workers_not_at_launch(model):
+    started = time.monotonic()
+    config, options, _ = prepare([*DRY_RUN, *IO, "--model", model, "--pooling", "cls"])
+    assert config.resolved_encoder is None and config.resolved_fingerprint is None
+    job = submit_job(config, options).job
+    assert "EmbedAndStage" in {t.unique_name for t in job.proto_pipeline.components.transforms.values()}
+    assert time.monotonic() - started < 30  # nothing waited on a network that is not there
+
+
+def test_a_remote_model_with_contradictory_settings_still_exits_2_at_launch(capsys):
+    from pipeline.cli import main
+
+    assert main([*DRY_RUN, *IO, "--model", "bert-base-chinese", "--backend", "hub"]) == 2
+    assert "--backend hub needs a TF Hub URL" in capsys.readouterr().err
