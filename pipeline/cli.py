@@ -147,6 +147,12 @@ def prepare(argv: list[str]):
         skip_existing=expand_dates(args.skip_existing, run_date) if args.skip_existing else None,
         snapshot=args.snapshot,
     )
+    if not local and args.model is None:
+        from apache_beam.options.pipeline_options import WorkerOptions
+
+        if not options.view_as(WorkerOptions).sdk_container_image:
+            logger.warning("the default model is installed by the worker image (deploy/worker/Dockerfile), not by "
+                           "--setup_file: pass --sdk_container_image, or --model with a gs:// model directory")
     return config, options, local
 
 
@@ -216,8 +222,11 @@ def submitted(result, output: str) -> str:
     job = getattr(result, "job", None)
     proto = getattr(job, "proto", None)
     if proto is not None and not getattr(proto, "id", ""):
-        steps = len(getattr(proto, "steps", []) or [])
-        return f"dry run: built Dataflow job {proto.name!r} ({steps} steps); nothing was submitted"
+        transforms = job.proto_pipeline.components.transforms.values()
+        steps = sorted(t.unique_name for t in transforms if t.unique_name and "/" not in t.unique_name
+                       and not t.unique_name.startswith("ref_"))
+        return (f"dry run: built Dataflow job {proto.name!r} with steps {', '.join(steps)}; "
+                "nothing was submitted")
     job_id = getattr(result, "job_id", lambda: None)()
     return f"submitted job {job_id or ''}; {output}/_SUCCESS appears when it has finished".replace("job ;", "job;")
 
