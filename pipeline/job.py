@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+from collections.abc import Iterator
 
 import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
@@ -14,6 +15,7 @@ from apache_beam.runners.runner import PipelineResult
 from pipeline.config import JobConfig
 from pipeline.output import SUCCESS_FILE, clear_previous_output
 from pipeline.progress import PROGRESS
+from pipeline.shards import Shard
 from pipeline.transforms import (
     COPIES,
     EXISTING_STATS,
@@ -78,14 +80,27 @@ def build_pipeline(p: beam.Pipeline, config: JobConfig, started_at: float) -> be
             | "GroupById" >> beam.GroupByKey()
             | "ResolveIds" >> beam.ParDo(ResolveIds()).with_outputs(COPIES, main="decisions")
         )
-        side_inputs["decisions"] = beam.pvalue.AsDict(resolved.decisions)
         if config.snapshot:
             commit_inputs["copied"] = beam.pvalue.AsList(
                 resolved[COPIES]
                 | "GroupByEarlierFile" >> beam.GroupByKey()
                 | "CopyReused" >> beam.ParDo(CopyReused(config))
             )
-    read = shards | "Read" >> beam.ParDo(reader, **side_inputs).with_outputs(SHARD_STATS, main="parts")
+        # Each shard meets only its own decisions (not a job-wide side input: a nightly run may
+        # reuse millions of records, and every worker would hold them all).
+        to_read = (
+            {
+                "shard": shards | "ShardByName" >> beam.Map(lambda e: (e[1].name, e)),
+                "decisions": resolved.decisions | "DecisionByShard" >> beam.MapTuple(
+                    lambda position, decision: (position[0], (position[1], decision))
+                ),
+            }
+            | "JoinDecisions" >> beam.CoGroupByKey()
+            | "WithDecisions" >> beam.FlatMap(with_decisions)
+        )
+    else:
+        to_read = shards | "NoDecisions" >> beam.MapTuple(lambda index, shard: (index, shard, None))
+    read = to_read | "Read" >> beam.ParDo(reader, **side_inputs).with_outputs(SHARD_STATS, main="parts")
     parts = read.parts
     if config.rebalance:
         # Distributed runners shuffle on disk and spread a big shard's parts over workers.
@@ -105,6 +120,14 @@ def build_pipeline(p: beam.Pipeline, config: JobConfig, started_at: float) -> be
             **commit_inputs,
         )
     )
+
+
+def with_decisions(joined: tuple[str, dict]) -> Iterator[tuple[int, Shard, dict[int, tuple]]]:
+    """(shard index, shard, {line: decision}) from a shard joined with its decisions."""
+    _, groups = joined
+    decisions = dict(groups["decisions"])
+    for index, shard in groups["shard"]:
+        yield index, shard, decisions
 
 
 def run_job(config: JobConfig, options: PipelineOptions) -> dict:

@@ -103,9 +103,9 @@ class ReadShard(beam.DoFn):
     def setup(self) -> None:
         PROGRESS.start(self._progress.mode, self._progress.total_bytes)
 
-    def process(self, element: tuple[int, Shard], decisions: Mapping | None = None, ready: object = None) -> Iterator:
-        shard_index, shard = element
-        decisions = decisions or {}
+    def process(self, element: tuple[int, Shard, Mapping | None], ready: object = None) -> Iterator:
+        """element: (shard index, shard, {line: decision} from duplicate and reuse detection, or None)."""
+        shard_index, shard, decisions = element
         fmt = dataclasses.replace(self._input_format, format=shard.format)
         read = skipped = removed = parts = chars = reused = 0
         records: list[Record] = []
@@ -126,7 +126,7 @@ class ReadShard(beam.DoFn):
             with stream:
                 for outcome in read_records(stream, shard.name, fmt):
                     read += 1
-                    decision = decisions.get((outcome.source, outcome.line)) if decisions else None
+                    decision = decisions.get(outcome.line) if decisions else None
                     if decision is not None and isinstance(outcome, Record):
                         removed += outcome.removed_chars
                         if decision[0] == REUSED:

@@ -116,3 +116,12 @@ def test_a_remote_model_with_contradictory_settings_still_exits_2_at_launch(caps
 
     assert main([*DRY_RUN, *IO, "--model", "bert-base-chinese", "--backend", "hub"]) == 2
     assert "--backend hub needs a TF Hub URL" in capsys.readouterr().err
+
+
+def test_incremental_job_with_ids_builds_for_dataflow():
+    config, options, _ = prepare([*DRY_RUN, "--input", "gs://bucket/in/*.jsonl", "--output", "gs://bucket/out/dt=x",
+                                  "--id_field", "id", "--skip_existing", "gs://bucket/out/dt=w/*.parquet",
+                                  "--snapshot"])
+    steps = {t.unique_name for t in submit_job(config, options).job.proto_pipeline.components.transforms.values()}
+    assert {"ReadKeys", "ListEarlierFiles", "ReadEarlierKeys", "GroupById", "JoinDecisions", "CopyReused",
+            "Read", "Commit"} <= steps
