@@ -84,7 +84,7 @@ def build_pipeline(p: beam.Pipeline, config: JobConfig, started_at: float) -> be
             commit_inputs["copied"] = beam.pvalue.AsList(
                 resolved[COPIES]
                 | "GroupByEarlierFile" >> beam.GroupByKey()
-                | "CopyReused" >> beam.ParDo(CopyReused(config))
+                | "CopyReused" >> beam.ParDo(CopyReused(config), **side_inputs)  # writes: after PrepareOutput
             )
         # Each shard meets only its own decisions (not a job-wide side input: a nightly run may
         # reuse millions of records, and every worker would hold them all).

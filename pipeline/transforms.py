@@ -283,7 +283,9 @@ class CopyReused(beam.DoFn):
     def setup(self) -> None:
         self._schema = embeddings_schema(self._config.encoder.dim, self._config.file_metadata())
 
-    def process(self, element: tuple[tuple[int, str], Iterable[str]]) -> Iterator[tuple[str, int]]:
+    def process(
+        self, element: tuple[tuple[int, str], Iterable[str]], ready: object = None
+    ) -> Iterator[tuple[str, int]]:
         import pyarrow.compute as pc
         import pyarrow.parquet as pq
 
