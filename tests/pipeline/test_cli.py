@@ -31,6 +31,7 @@ def corpus(tmp_path):
     (tmp_path / "plain.txt").write_text("x\n")
     (tmp_path / "rows.csv").write_text("doc,body\n1,hello\n")
     pq.write_table(pa.table({"body": [1, 2]}), tmp_path / "numbers.parquet")
+    (tmp_path / "garbage.parquet").write_bytes(b"PAR1 this is not parquet")
     (tmp_path / "half-copied-model").mkdir()  # a config and nothing else
     (tmp_path / "half-copied-model" / "config.json").write_text('{"hidden_size": 32, "max_position_embeddings": 64}')
     (tmp_path / "bad-config-model").mkdir()
@@ -58,6 +59,7 @@ def corpus(tmp_path):
         (["--input", "{tmp}/rows.csv", "--text_field", "content"], "--text_field 'content' not among its fields"),
         (["--input", "{tmp}/rows.csv", "--text_field", "body", "--id_field", "key"], "--id_field 'key' not among"),
         (["--input", "{tmp}/numbers.parquet", "--text_field", "body"], "is a int64 column, not a string column"),
+        (["--input", "{tmp}/garbage.parquet"], "not a readable Parquet file"),
         (["--input", "s3://no-such-bucket-here/*.txt"], "s3:// needs the AWS extra"),
         (["--no_such_flag", "1"], "unknown option --no_such_flag"),
         (["--chunk_overlap", "8"], "--chunk_overlap applies only with --long_text chunk"),

@@ -138,6 +138,21 @@ def test_an_unreadable_shard_fails_the_job_without_success_marker(run_cli, tiny_
     assert not list(out.glob("embeddings-*")) and not (out / "failed").exists()  # nothing looks finished
 
 
+def test_a_shard_that_disappears_after_listing_fails_the_job_naming_it(tiny_bert_dir, tmp_path):
+    from apache_beam.options.pipeline_options import PipelineOptions
+
+    from pipeline.config import job_config
+    from pipeline.job import run_job
+
+    (tmp_path / "kept.txt").write_text("hello\n")
+    (tmp_path / "gone.txt").write_text("world\n")
+    config = job_config(inputs=[str(tmp_path / "*.txt")], output=str(tmp_path / "out"), model=str(tiny_bert_dir))
+    (tmp_path / "gone.txt").unlink()
+    with pytest.raises(Exception, match="cannot read shard .*gone.txt"):
+        run_job(config, PipelineOptions([]))
+    assert not (tmp_path / "out" / "_SUCCESS").exists() and not list((tmp_path / "out").glob("embeddings-*"))
+
+
 def test_rerun_cleans_what_a_killed_run_left_and_replaces_a_finished_run(run_cli, corpus, tiny_bert_dir, tmp_path):
     out = tmp_path / "out"
     (out / "_temporary").mkdir(parents=True)
