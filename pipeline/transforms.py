@@ -131,9 +131,9 @@ class ReadShard(beam.DoFn):
                         removed += outcome.removed_chars
                         if decision[0] == REUSED:
                             reused += 1
-                            continue
-                        outcome = _duplicate(outcome, decision[1:])
-                    if isinstance(outcome, Record):
+                        else:
+                            dead.append(_duplicate(outcome, decision[1:]))
+                    elif isinstance(outcome, Record):
                         removed += outcome.removed_chars
                         records.append(outcome)
                         chars += len(outcome.text)
