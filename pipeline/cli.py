@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import datetime
 import logging
+import re
 import sys
 import time
 
@@ -186,8 +187,6 @@ def main(argv: list[str] | None = None) -> int:
 
 def _check_dataflow_options(options) -> None:
     """What Dataflow would reject after the job is built, checked offline (Beam's validator calls GCS)."""
-    import re
-
     from apache_beam.options.pipeline_options import GoogleCloudOptions, StandardOptions
 
     if options.view_as(StandardOptions).runner not in ("DataflowRunner", "dataflow"):

@@ -9,10 +9,13 @@ _temporary/ and moved into place only when the whole job has succeeded; _SUCCESS
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping, Sequence
 
 import numpy as np
 import pyarrow as pa
+
+logger = logging.getLogger(__name__)
 
 EMBEDDINGS_PREFIX = "embeddings"
 EMBEDDINGS_SUFFIX = ".parquet"
@@ -106,12 +109,10 @@ def embeddings_table(
 
 def clear_previous_output(output: str) -> None:
     """Remove what an earlier run, finished or killed, left in output (only our own file names)."""
-    import logging
-
     from apache_beam.io.filesystems import FileSystems
 
     for pattern in output_patterns():  # _SUCCESS first: a half-cleaned directory never looks finished
         stale = [m.path for m in FileSystems.match([FileSystems.join(output, pattern)])[0].metadata_list]
         if stale:
-            logging.getLogger(__name__).info("removing %d files of an earlier run matching %s", len(stale), pattern)
+            logger.info("removing %d files of an earlier run matching %s", len(stale), pattern)
             FileSystems.delete(stale)

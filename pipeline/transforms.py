@@ -59,6 +59,17 @@ class ShardReadError(RuntimeError):
 _STREAM_ERRORS = (OSError, EOFError, ValueError, zstandard.ZstdError)
 
 
+def _shard_outcomes(shard: Shard, fmt: InputFormat) -> Iterator[tuple[object, object]]:
+    """(outcome, raw stream) for every record of a shard; a stream that cannot be read fails the job, named."""
+    try:
+        stream, raw_stream = open_shard(shard.path)
+        with stream:
+            for outcome in read_records(stream, shard.name, fmt):
+                yield outcome, raw_stream
+    except _STREAM_ERRORS as exc:
+        raise ShardReadError(f"cannot read shard {shard.path}: {exc}") from exc
+
+
 @dataclass(frozen=True)
 class ProgressSettings:
     """How workers report progress, and the total input size it is measured against."""
@@ -120,36 +131,32 @@ class ReadShard(beam.DoFn):
             chars = 0
             return part
 
-        try:
-            stream, raw_stream = open_shard(shard.path)
-            position = 0
-            with stream:
-                for outcome in read_records(stream, shard.name, fmt):
-                    read += 1
-                    decision = decisions.get(outcome.line) if decisions else None
-                    if decision is not None and isinstance(outcome, Record):
-                        removed += outcome.removed_chars
-                        if decision[0] == REUSED:
-                            reused += 1
-                        else:
-                            dead.append(_duplicate(outcome, decision[1:]))
-                    elif isinstance(outcome, Record):
-                        removed += outcome.removed_chars
-                        records.append(outcome)
-                        chars += len(outcome.text)
-                    elif isinstance(outcome, DeadLetter):
-                        dead.append(outcome)
-                        chars += len(outcome.raw or "")
-                    else:
-                        removed += outcome.removed_chars
-                        skipped += 1
-                    if len(records) + len(dead) >= self._limits.records or chars >= self._limits.chars:
-                        yield cut()
-                    if read % 1000 == 0:
-                        position = self._report_position(raw_stream, position)
-                self._report_position(raw_stream, position, at_end=shard.size)
-        except _STREAM_ERRORS as exc:
-            raise ShardReadError(f"cannot read shard {shard.path}: {exc}") from exc
+        position = 0
+        raw_stream = None
+        for outcome, raw_stream in _shard_outcomes(shard, fmt):
+            read += 1
+            decision = decisions.get(outcome.line) if decisions else None
+            if decision is not None and isinstance(outcome, Record):
+                removed += outcome.removed_chars
+                if decision[0] == REUSED:
+                    reused += 1
+                else:
+                    dead.append(_duplicate(outcome, decision[1:]))
+            elif isinstance(outcome, Record):
+                removed += outcome.removed_chars
+                records.append(outcome)
+                chars += len(outcome.text)
+            elif isinstance(outcome, DeadLetter):
+                dead.append(outcome)
+                chars += len(outcome.raw or "")
+            else:
+                removed += outcome.removed_chars
+                skipped += 1
+            if len(records) + len(dead) >= self._limits.records or chars >= self._limits.chars:
+                yield cut()
+            if read % 1000 == 0:
+                position = self._report_position(raw_stream, position)
+        self._report_position(raw_stream, position, at_end=shard.size)
         if records or dead or parts == 0:
             yield cut()
         self._lines.inc(read)
@@ -211,14 +218,9 @@ class ReadKeys(beam.DoFn):
     def process(self, element: tuple[int, Shard]) -> Iterator[tuple[str, tuple]]:
         shard_index, shard = element
         fmt = dataclasses.replace(self._input_format, format=shard.format)
-        try:
-            stream, _ = open_shard(shard.path)
-            with stream:
-                for outcome in read_records(stream, shard.name, fmt):
-                    if isinstance(outcome, Record):
-                        yield outcome.id, (NEW, shard_index, outcome.source, outcome.line, text_hash(outcome.text))
-        except _STREAM_ERRORS as exc:
-            raise ShardReadError(f"cannot read shard {shard.path}: {exc}") from exc
+        for outcome, _ in _shard_outcomes(shard, fmt):
+            if isinstance(outcome, Record):
+                yield outcome.id, (NEW, shard_index, outcome.source, outcome.line, text_hash(outcome.text))
 
 
 class ResolveIds(beam.DoFn):
