@@ -1,26 +1,34 @@
 """BERT text encoders behind one small interface; knows nothing about Beam.
 
-Importing this package does not import TensorFlow: configuration can be checked fast.
+Importing this package registers the built-in backends but does not import TensorFlow:
+configuration can be checked fast.
 """
 
+# The built-in backends register themselves on import (`encoders.registry`).
+import encoders.hub_backend  # noqa: F401
+import encoders.transformers_backend  # noqa: F401
 from encoders.base import Embeddings, Encoder, build_encoder
 from encoders.errors import EncoderConfigError
+from encoders.fingerprint import model_fingerprint
 from encoders.model_source import EMBEDDED_MODEL
 from encoders.pooling import POOLING_METHODS
-from encoders.spec import BACKENDS, EncoderSpec, check_settings, resolve_spec
+from encoders.registry import backend_names
+from encoders.spec import EncoderSpec, check_settings, resolve_spec, resolved_once
 
 __version__ = "0.1.0"
 
 __all__ = [
-    "BACKENDS",
     "EMBEDDED_MODEL",
     "POOLING_METHODS",
     "Embeddings",
     "Encoder",
     "EncoderConfigError",
     "EncoderSpec",
+    "backend_names",
     "build_encoder",
     "check_settings",
+    "model_fingerprint",
     "resolve_spec",
+    "resolved_once",
     "__version__",
 ]

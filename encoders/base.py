@@ -1,8 +1,8 @@
 """The backend-independent encoder: tokenize, plan batches, run the compiled graph.
 
-A backend supplies only the forward pass (`_forward`, graph code) and its output width;
-batch planning, pooling, normalisation and compilation are shared, so both backends give
-the same vectors for the same weights.
+A backend supplies only the forward pass (`_forward`, graph code) and its output width, and
+registers itself by name (`encoders.registry`); batch planning, pooling, normalisation and
+compilation are shared, so both backends give the same vectors for the same weights.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ import numpy as np
 
 from encoders.batching import batch_rows, pad_batch, plan_batches
 from encoders.errors import EncoderConfigError
+from encoders.registry import get_backend
 from encoders.spec import EncoderSpec
 from encoders.tokenization import WordPieceTokenizer
 
@@ -135,19 +136,12 @@ class Encoder(abc.ABC):
 
 
 def build_encoder(spec: EncoderSpec, warm_up: bool = True) -> Encoder:
-    """Load the model a spec names with its backend. Slow: call once per process."""
+    """Load the model a resolved spec names with its backend. Slow: call once per process."""
     from encoders.device import configure_gpus
 
     start = time.perf_counter()
     configure_gpus()
-    if spec.backend == "hub":
-        from encoders.hub_backend import HubEncoder
-
-        encoder: Encoder = HubEncoder(spec)
-    else:
-        from encoders.transformers_backend import TransformersEncoder
-
-        encoder = TransformersEncoder(spec)
+    encoder = get_backend(spec.backend).load(spec)
     if encoder.dim != spec.dim:
         raise EncoderConfigError(f"model {spec.model} gives {encoder.dim}-d vectors, expected {spec.dim}")
     if warm_up:

@@ -14,7 +14,6 @@ from dataclasses import dataclass
 import numpy as np
 
 BUCKET_LENGTHS = (8, 16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512)
-PAD_MULTIPLE = 1  # pad lengths round up to this without XLA
 # A batch closes when the next (shorter) text would carry more padding than this share of
 # the batch length: with sorted input this only splits the sparse long tail into tighter batches.
 MAX_PADDING_SHARE = 0.2
@@ -40,7 +39,7 @@ def pad_length_for(n_tokens: int, max_seq_length: int, bucketed: bool) -> int:
     """Length a batch whose longest text has n_tokens is padded to."""
     if bucketed:
         return bucket_length(n_tokens, max_seq_length)
-    return min(-(-n_tokens // PAD_MULTIPLE) * PAD_MULTIPLE, max_seq_length)
+    return min(n_tokens, max_seq_length)
 
 
 def batch_rows(length: int, max_batch_size: int, max_tokens_per_batch: int) -> int:

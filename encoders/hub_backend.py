@@ -1,4 +1,4 @@
-"""BERT through TensorFlow Hub: `hub.KerasLayer` over a Hub BERT SavedModel.
+"""The `hub` backend: BERT through TensorFlow Hub, `hub.KerasLayer` over a Hub BERT SavedModel.
 
 Serves both signature families: the newer dict one (`input_word_ids`, `input_mask`,
 `input_type_ids` -> dict with `pooled_output`, `sequence_output`) and the older list one
@@ -8,25 +8,89 @@ tokenizer comes from the module's own `vocab_file` asset and `do_lower_case` fla
 
 from __future__ import annotations
 
-import logging
-
-import tensorflow as tf
+import re
+from typing import TYPE_CHECKING
 
 from encoders.base import Encoder
 from encoders.errors import EncoderConfigError
+from encoders.model_source import ModelSource, resolve_hub_handle
+from encoders.registry import Backend, ModelShape, register_backend
 from encoders.spec import EncoderSpec
 from encoders.tokenization import WordPieceTokenizer
 
-logger = logging.getLogger(__name__)
+if TYPE_CHECKING:
+    import tensorflow as tf
 
 DICT_SIGNATURE = "dict"
 LIST_SIGNATURE = "list"
+
+
+def check(source: ModelSource, spec: EncoderSpec) -> None:
+    """What a Hub module cannot serve, found without reading it."""
+    if source.kind == "name":
+        raise EncoderConfigError(
+            f"--backend hub needs a TF Hub URL, a local directory or a gs:// path, not {source.location!r}"
+        )
+    if spec.weights is not None:
+        raise EncoderConfigError("--weights applies only to --backend transformers")
+    if spec.precision != "float32":
+        raise EncoderConfigError("--precision other than float32 needs --backend transformers "
+                                 "(a Hub SavedModel's dtypes are fixed when it is exported)")
+
+
+def inspect(source: ModelSource, spec: EncoderSpec) -> ModelShape:
+    """Shape of the position embedding table, read from the SavedModel's variables index (no graph loaded)."""
+    import tensorflow as tf
+
+    directory = resolve_hub_handle(source.location) if source.kind == "url" else source.location
+    if not tf.io.gfile.exists(f"{directory}/saved_model.pb"):
+        raise EncoderConfigError(f"no TF Hub SavedModel (saved_model.pb) at {source.location}")
+    try:
+        variables = _saved_variable_shapes(f"{directory}/variables/variables")
+    except Exception as exc:  # noqa: BLE001 - any failure means the module is unusable
+        raise EncoderConfigError(f"cannot read the variables of {source.location}: {exc}") from exc
+    for path, shape in variables.items():
+        if re.search(r"position_embedding", path) and len(shape) == 2:
+            return ModelShape(int(shape[0]), int(shape[1]))
+    raise EncoderConfigError(f"no position embedding table in {source.location}; is it a BERT encoder?")
+
+
+def _saved_variable_shapes(checkpoint: str) -> dict[str, list[int]]:
+    """Shapes of a SavedModel's variables by object path (e.g. bert/embeddings/position_embeddings).
+
+    Checkpoint keys may be positional ("variables/3/..."); the object graph stored in the
+    checkpoint gives every variable a path of attribute names from the root.
+    """
+    import tensorflow as tf
+    from tensorflow.core.protobuf.trackable_object_graph_pb2 import TrackableObjectGraph
+
+    reader = tf.train.load_checkpoint(checkpoint)
+    shapes = reader.get_variable_to_shape_map()
+    graph = TrackableObjectGraph()
+    graph.ParseFromString(reader.get_tensor("_CHECKPOINTABLE_OBJECT_GRAPH"))
+    paths: dict[int, list[str]] = {0: [""]}  # a variable can hang under several attributes
+    pending = [0]
+    while pending:
+        node_id = pending.pop()
+        for child in graph.nodes[node_id].children:
+            if child.node_id not in paths:
+                paths[child.node_id] = []
+                pending.append(child.node_id)
+            paths[child.node_id].append(f"{paths[node_id][0]}/{child.local_name}".lstrip("/"))
+    result: dict[str, list[int]] = {}
+    for node_id, node in enumerate(graph.nodes):
+        for attribute in node.attributes:
+            if attribute.name == "VARIABLE_VALUE" and attribute.checkpoint_key in shapes:
+                for path in paths.get(node_id, []):
+                    result[path] = shapes[attribute.checkpoint_key]
+    return result
 
 
 class HubEncoder(Encoder):
     """Encoder over a TF Hub BERT module, loaded once when constructed."""
 
     def __init__(self, spec: EncoderSpec) -> None:
+        import tensorflow as tf
         import tensorflow_hub as hub
 
         try:
@@ -50,6 +114,8 @@ class HubEncoder(Encoder):
         return self._family
 
     def _forward(self, input_ids: tf.Tensor, input_mask: tf.Tensor):
+        import tensorflow as tf
+
         type_ids = tf.zeros_like(input_ids)
         if self._family == DICT_SIGNATURE:
             outputs = self._layer(
@@ -84,3 +150,6 @@ def _signature_family(module) -> str:
         "cannot tell the TF Hub module's input signature: expected a dict "
         "(input_word_ids/input_mask/input_type_ids) or a list of three tensors"
     )
+
+
+register_backend(Backend("hub", check=check, inspect=inspect, load=HubEncoder))

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import importlib.util
+import json
 import logging
 import os
 import tempfile
@@ -79,6 +80,17 @@ def read_model_file(source: ModelSource, relpath: str) -> str | None:
         local = ModelSource("local", resolve_hub_handle(source.location))
         return read_model_file(local, relpath)
     return _read_hub_name_file(source.location, relpath)
+
+
+def read_model_json(source: ModelSource, relpath: str) -> dict | list | None:
+    """A small JSON file inside the model directory, or None when it has none; bad JSON is a config error."""
+    text = read_model_file(source, relpath)
+    if text is None:
+        return None
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise EncoderConfigError(f"model file {relpath} is not valid JSON: {exc}") from exc
 
 
 def resolve_hub_handle(handle: str) -> str:

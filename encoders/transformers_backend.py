@@ -1,33 +1,67 @@
-"""BERT through Hugging Face transformers' TensorFlow classes (TFBertMainLayer).
+"""The `transformers` backend: BERT through Hugging Face transformers' TensorFlow classes (TFBertMainLayer).
 
 Weights come from, in order: a Keras weights file given with --weights (loaded by layer
 name, as a model built `Input -> TFBertMainLayer -> Model` saves them), `tf_model.h5`, or
-a PyTorch `model.safetensors` converted in memory without torch.
+a PyTorch `model.safetensors` converted in memory without torch. TensorFlow and transformers
+are imported only when a model is loaded, so checking settings stays fast.
 """
 
 from __future__ import annotations
 
 import json
-import logging
 from dataclasses import dataclass
 from pathlib import Path
-
-import tensorflow as tf
+from typing import TYPE_CHECKING
 
 from encoders.base import Encoder
 from encoders.errors import EncoderConfigError
-from encoders.model_source import local_file, local_model_dir, parse_model_source
-from encoders.spec import EncoderSpec
+from encoders.model_source import ModelSource, local_file, local_model_dir, parse_model_source, read_model_json
+from encoders.registry import Backend, ModelShape, register_backend
+from encoders.spec import EncoderSpec, is_local_file
 from encoders.tokenization import WordPieceTokenizer
 
-logger = logging.getLogger(__name__)
+if TYPE_CHECKING:
+    import tensorflow as tf
+
+WEIGHT_FILES = ("tf_model.h5", "model.safetensors")
+
+
+def check(source: ModelSource, spec: EncoderSpec) -> None:
+    """What this backend cannot load, found without reading the model."""
+    if source.kind == "url":
+        raise EncoderConfigError(
+            f"--backend transformers cannot load the URL {source.location}; use --backend hub for TF Hub handles"
+        )
+    if spec.weights is not None and "://" not in spec.weights and not is_local_file(spec.weights):
+        raise EncoderConfigError(f"weights file not found: {spec.weights}")
+
+
+def inspect(source: ModelSource, spec: EncoderSpec) -> ModelShape:
+    """Shape from config.json; a local directory must also hold what a worker will need."""
+    config = read_model_json(source, "config.json")
+    if config is None:
+        raise EncoderConfigError(f"no config.json in model {source.location}")
+    if config.get("model_type", "bert") != "bert":
+        raise EncoderConfigError(
+            f"model {source.location} is a {config.get('model_type')!r} model; only BERT is supported"
+        )
+    if source.is_local:  # a half-copied model fails at launch, not on every worker
+        directory = Path(source.location)
+        if not (directory / "vocab.txt").is_file():
+            raise EncoderConfigError(f"no vocab.txt in model directory {directory}")
+        if spec.weights is None and not any((directory / f).is_file() for f in WEIGHT_FILES):
+            raise EncoderConfigError(
+                f"no weights in model directory {directory}: expected tf_model.h5 or model.safetensors "
+                "(or pass --weights)"
+            )
+    return ModelShape(int(config.get("max_position_embeddings", 512)), int(config.get("hidden_size", 768)))
 
 
 @dataclass
 class LoadedBert:
     """A BERT main layer with weights, and what is needed to tokenize for it."""
 
-    main_layer: tf.keras.layers.Layer
+    main_layer: object  # a tf_keras TFBertMainLayer
     model_dir: str
     tokenizer: WordPieceTokenizer
 
@@ -92,7 +126,7 @@ def _load_pretrained(config, model_dir: str) -> tf.keras.layers.Layer:
 
 
 def _load_safetensors(config, path: str) -> tf.keras.layers.Layer:
-    # TFBertModel.from_pretrained cannot read PyTorch safetensors without torch (see NOTES.md);
+    # TFBertModel.from_pretrained cannot read PyTorch safetensors without torch (docs/dependencies.md);
     # the state dict is plain NumPy, so hand it to transformers' own PT->TF name mapping.
     from safetensors.numpy import load_file
     from transformers import TFBertModel
@@ -163,6 +197,8 @@ class TransformersEncoder(Encoder):
         return self._dim
 
     def _forward(self, input_ids: tf.Tensor, input_mask: tf.Tensor):
+        import tensorflow as tf
+
         outputs = self._bert(
             input_ids=input_ids,
             attention_mask=input_mask,
@@ -170,3 +206,6 @@ class TransformersEncoder(Encoder):
             training=False,
         )
         return outputs.last_hidden_state, outputs.pooler_output
+
+
+register_backend(Backend("transformers", check=check, inspect=inspect, load=TransformersEncoder))

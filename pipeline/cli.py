@@ -1,24 +1,26 @@
 """`python -m pipeline`: embed text shards into Parquet with a BERT encoder.
 
 Exit codes: 0 success; 2 configuration error (one line on stderr, found before the
-pipeline starts); 1 the pipeline failed.
+pipeline starts); 1 the pipeline failed; 130 interrupted by Ctrl-C (one line, nothing committed).
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import datetime
 import logging
 import re
 import sys
 import time
 
-from encoders import BACKENDS, POOLING_METHODS, EncoderConfigError
-from encoders.spec import LONG_TEXT_MODES, PRECISIONS
+from encoders import EncoderConfigError, EncoderSpec
+from encoders.declare import Setting, declared, from_mapping
+from pipeline.config import JobConfig, compared_settings, job_config
 from pipeline.errors import JobConfigError
-from pipeline.progress import MODES as PROGRESS_MODES
-from pipeline.records import DEFAULT_MAX_CHARS
-from pipeline.shards import FORMATS
+from pipeline.interrupt import JobInterrupted, interruptible
+from pipeline.preflight import preflight_checks
+from pipeline.settings import JobSettings
 
 logger = logging.getLogger(__name__)
 
@@ -31,124 +33,74 @@ class _OneLineErrorParser(argparse.ArgumentParser):
         raise JobConfigError(message)
 
 
+GROUPS = ("input and output", "model", "batching")  # --help's sections, in this order
+SETTINGS_CLASSES = (JobSettings, EncoderSpec)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    """The job's own flags; Beam's are passed through untouched."""
+    """The job's own flags, derived from the settings declarations; Beam's are passed through untouched."""
     parser = _OneLineErrorParser(
         prog="python -m pipeline",
         description="Embed every text of some shards with a BERT encoder and write the vectors as Parquet.",
         epilog=EPILOG,
     )
-    io = parser.add_argument_group("input and output")
-    io.add_argument("--input", action="append", metavar="PATTERN",
-                    help="glob of input shards: local path, gs://, s3://, memory://, ... (repeatable)")
-    io.add_argument("--output", metavar="DIR", help="output directory for Parquet files, failed/ and _SUCCESS")
-    io.add_argument("--format", default="auto", choices=FORMATS,
-                    help="text: one document per line; jsonl: one JSON object per line; csv/tsv: a header "
-                         "row, then one record per row; parquet; auto: by extension "
-                         "(.jsonl/.ndjson/.json, .csv, .tsv, .parquet; text otherwise; "
-                         ".gz/.bz2/.zst on top) (default: auto)")
-    io.add_argument("--text_field", metavar="F",
-                    help="field (JSON key, CSV column, Parquet column) holding the text (default: text)")
-    io.add_argument("--id_field", metavar="F",
-                    help="field holding the document id; a repeated id goes to failed/ "
-                         "(default: <shard path>:<line or row number>)")
-    io.add_argument("--encoding", default="utf-8", metavar="E",
-                    help="text encoding of the shards; undecodable lines go to failed/ (default: utf-8)")
-    io.add_argument("--max_chars", type=int, default=DEFAULT_MAX_CHARS, metavar="N",
-                    help="a text longer than this goes to failed/ as too_long (default: 1000000)")
-    io.add_argument("--overwrite", action="store_true",
-                    help="replace a finished run in --output made with different settings (a rerun of the same "
-                         "settings always replaces it)")
-    io.add_argument("--run_date", metavar="YYYY-MM-DD",
-                    help="fills {run_date} (and {previous_date}, the day before) in --input and --output, "
-                         "e.g. --output gs://b/out/dt={run_date} (default: today, UTC)")
-    io.add_argument("--skip_existing", metavar="PATTERN",
-                    help="glob of earlier output Parquet files (e.g. gs://b/out/dt={previous_date}/*.parquet): "
-                         "a record whose id and text are already there under the same model fingerprint is "
-                         "not embedded again (counted as reused)")
-    io.add_argument("--snapshot", action="store_true",
-                    help="with --skip_existing: copy the reused rows into this output, so it holds every record")
-    io.add_argument("--records_per_file", type=int, default=10_000, metavar="N",
-                    help="each input shard is cut into parts of at most N records; one Parquet file per part "
-                         "(default: 10000)")
-    model = parser.add_argument_group("model")
-    model.add_argument("--backend", default="transformers", choices=BACKENDS,
-                       help="transformers: Hugging Face TFBertModel; hub: TF Hub BERT module (default: transformers)")
-    model.add_argument("--model", metavar="NAME_OR_PATH",
-                       help="model name, local or gs:// directory, or TF Hub URL "
-                            "(default: the embedded all-MiniLM-L6-v2)")
-    model.add_argument("--weights", metavar="FILE",
-                       help="Keras HDF5 weights file of a fine-tuned TFBertMainLayer model, loaded by layer name")
-    model.add_argument("--pooling", choices=POOLING_METHODS,
-                       help="how token vectors become one vector (default: the model's own config, else mean)")
-    norm = model.add_mutually_exclusive_group()
-    norm.add_argument("--normalize", dest="normalize", action="store_true", default=None,
-                      help="L2-normalise vectors (default: the model's own config, else off)")
-    norm.add_argument("--no_normalize", dest="normalize", action="store_false", help="do not L2-normalise")
-    model.add_argument("--max_seq_length", type=int, metavar="N",
-                       help="tokens per text incl. [CLS]/[SEP]; longer texts are truncated "
-                            "(default: the model's own config, else its maximum)")
-    model.add_argument("--long_text", default="truncate", choices=LONG_TEXT_MODES,
-                       help="a text longer than --max_seq_length: truncate keeps its first tokens and sets "
-                            "`truncated`; chunk embeds every window and averages them weighted by tokens, "
-                            "setting `n_chunks` (default: truncate)")
-    model.add_argument("--chunk_overlap", type=int, metavar="N",
-                       help="with --long_text chunk: tokens shared by consecutive windows "
-                            "(default: one eighth of the window)")
-    batching = parser.add_argument_group("batching")
-    batching.add_argument("--max_batch_size", type=int, default=64, metavar="N",
-                          help="most texts in one forward pass (default: 64)")
-    batching.add_argument("--max_tokens_per_batch", type=int, default=8192, metavar="N",
-                          help="most padded tokens in one forward pass (default: 8192)")
-    batching.add_argument("--precision", default="float32", choices=PRECISIONS,
-                          help="compute type; bfloat16/float16 use Keras mixed precision, meant for GPUs "
-                               "(default: float32)")
-    batching.add_argument("--jit_compile", action="store_true",
-                          help="compile the forward pass and pooling with XLA, one program per bucket length")
-    batching.add_argument("--progress", default="auto", choices=("auto", *PROGRESS_MODES),
-                          help="local runs: show texts/s, tokens/s and share of input read; auto: in place on "
-                               "a terminal, log lines otherwise, off on distributed runners (default: auto)")
+    groups = {name: parser.add_argument_group(name) for name in GROUPS}
+    for cls in SETTINGS_CLASSES:
+        for item in declared(cls):
+            if item.flag:
+                _add_flag(groups[item.declaration.group], item)
     return parser
 
 
-def prepare(argv: list[str]):
-    """(JobConfig, Beam PipelineOptions, runs locally) from the command line; raises JobConfigError."""
+def _add_flag(group: argparse._ArgumentGroup, item: Setting) -> None:
+    """One setting as argparse flags: a value, a repeatable value, a switch, or a --x/--no_x pair."""
+    declaration = item.declaration
+    flag = f"--{item.flag}"
+    if item.kind is bool:
+        if declaration.negation is None:
+            group.add_argument(flag, dest=item.name, action="store_true", help=declaration.help)
+            return
+        negation, negation_help = declaration.negation
+        pair = group.add_mutually_exclusive_group()
+        pair.add_argument(flag, dest=item.name, action="store_true", default=None, help=declaration.help)
+        pair.add_argument(f"--{negation}", dest=item.name, action="store_false", help=negation_help)
+        return
+    options: dict = {"dest": item.name, "help": declaration.help, "metavar": declaration.metavar}
+    if item.kind is tuple:
+        options.update(action="append", default=None)
+    else:
+        options.update(type=item.kind, default=item.default, choices=declaration.allowed())
+        if options["choices"]:
+            del options["metavar"]
+    group.add_argument(flag, **options)
+
+
+def settings_from_args(args: argparse.Namespace) -> tuple[JobSettings, EncoderSpec]:
+    """The typed settings from parsed flags, with {run_date}/{previous_date} filled in the paths."""
+    given = vars(args)
+    run_date = parse_run_date(given.get("run_date"))
+    dated = {name: expand_dates(given[name], run_date) if given.get(name) else given.get(name)
+             for name in ("output", "skip_existing")}
+    inputs = tuple(expand_dates(i, run_date) for i in given.get("inputs") or ())
+    job = from_mapping(JobSettings, {**given, **dated, "inputs": inputs, "run_date": run_date.isoformat()})
+    return job, from_mapping(EncoderSpec, given)
+
+
+def prepare(argv: list[str]) -> tuple[JobConfig, object, bool]:
+    """(JobConfig, Beam PipelineOptions, runs locally) from the command line.
+
+    Local runs also pass every storage check here (`pipeline.preflight`); a distributed job's
+    workers run the same checks as its first steps. Raises JobConfigError or EncoderConfigError.
+    """
     args, beam_args = build_parser().parse_known_args(argv)
     options = _beam_options(beam_args)
     local, progress = _execution(options, args.progress)
     _check_dataflow_options(options)
-    run_date = parse_run_date(args.run_date)
-    from pipeline.config import job_config
-
-    config = job_config(
-        inputs=[expand_dates(i, run_date) for i in args.input or []],
-        output=expand_dates(args.output, run_date) if args.output else None,
-        fmt=args.format,
-        text_field=args.text_field,
-        id_field=args.id_field,
-        encoding=args.encoding,
-        max_chars=args.max_chars,
-        backend=args.backend,
-        model=args.model,
-        weights=args.weights,
-        pooling=args.pooling,
-        normalize=args.normalize,
-        max_seq_length=args.max_seq_length,
-        max_batch_size=args.max_batch_size,
-        max_tokens_per_batch=args.max_tokens_per_batch,
-        precision=args.precision,
-        jit_compile=args.jit_compile,
-        long_text=args.long_text,
-        chunk_overlap=args.chunk_overlap,
-        rebalance=not local,
-        progress=progress,
-        overwrite=args.overwrite,
-        records_per_file=args.records_per_file,
-        check_storage=local,
-        skip_existing=expand_dates(args.skip_existing, run_date) if args.skip_existing else None,
-        snapshot=args.snapshot,
-    )
-    if not local and args.model is None:
+    job, spec = settings_from_args(args)
+    config = job_config(job, spec, distributed=not local, progress=progress)
+    if local:
+        config = dataclasses.replace(config, shards=preflight_checks(job, compared_settings(config.settings())))
+    if not local and spec.model is None:
         from apache_beam.options.pipeline_options import WorkerOptions
 
         if not options.view_as(WorkerOptions).sdk_container_image:
@@ -164,19 +116,27 @@ def main(argv: list[str] | None = None) -> int:
     for ours in ("pipeline", "encoders"):
         logging.getLogger(ours).setLevel(logging.INFO)
     try:
-        config, options, local = prepare(argv)
+        with interruptible():
+            config, options, local = prepare(argv)
     except (JobConfigError, EncoderConfigError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except JobInterrupted as exc:
+        print(exc, file=sys.stderr)
+        return exc.exit_code
     from pipeline.job import run_job, submit_job
 
     started = time.monotonic()
     try:
-        if not local:
-            result = submit_job(config, options)
-            print(submitted(result, config.output))
-            return 0
-        manifest = run_job(config, options)
+        with interruptible(config.output):
+            if not local:
+                result = submit_job(config, options)
+                print(submitted(result, config.output))
+                return 0
+            manifest = run_job(config, options)
+    except JobInterrupted as exc:
+        print(exc, file=sys.stderr)
+        return exc.exit_code
     except Exception as exc:  # noqa: BLE001 - the CLI's contract: exit 1 with the cause
         logger.exception("pipeline failed")
         print(f"error: pipeline failed: {exc}", file=sys.stderr)

@@ -15,6 +15,10 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 import pyarrow as pa
 
+import encoders
+from encoders import EncoderSpec, model_fingerprint, resolved_once
+from encoders.declare import VECTORS, metadata_text, values
+
 logger = logging.getLogger(__name__)
 
 EMBEDDINGS_PREFIX = "embeddings"
@@ -84,6 +88,23 @@ def embeddings_schema(dim: int, metadata: Mapping[str, str]) -> pa.Schema:
     )
 
 
+def file_metadata(spec: EncoderSpec) -> dict[str, str]:
+    """Key-value metadata of every Parquet file: the vector settings, the version and the model fingerprint.
+
+    Values follow `encoders.declare.metadata_text` (strings as they are, others as JSON text).
+    """
+    resolved = resolved_once(spec)
+    metadata = {name: metadata_text(value) for name, value in values(resolved, [VECTORS]).items()}
+    fingerprint = model_fingerprint(resolved, encoders.__version__)
+    return {**metadata, "version": encoders.__version__, "model_fingerprint": fingerprint}
+
+
+def output_schema(spec: EncoderSpec) -> pa.Schema:
+    """The schema of this run's embeddings files (resolves the spec once per process if needed)."""
+    resolved = resolved_once(spec)
+    return embeddings_schema(resolved.dim, file_metadata(resolved))
+
+
 def embeddings_table(
     ids: Sequence[str],
     vectors: np.ndarray,
@@ -105,6 +126,15 @@ def embeddings_table(
         pa.array(list(text_hashes), type=pa.string()),
     ]
     return pa.Table.from_arrays(columns, schema=schema)
+
+
+def write_file(path: str, data: bytes) -> None:
+    """Write a whole file on any filesystem Beam knows (objects are written whole)."""
+    from apache_beam.io.filesystem import CompressionTypes
+    from apache_beam.io.filesystems import FileSystems
+
+    with FileSystems.create(path, compression_type=CompressionTypes.UNCOMPRESSED) as f:
+        f.write(data)
 
 
 def clear_previous_output(output: str) -> None:

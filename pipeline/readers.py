@@ -14,7 +14,10 @@ import sys
 from collections.abc import Iterator
 from typing import BinaryIO
 
+import zstandard
+
 from pipeline.records import DeadLetter, InputFormat, Record, Skipped, from_fields, parse_line, raw_preview
+from pipeline.shards import Shard, open_shard
 
 Outcome = Record | DeadLetter | Skipped
 STRUCTURED_FORMATS = ("jsonl", "csv", "tsv", "parquet")
@@ -26,6 +29,28 @@ _BYTES_PER_CHAR = 4  # the most any of Python's codecs spends on one character (
 
 class ShardFormatError(ValueError):
     """A shard's structure does not fit the job (e.g. its header lacks --text_field): the job must fail."""
+
+
+class ShardReadError(RuntimeError):
+    """A whole shard cannot be read (corrupt compression, permissions): the job must fail."""
+
+
+# What reading or decompressing a stream raises; anything else is a bug, not a bad shard.
+_STREAM_ERRORS = (OSError, EOFError, ValueError, zstandard.ZstdError)
+
+
+def shard_outcomes(shard: Shard, fmt: InputFormat) -> Iterator[tuple[Outcome, BinaryIO]]:
+    """(outcome, raw stream) for every record of a shard; a stream that cannot be read fails the job, named.
+
+    The raw stream's position tells how much of the stored file has been read (for progress).
+    """
+    try:
+        stream, raw_stream = open_shard(shard.path)
+        with stream:
+            for outcome in read_records(stream, shard.name, fmt):
+                yield outcome, raw_stream
+    except _STREAM_ERRORS as exc:
+        raise ShardReadError(f"cannot read shard {shard.path}: {exc}") from exc
 
 
 def read_records(stream: BinaryIO, source: str, fmt: InputFormat) -> Iterator[Outcome]:

@@ -3,13 +3,28 @@
 from __future__ import annotations
 
 import json
+import math
+import re
 import unicodedata
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
+from itertools import accumulate
 
 RAW_PREVIEW_CHARS = 2000
 DEFAULT_MAX_CHARS = 1_000_000
-_KEPT_CONTROLS = frozenset("\t\n\r")  # whitespace to the tokenizer; every other control character goes
+# The control characters (Unicode category Cc, a range fixed by Unicode's stability policy) but tab, LF
+# and CR, which are whitespace to the tokenizer. A regex rather than a per-character loop: a 50 MB text
+# costs milliseconds, not seconds.
+_DROPPED_CONTROLS = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
+# Deepest JSON nesting (arrays and objects) read; deeper lines are dead letters. Checked before json.loads,
+# whose C scanner recurses once per level: it must neither hit the recursion limit (1000 by default, shared
+# with the caller's stack) nor, were that limit raised, overflow a worker thread's C stack. A fixed number,
+# so a line's outcome does not depend on the interpreter, thread or call stack it is read on.
+MAX_JSON_DEPTH = 512
+# Everything of a JSON text but its structural brackets: strings (an unterminated one runs to the end, as
+# json reads it) and runs of other characters. Possessive, so a line of escaped quotes scans in linear time.
+_NOT_BRACKETS = re.compile(r'"(?:[^"\\]++|\\.)*+"?|[^\[\]{}"]++', re.DOTALL)
+_BRACKET_STEP = {"[": 1, "{": 1, "]": -1, "}": -1}
 
 
 @dataclass(frozen=True)
@@ -64,11 +79,7 @@ def normalize_text(text: str) -> tuple[str, int]:
     Returns (text, number of characters removed). Done before tokenizing so the same
     document always gives the same tokens, whatever its Unicode composition.
     """
-    removed = 0
-    if any(unicodedata.category(ch) == "Cc" and ch not in _KEPT_CONTROLS for ch in text):
-        kept = [ch for ch in text if unicodedata.category(ch) != "Cc" or ch in _KEPT_CONTROLS]
-        removed = len(text) - len(kept)
-        text = "".join(kept)
+    text, removed = _DROPPED_CONTROLS.subn("", text)
     return unicodedata.normalize("NFC", text), removed
 
 
@@ -128,14 +139,37 @@ def _document(
     return Record(record_id, text, source, line, removed)
 
 
+def _json_depth(text: str) -> int:
+    """Deepest nesting of arrays and objects, brackets inside strings not counted; linear time.
+
+    Where text is not valid JSON this may differ from what json reads, but only past the first error,
+    where json stops.
+    """
+    brackets = _NOT_BRACKETS.sub("", text)
+    return max(accumulate(map(_BRACKET_STEP.__getitem__, brackets)), default=0)
+
+
 def _parse_json_line(decoded: str, source: str, line: int, fmt: InputFormat) -> Record | DeadLetter | Skipped:
+    def invalid(detail: str) -> DeadLetter:
+        # Only the start is kept: no need to encode a 50 MB line for a 2000-character preview.
+        preview = raw_preview(_encoded(decoded[: RAW_PREVIEW_CHARS + 1]))
+        return DeadLetter(source, line, "invalid_json", detail, raw=preview)
+
+    too_deep = f"nested too deeply: more than {MAX_JSON_DEPTH} levels of arrays and objects"
+    # Counting brackets is cheap; the scan runs only on the rare line with enough of them to be too deep.
+    if decoded.count("[") + decoded.count("{") > MAX_JSON_DEPTH and _json_depth(decoded) > MAX_JSON_DEPTH:
+        return invalid(too_deep)
     try:
+        # Duplicate keys: the last value wins (json's rule), the same on every run.
         obj = json.loads(decoded)
     except json.JSONDecodeError as exc:
-        return DeadLetter(source, line, "invalid_json", str(exc), raw=raw_preview(decoded.encode("utf-8")))
+        return invalid(str(exc))
+    except RecursionError:  # the call stack was already deep when we came here
+        return invalid(too_deep)
+    except ValueError as exc:  # an integer of more than sys.get_int_max_str_digits() (4300) digits
+        return invalid(f"a number cannot be read: {str(exc).split(';')[0]}")
     if not isinstance(obj, dict):
-        detail = f"expected a JSON object, got {type(obj).__name__}"
-        return DeadLetter(source, line, "invalid_json", detail, raw=raw_preview(decoded.encode("utf-8")))
+        return invalid(f"expected a JSON object, got {type(obj).__name__}")
     return from_fields(obj, source, line, fmt, decoded)
 
 
@@ -155,6 +189,10 @@ def from_fields(
         value = fields.get(fmt.id_field)
         if value is None or value == "" or isinstance(value, (dict, list, bool)):
             return dead("missing_id", f"field {fmt.id_field!r} is missing, empty, null or not a scalar")
+        if isinstance(value, float) and not math.isfinite(value):
+            # 1e400 reads as inf, like 2e400: as an id "inf" would merge distinct records (and "nan"
+            # is not even equal to itself), so no usable id was given.
+            return dead("missing_id", f"field {fmt.id_field!r} is not a finite number ({value})")
         record_id = str(value)
         if _surrogate_at(record_id) is not None:
             return dead("undecodable", f"field {fmt.id_field!r} is not valid Unicode")

@@ -1,7 +1,8 @@
 """The Dataflow Flex Template face of the CLI: metadata.json, launch requests, and the launcher's entry point.
 
-Everything here is derived from the CLI's own parser and from deploy/dataflow-gpu.flags, so the
-template, the Cloud Scheduler request and the Airflow DAG cannot drift from the flags the job takes.
+Everything here is derived from the settings declarations (`pipeline.settings`, `encoders.spec`)
+and from deploy/dataflow-gpu.flags, so the template, the Cloud Scheduler request and the Airflow
+DAG cannot drift from the flags the job takes.
 
     python -m pipeline.template metadata               > deploy/flex-template/metadata.json
     python -m pipeline.template launch-body [options]  > deploy/scheduler/launch-body.json
@@ -16,7 +17,8 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from pipeline.cli import build_parser
+from encoders.declare import Setting, declared
+from pipeline.cli import SETTINGS_CLASSES
 
 TEMPLATE_NAME = "bert-embedding-job"
 GPU_FLAGS_FILE = Path(__file__).resolve().parents[1] / "deploy" / "dataflow-gpu.flags"
@@ -26,36 +28,40 @@ PASS_THROUGH = {
     "dataflow_service_options": "Dataflow service options, e.g. "
                                 "worker_accelerator=type:nvidia-l4;count:1;install-nvidia-driver",
 }
+REQUIRED = ("inputs", "output")  # settings a template run must be given
 _ENVIRONMENT_FIELDS = {"machine_type": "machineType", "disk_size_gb": "diskSizeGb",
                        "sdk_container_image": "sdkContainerImage", "max_num_workers": "maxWorkers"}
 _TRUE_FALSE = "^(true|false)$"
 
 
-def _regex(action: argparse.Action) -> str | None:
-    if action.choices:
-        return "^(" + "|".join(re.escape(str(c)) for c in action.choices) + ")$"
-    if action.type is int:
-        return "^-?[0-9]+$"
-    if action.dest == "run_date":
-        return "^[0-9]{4}-[0-9]{2}-[0-9]{2}$"
+def _flagged() -> list[Setting]:
+    return [item for cls in SETTINGS_CLASSES for item in declared(cls) if item.flag]
+
+
+def _regex(item: Setting) -> str | None:
+    declaration = item.declaration
+    if item.kind is bool:
+        return _TRUE_FALSE
+    if declaration.allowed():
+        return "^(" + "|".join(re.escape(str(c)) for c in declaration.allowed()) + ")$"
+    if item.kind is int:
+        return "^[0-9]+$" if (declaration.minimum or 0) >= 0 else "^-?[0-9]+$"
+    if declaration.pattern:
+        return f"^{declaration.pattern}$"
     return None
 
 
 def template_parameters() -> list[dict]:
-    """One Flex Template parameter per CLI flag (booleans take true/false), plus the Beam pass-throughs."""
+    """One Flex Template parameter per declared setting (booleans take true/false), plus the Beam pass-throughs."""
     parameters = []
-    for action in build_parser()._actions:
-        if not action.option_strings or action.dest == "help":
-            continue
-        name = action.option_strings[0].lstrip("-")
-        boolean = action.nargs == 0
+    for item in _flagged():
         parameter = {
-            "name": name,
-            "label": name.replace("_", " ").capitalize(),
-            "helpText": re.sub(r"\s+", " ", (action.help or "").replace("%%", "%")),
-            "isOptional": name not in ("input", "output"),
+            "name": item.flag,
+            "label": item.flag.replace("_", " ").capitalize(),
+            "helpText": re.sub(r"\s+", " ", item.declaration.help.replace("%%", "%")),
+            "isOptional": item.name not in REQUIRED,
         }
-        regex = _TRUE_FALSE if boolean else _regex(action)
+        regex = _regex(item)
         if regex:
             parameter["regexes"] = [regex]
         parameters.append(parameter)
@@ -76,18 +82,23 @@ def template_metadata() -> dict:
 
 
 def launcher_argv(argv: Sequence[str]) -> list[str]:
-    """Turn a template run's `--flag=true|false` into the CLI's switches (`--flag`, or nothing).
+    """Turn a template run's `--flag=true|false` into the CLI's switches.
 
-    Dataflow passes every parameter as `--name=value`; argparse switches take no value. A template
-    always runs on Dataflow, so the runner defaults to it rather than to the local DirectRunner.
+    Dataflow passes every parameter as `--name=value`; argparse switches take no value. `true`
+    gives `--flag`; `false` gives the setting's negation (`--normalize=false` -> `--no_normalize`)
+    or, for a plain switch whose default is off, nothing. A template always runs on Dataflow, so
+    the runner defaults to it rather than to the local DirectRunner.
     """
-    switches = {a.option_strings[0] for a in build_parser()._actions if a.option_strings and a.nargs == 0}
+    switches = {f"--{item.flag}": item for item in _flagged() if item.kind is bool}
     out = []
     for arg in argv:
         flag, _, value = arg.partition("=")
         if flag in switches and value.lower() in ("true", "false"):
+            negation = switches[flag].declaration.negation
             if value.lower() == "true":
                 out.append(flag)
+            elif negation is not None:
+                out.append(f"--{negation[0]}")
             continue
         out.append(arg)
     if not any(a == "--runner" or a.startswith("--runner=") for a in out):

@@ -12,7 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.cli import build_parser, prepare
+from encoders.declare import Setting, declared
+from pipeline.cli import SETTINGS_CLASSES, build_parser, prepare
 from pipeline.template import launch_body, launcher_argv, read_gpu_flags, template_metadata
 
 DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
@@ -21,35 +22,49 @@ DRY_RUN = ["--runner", "DataflowRunner", "--dry_run=True", "--no_auth", "--sdk_l
            "--project", "my-project", "--region", "us-central1", "--temp_location", "gs://bucket/tmp"]
 
 
-def cli_flags() -> dict[str, object]:
-    return {a.option_strings[0].lstrip("-"): a for a in build_parser()._actions
-            if a.option_strings and a.dest != "help"}
+def declared_flags() -> dict[str, Setting]:
+    return {item.flag: item for cls in SETTINGS_CLASSES for item in declared(cls) if item.flag}
 
 
-def test_committed_metadata_is_generated_from_the_cli():
+def test_committed_metadata_is_generated_from_the_settings_declarations():
     committed = json.loads((DEPLOY / "flex-template" / "metadata.json").read_text())
     assert committed == template_metadata()
 
 
-def test_every_cli_flag_is_a_template_parameter_with_a_regex_that_accepts_its_values():
+def test_every_setting_is_a_template_parameter_with_a_regex_that_accepts_its_values():
     parameters = {p["name"]: p for p in template_metadata()["parameters"]}
-    assert set(cli_flags()) <= set(parameters)
-    for name, action in cli_flags().items():
+    assert set(declared_flags()) <= set(parameters)
+    for name, item in declared_flags().items():
         regexes = [re.compile(r) for r in parameters[name].get("regexes", [])]
-        values = ["true", "false"] if action.nargs == 0 else [str(c) for c in action.choices or []]
-        if action.type is int:
-            values.append(str(action.default or 1))
+        values = ["true", "false"] if item.kind is bool else [str(c) for c in item.declaration.allowed() or []]
+        if item.kind is int:
+            values.append(str(item.default or 1))
         for value in values:
             assert all(r.fullmatch(value) for r in regexes), (name, value)
         if regexes:
             assert not all(r.fullmatch("no such value") for r in regexes), name
     assert not parameters["input"]["isOptional"] and parameters["snapshot"]["regexes"] == ["^(true|false)$"]
+    assert parameters["run_date"]["regexes"] == ["^[0-9]{4}-[0-9]{2}-[0-9]{2}$"]
 
 
 def test_launcher_turns_true_false_parameters_into_switches():
     argv = ["--input=gs://b/in/*.txt", "--snapshot=true", "--overwrite=false", "--jit_compile=True"]
     assert launcher_argv(argv) == ["--input=gs://b/in/*.txt", "--snapshot", "--jit_compile", "--runner=DataflowRunner"]
     assert launcher_argv(["--runner", "DirectRunner"]) == ["--runner", "DirectRunner"]
+
+
+def test_false_means_the_negation_for_every_switch_pair():
+    """normalize=false used to be dropped, so the model's default (normalised) applied anyway."""
+    pairs = [item for item in declared_flags().values() if item.declaration.negation]
+    assert pairs  # --normalize/--no_normalize at least
+    io = ["--input=gs://b/in/*.txt", "--output=gs://b/out"]
+    for item in pairs:
+        for value, expected in (("false", False), ("true", True)):
+            argv = launcher_argv([*io, f"--{item.flag}={value}"]) + DRY_RUN
+            config, _, _ = prepare(argv)
+            assert getattr(config.encoder_spec, item.name) is expected, (item.flag, value)
+    config, _, _ = prepare(launcher_argv(io) + DRY_RUN)
+    assert config.encoder_spec.normalize is True  # not given: the default model's own config normalises
 
 
 def committed_body() -> dict:
@@ -72,8 +87,8 @@ def test_the_program_accepts_what_the_scheduler_launches():
     parameters = committed_body()["launchParameter"]["parameters"]
     argv = launcher_argv([f"--{k}={v}" for k, v in parameters.items()]) + DRY_RUN + ["--run_date", "2026-11-25"]
     config, options, local = prepare(argv)
-    assert not local and config.snapshot and config.output.endswith("dt=2026-11-25")
-    assert config.skip_existing.endswith("dt=2026-11-24/*.parquet")
+    assert not local and config.job.snapshot and config.output.endswith("dt=2026-11-25")
+    assert config.job.skip_existing.endswith("dt=2026-11-24/*.parquet")
 
 
 def dockerfile(path: Path) -> list[tuple[str, str]]:
@@ -143,7 +158,7 @@ def test_the_package_dataflow_stages_holds_our_code_and_nothing_else(tmp_path):
     assert {"pipeline", "encoders", "setup.py"} <= top
     assert top <= {"pipeline", "encoders", "setup.py", "setup.cfg", "pyproject.toml", "README.md", "PKG-INFO",
                    "bert_embedding_job.egg-info"}
-    assert "pipeline/transforms.py" in names and "encoders/base.py" in names
+    assert "pipeline/job.py" in names and "encoders/base.py" in names
 
 
 def test_airflow_dag_loads_in_a_real_airflow_and_launches_what_the_scheduler_does(tmp_path):

@@ -44,8 +44,8 @@ def test_hub_module_defaults_travel_with_the_exported_module(minilm_hub_dict):
     ("kwargs", "message"),
     [
         ({"model": "/no/such/model"}, "model path not found"),
-        ({"pooling": "sum"}, "unknown pooling"),
-        ({"backend": "onnx"}, "unknown backend"),
+        ({"pooling": "sum"}, "unknown --pooling 'sum'"),
+        ({"backend": "onnx"}, "unknown --backend 'onnx'"),
         ({"max_seq_length": 4096}, "between 2 and 512"),
         ({"weights": "/no/such/weights.h5"}, "weights file not found"),
         ({"backend": "hub", "model": "bert-base-chinese"}, "needs a TF Hub URL"),
@@ -65,5 +65,5 @@ def test_hub_backend_on_a_transformers_directory_says_there_is_no_saved_model(ti
 def test_reduced_precision_needs_the_transformers_backend(minilm_hub_dict):
     with pytest.raises(EncoderConfigError, match="needs --backend transformers"):
         resolve_spec(backend="hub", model=str(minilm_hub_dict), precision="bfloat16")
-    with pytest.raises(EncoderConfigError, match="unknown precision"):
+    with pytest.raises(EncoderConfigError, match="unknown --precision"):
         resolve_spec(precision="int8")

@@ -7,21 +7,74 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from pipeline.cli import build_parser
+from encoders.declare import declared
+from pipeline.cli import SETTINGS_CLASSES, build_parser, settings_from_args
+from pipeline.errors import JobConfigError
+from pipeline.settings import JobSettings
 
-CONTRACT_FLAGS = [
-    "--input", "--output", "--format", "--text_field", "--id_field", "--encoding", "--backend", "--model",
-    "--weights", "--pooling", "--normalize", "--no_normalize", "--max_seq_length", "--max_chars", "--precision",
-    "--jit_compile", "--max_batch_size", "--max_tokens_per_batch", "--progress", "--long_text",
-    "--chunk_overlap", "--overwrite", "--records_per_file",
-]
+SAMPLE_VALUES = {str: "x-1", int: 3, tuple: ("a/*.txt", "b/*.txt")}
+SAMPLE_BY_NAME = {"encoding": "latin-1"}
+NEEDS = {"snapshot": ["--skip_existing", "old/*.parquet"]}  # settings that only make sense with another
 
 
-def test_help_documents_every_flag_and_mentions_beam_options():
-    text = build_parser().format_help()
-    for flag in CONTRACT_FLAGS:
-        assert flag in text
-    assert "--runner" in text
+def _flag_args(item) -> tuple[list[str], object]:
+    """Command-line words giving a declared setting a non-default value, and the value expected."""
+    flag = f"--{item.flag}"
+    if item.kind is bool:
+        return [flag], True
+    allowed = item.declaration.allowed()
+    if allowed:
+        value = next(c for c in allowed if c != item.default)
+        return [flag, value], value
+    value = SAMPLE_BY_NAME.get(item.name, SAMPLE_VALUES[item.kind])
+    if item.kind is tuple:
+        return [w for v in value for w in (flag, v)], value
+    if item.declaration.pattern:  # a date
+        return [flag, "2026-11-25"], "2026-11-25"
+    return [flag, str(value)], value
+
+
+@pytest.mark.parametrize("item", [i for cls in SETTINGS_CLASSES for i in declared(cls) if i.flag],
+                         ids=lambda i: i.flag)
+def test_every_declared_setting_reaches_the_typed_settings_from_its_flag(item):
+    base = {"inputs": ["--input", "in/*.txt"], "output": ["--output", "out"]}
+    words, expected = _flag_args(item)
+    argv = [w for name, ws in base.items() if name != item.name for w in ws] + words + NEEDS.get(item.name, [])
+    args, unknown = build_parser().parse_known_args(argv)
+    assert unknown == []
+    job, spec = settings_from_args(args)
+    owner = job if item.name in {i.name for i in declared(JobSettings)} else spec
+    assert getattr(owner, item.name) == expected
+    assert item.declaration.help.split(";")[0][:30] in " ".join(build_parser().format_help().split())
+
+
+def test_negation_flags_set_false_and_default_leaves_the_choice_to_the_model():
+    for item in (i for cls in SETTINGS_CLASSES for i in declared(cls) if i.declaration.negation):
+        negation = f"--{item.declaration.negation[0]}"
+        args, _ = build_parser().parse_known_args(["--input", "x", "--output", "o", negation])
+        assert getattr(settings_from_args(args)[1], item.name) is False
+        args, _ = build_parser().parse_known_args(["--input", "x", "--output", "o"])
+        assert getattr(settings_from_args(args)[1], item.name) is None
+
+
+def test_run_date_help_names_every_flag_it_fills():
+    """{run_date}/{previous_date} are filled in some flags; --run_date's help must say which."""
+    words = ["--input", "i/{run_date}", "--output", "o/{run_date}", "--run_date", "2026-11-25"]
+    texts = [i for i in declared(JobSettings) if i.flag and i.kind is str and i.name not in ("output", "run_date")]
+    for item in texts:
+        allowed = item.declaration.allowed()
+        if allowed:
+            continue
+        args, _ = build_parser().parse_known_args([*words, f"--{item.flag}", "x/{previous_date}"])
+        try:
+            filled = getattr(settings_from_args(args)[0], item.name) == "x/2026-11-24"
+        except JobConfigError:
+            continue  # not a path (e.g. --encoding)
+        help_text = next(i for i in declared(JobSettings) if i.name == "run_date").declaration.help
+        assert filled == (f"--{item.flag}" in help_text), item.flag
+    args, _ = build_parser().parse_known_args(words)
+    job = settings_from_args(args)[0]
+    assert job.inputs == ("i/2026-11-25",) and job.output == "o/2026-11-25"
 
 
 @pytest.fixture

@@ -105,7 +105,7 @@ def test_missing_dataflow_options_exit_2_before_building(drop, message, capsys):
 def test_a_remote_model_is_resolved_on_the_workers_not_at_launch(model):
     started = time.monotonic()
     config, options, _ = prepare([*DRY_RUN, *IO, "--model", model, "--pooling", "cls"])
-    assert config.resolved_encoder is None and config.resolved_fingerprint is None
+    assert not config.encoder_spec.resolved
     job = submit_job(config, options).job
     assert "EmbedAndStage" in {t.unique_name for t in job.proto_pipeline.components.transforms.values()}
     assert time.monotonic() - started < 30  # nothing waited on a network that is not there
@@ -123,5 +123,5 @@ def test_incremental_job_with_ids_builds_for_dataflow():
                                   "--id_field", "id", "--skip_existing", "gs://bucket/out/dt=w/*.parquet",
                                   "--snapshot"])
     steps = {t.unique_name for t in submit_job(config, options).job.proto_pipeline.components.transforms.values()}
-    assert {"ReadKeys", "ListEarlierFiles", "ReadEarlierKeys", "GroupById", "JoinDecisions", "CopyReused",
-            "Read", "Commit"} <= steps
+    assert {"Decide/ReadKeys", "Decide/ListEarlierFiles", "Decide/ReadEarlierKeys", "Decide/GroupById",
+            "Decide/JoinDecisions", "Decide/CopyReused", "Read", "Commit"} <= steps

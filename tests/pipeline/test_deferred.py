@@ -1,19 +1,24 @@
 """The distributed-runner path run for real on the DirectRunner: workers list the inputs and prepare the output."""
 
 import json
+import re
 
 import pytest
 from apache_beam.options.pipeline_options import PipelineOptions
 
+from encoders import EncoderSpec
 from pipeline.config import job_config
 from pipeline.job import submit_job
+from pipeline.settings import JobSettings
 from tests.pipeline.conftest import read_dead_letters, read_embeddings, read_manifest
 
 
 def deferred_run(tmp_path, tiny_bert_dir, out, **settings):
     """What a Dataflow launch does (nothing listed or checked at launch), executed here and waited for."""
-    config = job_config(inputs=[str(tmp_path / "in" / "*.jsonl")], output=str(out), model=str(tiny_bert_dir),
-                        id_field="id", check_storage=False, rebalance=True, **settings)
+    job = {"inputs": (str(tmp_path / "in" / "*.jsonl"),), "id_field": "id"}
+    job.update({k: settings.pop(k) for k in list(settings) if k in ("overwrite", "inputs", "id_field", "text_field")})
+    config = job_config(JobSettings(output=str(out), **job),
+                        EncoderSpec(model=str(tiny_bert_dir), **settings), distributed=True)
     assert config.shards is None
     submit_job(config, PipelineOptions(["--runner", "DirectRunner"])).wait_until_finish()
 
@@ -55,3 +60,27 @@ def test_a_finished_run_of_other_settings_fails_the_job_on_the_worker(corpus, ti
 def test_no_matching_input_fails_the_job_on_the_worker(tiny_bert_dir, tmp_path):
     with pytest.raises(Exception, match="no file matches"):
         deferred_run(tmp_path, tiny_bert_dir, tmp_path / "out")
+
+
+def test_text_field_on_plain_text_fails_the_job_on_the_worker_as_it_exits_2_at_launch(run_cli, tiny_bert_dir,
+                                                                                     tmp_path):
+    """Distributed runners used to ignore --text_field for plain-text shards silently."""
+    (tmp_path / "in").mkdir()
+    (tmp_path / "in" / "plain.txt").write_text("hello\n")
+    inputs = str(tmp_path / "in" / "*.txt")
+    code, _, err = run_cli("--input", inputs, "--output", tmp_path / "local", "--model", tiny_bert_dir,
+                           "--text_field", "body")
+    assert code == 2
+    message = err.removeprefix("error: ").strip()
+    assert "every matched shard is plain text" in message
+    with pytest.raises(Exception, match=re.escape(message)):
+        deferred_run(tmp_path, tiny_bert_dir, tmp_path / "out", inputs=(inputs,), id_field=None, text_field="body")
+    assert not (tmp_path / "out" / "_SUCCESS").exists()
+
+
+def test_an_unreadable_success_file_is_an_unfinished_run_on_the_worker_too(corpus, tiny_bert_dir, tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "_SUCCESS").write_text('{"settings": {"model": ')  # cut short by a crash
+    deferred_run(tmp_path, tiny_bert_dir, out)
+    assert read_manifest(out)["counts"]["embedded"] == 2

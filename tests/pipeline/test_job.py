@@ -54,9 +54,9 @@ def test_parquet_schema_metadata_and_vectors_match_the_encoder(run_cli, corpus, 
     assert table.schema.field("truncated").type == pa.bool_()
     meta = {k.decode(): v.decode() for k, v in table.schema.metadata.items() if not k.startswith(b"ARROW")}
     assert re.fullmatch(r"[0-9a-f]{32}", meta.pop("model_fingerprint"))
-    assert meta == {"model": str(tiny_bert_dir), "backend": "transformers", "pooling": "cls", "normalize": "true",
-                    "dim": "32", "max_seq_length": "32", "long_text": "truncate", "chunk_overlap": "0",
-                    "version": "0.1.0"}
+    assert meta == {"model": str(tiny_bert_dir), "backend": "transformers", "weights": "null", "pooling": "cls",
+                    "normalize": "true", "dim": "32", "max_seq_length": "32", "long_text": "truncate",
+                    "chunk_overlap": "0", "precision": "float32", "version": "0.1.0"}
     texts = ["今天天气很好", "hello world", LONG]
     expected = build_encoder(resolve_spec(model=str(tiny_bert_dir), pooling="cls", normalize=True,
                                           max_seq_length=32)).encode(texts)
@@ -65,6 +65,20 @@ def test_parquet_schema_metadata_and_vectors_match_the_encoder(run_cli, corpus, 
     assert table.column("n_tokens").to_pylist() == expected.n_tokens.tolist() == [8, 4, 32]
     assert table.column("truncated").to_pylist() == [False, False, True]
     assert manifest["settings"]["pooling"] == "cls" and manifest["started_at"] <= manifest["finished_at"]
+
+
+def test_manifest_and_parquet_metadata_spell_settings_the_same_way(run_cli, corpus, tiny_bert_dir, tmp_path):
+    """One convention: JSON values in the manifest; the same JSON text in Parquet, strings left bare."""
+    out = tmp_path / "out"
+    assert run_cli("--input", corpus / "a" / "x.txt", "--output", out, "--model", tiny_bert_dir,
+                   "--no_normalize")[0] == 0
+    settings = read_manifest(out)["settings"]
+    meta = {k.decode(): v.decode() for k, v in read_embeddings(out).schema.metadata.items()
+            if not k.startswith(b"ARROW")}
+    assert settings["normalize"] is False and meta["normalize"] == "false"
+    for key, text in meta.items():
+        value = settings[key]
+        assert text == (value if isinstance(value, str) else json.dumps(value)), key
 
 
 def test_jsonl_fields_gzip_and_bad_json(run_cli, tiny_bert_dir, tmp_path):
@@ -141,12 +155,13 @@ def test_an_unreadable_shard_fails_the_job_without_success_marker(run_cli, tiny_
 def test_a_shard_that_disappears_after_listing_fails_the_job_naming_it(tiny_bert_dir, tmp_path):
     from apache_beam.options.pipeline_options import PipelineOptions
 
-    from pipeline.config import job_config
+    from pipeline.cli import prepare
     from pipeline.job import run_job
 
     (tmp_path / "kept.txt").write_text("hello\n")
     (tmp_path / "gone.txt").write_text("world\n")
-    config = job_config(inputs=[str(tmp_path / "*.txt")], output=str(tmp_path / "out"), model=str(tiny_bert_dir))
+    config, _, _ = prepare(["--input", str(tmp_path / "*.txt"), "--output", str(tmp_path / "out"),
+                            "--model", str(tiny_bert_dir)])
     (tmp_path / "gone.txt").unlink()
     with pytest.raises(Exception, match="cannot read shard .*gone.txt"):
         run_job(config, PipelineOptions([]))
@@ -178,6 +193,23 @@ def test_a_finished_run_of_other_settings_is_kept_unless_overwrite(run_cli, corp
     assert (out / "_SUCCESS").read_bytes() == before
     assert run_cli(*args, "--pooling", "cls", "--overwrite")[0] == 0
     assert read_manifest(out)["settings"]["pooling"] == "cls"
+
+
+@pytest.mark.parametrize("manifest", [b'{"counts": {"read": 3}, "settin', b"", b"\xff\xfe not json", b"[1, 2]",
+                                      b'{"settings": "hand edited"}'])
+def test_an_unreadable_success_file_is_an_unfinished_run_not_a_different_one(
+    run_cli, corpus, tiny_bert_dir, tmp_path, manifest, caplog
+):
+    """A crash while writing _SUCCESS, or a hand edit, must not block every rerun with "different settings"."""
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "_SUCCESS").write_bytes(manifest)
+    (out / "embeddings-00003-00000.parquet").write_bytes(b"left beside it")
+    code, _, err = run_cli("--input", corpus / "a" / "x.txt", "--output", out, "--model", tiny_bert_dir)
+    assert code == 0, err
+    assert read_manifest(out)["counts"]["embedded"] == 3
+    assert sorted(p.name for p in out.glob("embeddings-*")) == ["embeddings-00000-00000.parquet"]
+    assert "cannot be read" in caplog.text and "unfinished run" in caplog.text
 
 
 def test_blank_only_and_empty_shards_give_an_empty_table_with_the_schema(run_cli, tiny_bert_dir, tmp_path):
@@ -231,8 +263,8 @@ def test_control_characters_and_overlong_lines_are_accounted_for(run_cli, tiny_b
 
 def test_a_record_the_encoder_rejects_becomes_a_dead_letter_and_the_rest_are_embedded(tiny_bert_dir):
     """Failure injection: no real input makes the encoder raise, so a wrapper raises for one marked text."""
+    from pipeline.embed import _encode
     from pipeline.records import Record
-    from pipeline.transforms import EmbedPart
 
     real = build_encoder(resolve_spec(model=str(tiny_bert_dir)))
 
@@ -243,7 +275,7 @@ def test_a_record_the_encoder_rejects_becomes_a_dead_letter_and_the_rest_are_emb
             return real.encode(texts)
 
     records = [Record(f"s:{i}", text, "s", i) for i, text in enumerate(["今天天气很好", "POISON", "hello world"], 1)]
-    good, results, dead = EmbedPart._encode(RejectsMarkedText(), records)
+    good, results, dead = _encode(RejectsMarkedText(), records)
     assert [r.id for r in good] == ["s:1", "s:3"]
     assert [(d.id, d.reason) for d in dead] == [("s:2", "encode_error")]
     expected = real.encode(["今天天气很好", "hello world"])

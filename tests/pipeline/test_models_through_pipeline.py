@@ -30,7 +30,7 @@ def test_default_model_reproduces_known_answers_through_the_pipeline(run_cli, tm
     np.testing.assert_allclose(vectors @ vectors.T, known["cosine"], atol=1e-4)
     np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), known["norms"], atol=1e-5)
     settings = read_manifest(out)["settings"]
-    assert (settings["pooling"], settings["normalize"], settings["max_seq_length"]) == ("mean", "True", "256")
+    assert (settings["pooling"], settings["normalize"], settings["max_seq_length"]) == ("mean", True, 256)
 
 
 @pytest.fixture(scope="module")

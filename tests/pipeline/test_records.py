@@ -1,6 +1,13 @@
+import io
 import json
+import subprocess
+import sys
+import time
+import unicodedata
+from pathlib import Path
 
-from pipeline.records import DeadLetter, InputFormat, Record, Skipped, parse_line
+from pipeline.readers import read_records
+from pipeline.records import DeadLetter, InputFormat, Record, Skipped, normalize_text, parse_line
 
 TEXT = InputFormat("text")
 JSONL = InputFormat("jsonl", text_field="body", id_field="doc")
@@ -91,3 +98,115 @@ def test_json_text_field_is_normalised_too():
     line = json.dumps({"doc": 1, "body": "e\u0301\u0000"}).encode()
     record = parse_line(line, "d", 1, JSONL)
     assert (record.text, record.removed_chars) == ("\u00e9", 1)
+
+
+# Structure-level attacks on the JSON parse: each costs one dead letter (or parses), never the job.
+
+JSONL_ID = InputFormat("jsonl", id_field="id")
+
+
+def test_json_nested_100000_levels_deep_is_one_invalid_json_dead_letter():
+    for line in (b"[" * 100_000 + b"]" * 100_000, b'{"a":' * 100_000 + b"1" + b"}" * 100_000,
+                 b'{"id": 1, "text": "x", "deep": ' + b"[" * 100_000 + b"]" * 100_000 + b"}",
+                 b"[" * 100_000):  # unclosed too
+        dead = parse_line(line, "d.jsonl", 3, JSONL_ID)
+        assert isinstance(dead, DeadLetter) and dead.reason == "invalid_json", line[:20]
+        assert "nested too deeply" in dead.detail and len(dead.raw) < 2100
+
+
+def test_json_depth_limit_is_fixed_not_the_interpreters_recursion_limit():
+    from pipeline.records import MAX_JSON_DEPTH
+
+    def nested(depth: int) -> bytes:
+        return b'{"id": 1, "text": "x", "n": ' + b"[" * depth + b"]" * depth + b"}"
+
+    assert isinstance(parse_line(nested(MAX_JSON_DEPTH - 1), "d", 1, JSONL_ID), Record)  # + the outer object
+    assert parse_line(nested(MAX_JSON_DEPTH), "d", 1, JSONL_ID).reason == "invalid_json"
+
+
+def test_deep_json_in_a_small_thread_stack_with_a_huge_recursion_limit_is_a_dead_letter():
+    # Were json.loads to see it, this would overflow the C stack (a crash, not a RecursionError):
+    # the depth check must come first. In a subprocess, so a crash fails this test only.
+    script = """if True:
+        import sys, threading
+        from pipeline.records import InputFormat, parse_line
+        sys.setrecursionlimit(1_000_000)
+        threading.stack_size(256 * 1024)
+        out = []
+        line = b"[" * 200_000 + b"]" * 200_000
+        worker = threading.Thread(target=lambda: out.append(parse_line(line, "s", 1, InputFormat("jsonl"))))
+        worker.start()
+        worker.join()
+        print(out[0].reason)
+    """
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60,
+                            cwd=Path(__file__).resolve().parents[2])
+    assert (result.returncode, result.stdout.strip()) == (0, "invalid_json"), result.stderr[-500:]
+
+
+def test_brackets_inside_json_strings_do_not_count_as_nesting():
+    for text in ("[" * 100_000, '\\"' + "{" * 100_000, "\\\\" + "[" * 5000 + "]"):
+        line = ('{"id": "b", "text": "' + text + '"}').encode()
+        record = parse_line(line, "d", 1, InputFormat("jsonl", id_field="id"))
+        assert isinstance(record, Record) and record.text == json.loads(line)["text"]
+
+
+def test_unterminated_strings_full_of_escaped_quotes_scan_in_linear_time():
+    line = b"[" * 1000 + b'"' + b'\\"' * 500_000 + b"[" * 1000
+    started = time.perf_counter()
+    assert parse_line(line, "d", 1, JSONL_ID).reason == "invalid_json"
+    assert time.perf_counter() - started < 2
+
+
+def test_integer_with_too_many_digits_is_a_dead_letter():
+    for line in (b'{"id": ' + b"7" * 5000 + b', "text": "x"}', b'{"id": 1, "text": "x", "n": -' + b"9" * 5000 + b"}"):
+        dead = parse_line(line, "d", 1, JSONL_ID)
+        assert isinstance(dead, DeadLetter) and dead.reason == "invalid_json"
+        assert "digits" in dead.detail and "set_int_max_str_digits" not in dead.detail
+
+
+def test_a_long_integer_id_within_pythons_limit_keeps_its_digits():
+    digits = "12345678" * 500
+    assert parse_line(f'{{"id": {digits}, "text": "x"}}'.encode(), "d", 1, JSONL_ID).id == digits
+
+
+def test_non_finite_number_ids_are_missing_ids():
+    for number in ("1e400", "-1e400", "NaN", "Infinity", "-Infinity"):
+        dead = parse_line(f'{{"id": {number}, "text": "x"}}'.encode(), "d", 1, JSONL_ID)
+        assert isinstance(dead, DeadLetter) and dead.reason == "missing_id", number
+    assert parse_line(b'{"id": 1.5, "text": "x"}', "d", 1, JSONL_ID).id == "1.5"
+    assert parse_line(b'{"id": 1e3, "text": "x"}', "d", 1, JSONL_ID).id == "1000.0"
+    assert parse_line(b'{"id": 1, "text": 1e400}', "d", 1, JSONL_ID).reason == "text_not_string"
+
+
+def test_duplicate_keys_keep_the_last_value():
+    line = b'{"id": "first", "text": "one", "id": "last", "text": "two"}'
+    assert parse_line(line, "d", 1, JSONL_ID) == Record("last", "two", "d", 1)
+    assert parse_line(b'{"id": "a", "text": "x", "id": null}', "d", 1, JSONL_ID).reason == "missing_id"
+
+
+def test_an_object_with_100000_keys_parses_quickly():
+    fields = {f"k{i}": i for i in range(100_000)} | {"id": "many", "text": "keys"}
+    line = json.dumps(fields).encode()
+    started = time.perf_counter()
+    assert parse_line(line, "d", 1, JSONL_ID) == Record("many", "keys", "d", 1)
+    assert time.perf_counter() - started < 5
+
+
+def test_a_50_mb_line_of_valid_json_parses_when_max_chars_allows_it():
+    text = "今天 weather [x] {y} " * 2_800_000
+    line = json.dumps({"id": "big", "text": text, "list": [[i] for i in range(1000)]}, ensure_ascii=False).encode()
+    assert len(line) > 50_000_000
+    fmt = InputFormat("jsonl", id_field="id", max_chars=len(text))
+    started = time.perf_counter()
+    (record,) = read_records(io.BytesIO(line + b"\n"), "big.jsonl", fmt)
+    assert isinstance(record, Record) and record.id == "big" and record.text == text
+    assert time.perf_counter() - started < 10
+    (dead,) = read_records(io.BytesIO(line + b"\n"), "big.jsonl", InputFormat("jsonl", id_field="id"))
+    assert dead.reason == "too_long"
+
+
+def test_exactly_the_control_characters_but_tab_lf_and_cr_are_dropped():
+    kept, removed = normalize_text("".join(chr(c) for c in range(0x110000) if not 0xD800 <= c <= 0xDFFF))
+    dropped = {chr(c) for c in range(0x110000) if unicodedata.category(chr(c)) == "Cc"} - set("\t\n\r")
+    assert removed == len(dropped) == 62 and not dropped & set(kept) and {"\t", "\n", "\r"} <= set(kept)

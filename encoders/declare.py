@@ -1,0 +1,145 @@
+"""Declaring a setting once: default, help, choices, limits and what it changes, as dataclass field metadata.
+
+Settings classes (`encoders.EncoderSpec`, `pipeline.settings.JobSettings`) are frozen dataclasses
+whose fields are made with `setting(...)`. Everything that lists settings reads these declarations
+instead of repeating the list: the CLI flags and the Flex Template parameters, the manifest, the
+Parquet metadata, the model fingerprint and the "finished run with different settings" check.
+Adding a setting means declaring it and writing the code that uses it, nothing else.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import json
+import typing
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+
+# What a setting changes; this decides where it is recorded and compared.
+VECTORS = "vectors"  # the vectors: model fingerprint, Parquet metadata, manifest, rerun check
+RECORDS = "records"  # which records are read and how: manifest, rerun check
+RECORDED = "recorded"  # speed or file layout only: manifest
+RUN = "run"  # this invocation only (where to write, whether to replace): not recorded
+ROLES = (VECTORS, RECORDS, RECORDED, RUN)
+
+
+@dataclass(frozen=True)
+class Declaration:
+    """What a settings field says about itself (see `setting`)."""
+
+    help: str
+    role: str
+    choices: tuple[str, ...] | Callable[[], tuple[str, ...]] | None = None
+    minimum: int | None = None
+    metavar: str | None = None
+    group: str = ""
+    flag: str | None = None  # the flag's name when it differs from the field's; "" for no flag (derived)
+    negation: tuple[str, str] | None = None  # (flag, help) setting a bool | None field to False
+    pattern: str | None = None  # a regular expression the text of a value matches (for forms, e.g. a date)
+
+    def allowed(self) -> tuple[str, ...] | None:
+        return self.choices() if callable(self.choices) else self.choices
+
+
+@dataclass(frozen=True)
+class Setting:
+    """One declared field, as the derived views see it."""
+
+    name: str
+    kind: type  # str, int, bool, or tuple for a repeatable flag
+    optional: bool  # None is a value: "not given, use the default described in help"
+    default: object
+    declaration: Declaration
+
+    @property
+    def flag(self) -> str:
+        """The CLI flag's name without dashes ("" when the setting has none)."""
+        own = self.declaration.flag
+        return self.name if own is None else own
+
+
+def setting(default: object, help: str, role: str, **declaration) -> typing.Any:
+    """A dataclass field carrying its declaration; keyword arguments are `Declaration`'s fields."""
+    if role not in ROLES:
+        raise ValueError(f"unknown role {role!r}")
+    return dataclasses.field(default=default, metadata={"setting": Declaration(help, role, **declaration)})
+
+
+@functools.cache
+def declared(cls: type) -> tuple[Setting, ...]:
+    """The declared settings of a settings class, in declaration order."""
+    hints = typing.get_type_hints(cls)
+    found = []
+    for field in dataclasses.fields(cls):
+        declaration = field.metadata.get("setting")
+        if declaration is None:
+            continue
+        kind, optional = _kind(hints[field.name])
+        found.append(Setting(field.name, kind, optional, field.default, declaration))
+    return tuple(found)
+
+
+def _kind(hint: object) -> tuple[type, bool]:
+    args = typing.get_args(hint)
+    optional = type(None) in args
+    if optional:
+        (hint,) = [a for a in args if a is not type(None)]
+    origin = typing.get_origin(hint)
+    if origin is tuple:
+        return tuple, optional
+    if hint not in (str, int, bool):
+        raise TypeError(f"settings may be str, int, bool or tuple[str, ...], not {hint}")
+    return hint, optional
+
+
+def check_declared(instance: object, error: type[Exception]) -> None:
+    """Raise `error` with a one-line message when a value breaks its declared choices or minimum."""
+    for item in declared(type(instance)):
+        value = getattr(instance, item.name)
+        if value is None:
+            continue
+        name = f"--{item.flag}" if item.flag else item.name
+        allowed = item.declaration.allowed()
+        if allowed is not None and value not in allowed:
+            raise error(f"unknown {name} {value!r}; choose one of {', '.join(allowed)}")
+        minimum = item.declaration.minimum
+        if minimum is not None and value < minimum:
+            wanted = "positive" if minimum == 1 else f"at least {minimum}"
+            raise error(f"{name} must be {wanted}, got {value}")
+
+
+def values(instance: object, roles: Iterable[str]) -> dict[str, object]:
+    """{name: value} of the settings whose role is one of roles, as JSON values (tuples become lists)."""
+    roles = set(roles)
+    return {
+        item.name: json_value(getattr(instance, item.name))
+        for item in declared(type(instance))
+        if item.declaration.role in roles
+    }
+
+
+def names(cls: type, roles: Iterable[str]) -> tuple[str, ...]:
+    """Names of the settings of cls whose role is one of roles."""
+    roles = set(roles)
+    return tuple(item.name for item in declared(cls) if item.declaration.role in roles)
+
+
+def json_value(value: object) -> object:
+    """A setting's value as the manifest stores it (JSON: true/false, numbers, null, lists)."""
+    return list(value) if isinstance(value, tuple) else value
+
+
+def metadata_text(value: object) -> str:
+    """A setting's value as Parquet key-value metadata stores it.
+
+    One convention for manifest and Parquet: strings as they are, everything else as its
+    JSON text (`true`, `256`, `null`), so `normalize` reads `true` in both.
+    """
+    return value if isinstance(value, str) else json.dumps(json_value(value))
+
+
+def from_mapping(cls: type, given: Mapping[str, object]) -> object:
+    """An instance of cls from {name: value}, ignoring keys that are not its settings."""
+    own = {item.name for item in declared(cls)}
+    return cls(**{k: v for k, v in given.items() if k in own})

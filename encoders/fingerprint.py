@@ -1,0 +1,58 @@
+"""The model fingerprint: one digest of the model's identity and every setting that changes its vectors.
+
+Two outputs with the same fingerprint hold interchangeable vectors, which is what lets a later
+run reuse them (`--skip_existing`). The settings come from `EncoderSpec`'s declarations (role
+"vectors"), so a new vector-changing setting joins the fingerprint by being declared.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import json
+from pathlib import Path
+
+from encoders.declare import VECTORS, values
+from encoders.model_source import parse_model_source
+from encoders.spec import EncoderSpec
+
+_SAMPLE_BYTES = 1 << 20
+_IDENTIFYING_SUFFIXES = (".json", ".txt", ".h5", ".safetensors", ".pb", ".index")
+
+
+@functools.lru_cache(maxsize=4)
+def model_fingerprint(spec: EncoderSpec, version: str) -> str:
+    """Hex digest of a resolved spec's model, weights and vector settings, and the encoder version.
+
+    A local model directory is identified by its config and vocab contents and a sample of
+    its weight files (size, first and last MiB), so replacing the weights in place changes it;
+    a remote model, name or URL by its name. Cached: computed once per process and spec.
+    """
+    identity = values(spec, [VECTORS])
+    identity["model"] = _model_identity(spec.model)
+    if spec.weights and "://" not in spec.weights:
+        identity["weights"] = _file_identity(Path(spec.weights))
+    identity["version"] = version
+    return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:32]
+
+
+def _model_identity(model: str) -> object:
+    source = parse_model_source(model)
+    if not source.is_local:
+        return model
+    root = Path(source.location)
+    files = sorted(p for p in root.rglob("*") if p.is_file() and p.suffix in _IDENTIFYING_SUFFIXES)
+    return {str(p.relative_to(root)): _file_identity(p) for p in files}
+
+
+def _file_identity(path: Path) -> str:
+    size = path.stat().st_size
+    digest = hashlib.sha256(str(size).encode())
+    with path.open("rb") as f:
+        digest.update(f.read(_SAMPLE_BYTES))
+        if size > 2 * _SAMPLE_BYTES:
+            f.seek(size - _SAMPLE_BYTES)
+            digest.update(f.read(_SAMPLE_BYTES))
+        else:
+            digest.update(f.read())
+    return digest.hexdigest()[:32]

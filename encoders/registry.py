@@ -1,0 +1,57 @@
+"""Backends by name: each backend module registers what it knows about its models; nothing here imports one.
+
+Like Beam's `ModelHandler`, a backend is a small set of hooks: check settings without reading the
+model, inspect the model's shape from its small files, and load it (slow, once per process).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from encoders.errors import EncoderConfigError
+
+if TYPE_CHECKING:
+    from encoders.base import Encoder
+    from encoders.model_source import ModelSource
+    from encoders.spec import EncoderSpec
+
+
+@dataclass(frozen=True)
+class ModelShape:
+    """What the model's files say about its size, read without loading weights."""
+
+    max_positions: int  # longest input, [CLS]/[SEP] included
+    dim: int  # width of its token vectors
+
+
+@dataclass(frozen=True)
+class Backend:
+    """The hooks one backend gives; see the module docstring."""
+
+    name: str
+    check: Callable[[ModelSource, EncoderSpec], None]  # settings this backend cannot serve; reads no model file
+    inspect: Callable[[ModelSource, EncoderSpec], ModelShape]  # small files only; runs on launcher or worker
+    load: Callable[[EncoderSpec], Encoder]  # weights and graph: slow, once per process
+
+
+_BACKENDS: dict[str, Backend] = {}
+
+
+def register_backend(backend: Backend) -> None:
+    """Make a backend available under its name (a backend module calls this when imported)."""
+    _BACKENDS[backend.name] = backend
+
+
+def backend_names() -> tuple[str, ...]:
+    """Registered backends, in registration order."""
+    return tuple(_BACKENDS)
+
+
+def get_backend(name: str) -> Backend:
+    """The backend registered under name; EncoderConfigError for an unknown one."""
+    try:
+        return _BACKENDS[name]
+    except KeyError:
+        raise EncoderConfigError(f"unknown backend {name!r}; choose one of {', '.join(_BACKENDS)}") from None

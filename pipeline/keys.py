@@ -1,0 +1,204 @@
+"""The keys stage: which records to embed, given repeated ids (--id_field) and earlier outputs (--skip_existing).
+
+A first pass reads only (id, position, text hash) of every record, never the text; grouping by id
+(with the ids and hashes of earlier output files) decides, per record, whether it is a later
+occurrence of an id (dead-lettered as duplicate_id) or already embedded earlier (reused, and with
+--snapshot copied). Each shard then meets only its own decisions, not a job-wide side input: a
+nightly run may reuse millions of records, and every worker would hold them all.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from collections.abc import Iterable, Iterator
+
+import apache_beam as beam
+import pyarrow as pa
+from apache_beam.io.filesystem import CompressionTypes
+from apache_beam.io.filesystems import FileSystems
+
+import encoders
+from encoders import EncoderSpec, model_fingerprint, resolved_once
+from pipeline.incremental import NEW, OLD, resolve_id, text_hash
+from pipeline.output import EMBEDDINGS_SUFFIX, output_schema, parquet_bytes, reused_file_name, staged_name, write_file
+from pipeline.readers import shard_outcomes
+from pipeline.records import InputFormat, Record
+from pipeline.shards import Shard
+
+logger = logging.getLogger(__name__)
+
+COPIES = "copies"
+EXISTING_STATS = "existing_stats"
+
+
+@dataclasses.dataclass(frozen=True)
+class Reuse:
+    """--skip_existing and --snapshot, and what deciding reuse needs: the encoder (for its fingerprint)."""
+
+    pattern: str
+    snapshot: bool
+    encoder: EncoderSpec  # possibly unresolved; resolved once per worker process
+    output: str  # where --snapshot copies go (staged)
+
+
+class DecideRecords(beam.PTransform):
+    """(index, Shard) -> {"to_read": (index, Shard, {line: decision}), and with reuse "existing", "copied"}.
+
+    "existing" holds (earlier file, same fingerprint?, rows), with --skip_existing, and "copied"
+    (file name, rows), with --snapshot, for the manifest. `ready` (a side input) holds back
+    writes until the output is prepared.
+    """
+
+    def __init__(self, input_format: InputFormat, reuse: Reuse | None,
+                 ready: beam.pvalue.AsSingleton | None = None) -> None:
+        super().__init__()
+        self._input_format = input_format
+        self._reuse = reuse
+        self._ready = ready
+
+    def expand(self, shards: beam.PCollection) -> dict[str, beam.PCollection]:
+        p = shards.pipeline
+        keys = [shards | "ReadKeys" >> beam.ParDo(_ReadKeysFn(self._input_format))]
+        outputs = {}
+        reuse = self._reuse
+        if reuse is not None:
+            earlier = (
+                p
+                | "EarlierOutputs" >> beam.Create([None])
+                | "ListEarlierFiles" >> beam.ParDo(_ListExistingFn(reuse.pattern))
+                | "SpreadEarlierFiles" >> beam.Reshuffle()
+                | "ReadEarlierKeys" >> beam.ParDo(_ReadExistingKeysFn(reuse.encoder)).with_outputs(
+                    EXISTING_STATS, main="keys"
+                )
+            )
+            keys.append(earlier.keys)
+            outputs["existing"] = earlier[EXISTING_STATS]
+        resolved = (
+            keys
+            | "AllKeys" >> beam.Flatten()
+            | "GroupById" >> beam.GroupByKey()
+            | "ResolveIds" >> beam.ParDo(_ResolveIdsFn()).with_outputs(COPIES, main="decisions")
+        )
+        if reuse is not None and reuse.snapshot:
+            side_inputs = {"ready": self._ready} if self._ready is not None else {}
+            outputs["copied"] = (
+                resolved[COPIES]
+                | "GroupByEarlierFile" >> beam.GroupByKey()
+                | "CopyReused" >> beam.ParDo(_CopyReusedFn(reuse.encoder, reuse.output), **side_inputs)
+            )
+        to_read = (
+            {
+                "shard": shards | "ShardByName" >> beam.Map(lambda e: (e[1].name, e)),
+                "decisions": resolved.decisions | "DecisionByShard" >> beam.MapTuple(
+                    lambda position, decision: (position[0], (position[1], decision))
+                ),
+            }
+            | "JoinDecisions" >> beam.CoGroupByKey()
+            | "WithDecisions" >> beam.FlatMap(with_decisions)
+        )
+        return {"to_read": to_read, **outputs}
+
+
+def with_decisions(joined: tuple[str, dict]) -> Iterator[tuple[int, Shard, dict[int, tuple]]]:
+    """(shard index, shard, {line: decision}) from a shard joined with its decisions."""
+    _, groups = joined
+    decisions = dict(groups["decisions"])
+    for index, shard in groups["shard"]:
+        yield index, shard, decisions
+
+
+class _ReadKeysFn(beam.DoFn):
+    """(id, (NEW, shard index, source, line, text hash)) of every record a shard would embed.
+
+    A few dozen bytes per record, never the text.
+    """
+
+    def __init__(self, input_format: InputFormat) -> None:
+        self._input_format = input_format
+
+    def process(self, element: tuple[int, Shard]) -> Iterator[tuple[str, tuple]]:
+        shard_index, shard = element
+        fmt = dataclasses.replace(self._input_format, format=shard.format)
+        for outcome, _ in shard_outcomes(shard, fmt):
+            if isinstance(outcome, Record):
+                yield outcome.id, (NEW, shard_index, outcome.source, outcome.line, text_hash(outcome.text))
+
+
+class _ResolveIdsFn(beam.DoFn):
+    """Per id: decisions (duplicate, reused) keyed by (source, line); reused rows to copy go to COPIES."""
+
+    def process(self, element: tuple[str, Iterable[tuple]]) -> Iterator:
+        record_id, values = element
+        for kind, value in resolve_id(record_id, values):
+            yield value if kind == "decision" else beam.pvalue.TaggedOutput(COPIES, value)
+
+
+class _ListExistingFn(beam.DoFn):
+    """(index, path) of every earlier output file matching --skip_existing, in sorted order."""
+
+    def __init__(self, pattern: str) -> None:
+        self._pattern = pattern
+
+    def process(self, _) -> Iterator[tuple[int, str]]:
+        matched = FileSystems.match([self._pattern])[0].metadata_list
+        paths = sorted(m.path for m in matched if m.path.endswith(EMBEDDINGS_SUFFIX))
+        logger.info("%d earlier output files match %s", len(paths), self._pattern)
+        yield from enumerate(paths)
+
+
+class _ReadExistingKeysFn(beam.DoFn):
+    """(id, (OLD, file index, path, text hash)) of an earlier file made under the same fingerprint.
+
+    Every file also reports (path, same fingerprint?, rows) to EXISTING_STATS, so the manifest
+    can say why nothing was reused.
+    """
+
+    def __init__(self, encoder: EncoderSpec) -> None:
+        self._encoder = encoder
+
+    def setup(self) -> None:
+        self._fingerprint = model_fingerprint(resolved_once(self._encoder), encoders.__version__)
+
+    def process(self, element: tuple[int, str]) -> Iterator:
+        import pyarrow.parquet as pq
+
+        index, path = element
+        with FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED) as f:
+            parquet = pq.ParquetFile(f)
+            metadata = parquet.schema_arrow.metadata or {}
+            same = metadata.get(b"model_fingerprint", b"").decode() == self._fingerprint
+            same = same and "text_hash" in parquet.schema_arrow.names
+            yield beam.pvalue.TaggedOutput(EXISTING_STATS, (path, same, parquet.metadata.num_rows))
+            if not same:
+                return
+            for batch in parquet.iter_batches(columns=["id", "text_hash"]):
+                for record_id, digest in zip(batch.column(0).to_pylist(), batch.column(1).to_pylist(), strict=True):
+                    yield record_id, (OLD, index, path, digest)
+
+
+class _CopyReusedFn(beam.DoFn):
+    """--snapshot: copy the reused rows of one earlier file into this run's output (staged, deterministic name)."""
+
+    def __init__(self, encoder: EncoderSpec, output: str) -> None:
+        self._encoder = encoder
+        self._output = output
+
+    def setup(self) -> None:
+        self._schema = output_schema(self._encoder)
+
+    def process(
+        self, element: tuple[tuple[int, str], Iterable[str]], ready: object = None
+    ) -> Iterator[tuple[str, int]]:
+        import pyarrow.compute as pc
+        import pyarrow.parquet as pq
+
+        (index, path), ids = element
+        wanted = pa.array(sorted(set(ids)), type=pa.string())
+        with FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED) as f:
+            table = pq.read_table(f)
+        rows = table.filter(pc.is_in(table.column("id"), value_set=wanted))
+        rows = pa.Table.from_arrays([rows.column(n) for n in self._schema.names], schema=self._schema)
+        name = reused_file_name(index)
+        write_file(FileSystems.join(self._output, staged_name(name)), parquet_bytes(rows))
+        yield name, rows.num_rows

@@ -1,0 +1,181 @@
+"""The reading stage: list the input shards, read each into parts of records, count what each shard held."""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+
+import apache_beam as beam
+from apache_beam.metrics import Metrics
+
+from pipeline.incremental import REUSED
+from pipeline.manifest import ShardStats
+from pipeline.preflight import list_shards
+from pipeline.progress import PROGRESS
+from pipeline.readers import shard_outcomes
+from pipeline.records import DeadLetter, InputFormat, Record, raw_preview
+from pipeline.settings import JobSettings
+from pipeline.shards import Shard
+
+logger = logging.getLogger(__name__)
+
+METRICS_NAMESPACE = "embedding_job"
+SHARD_STATS = "shard_stats"
+
+
+@dataclass(frozen=True)
+class ProgressSettings:
+    """How workers report progress, and the total input size it is measured against."""
+
+    mode: str = "off"
+    total_bytes: int = 0
+
+
+@dataclass(frozen=True)
+class Part:
+    """A run of consecutive records of one shard: the unit embedded, written and retried together."""
+
+    shard_index: int  # position of the shard in the sorted input list
+    source: str
+    part: int
+    records: tuple[Record, ...]
+    dead_letters: tuple[DeadLetter, ...]  # what the reader rejected in the same stretch
+
+
+@dataclass(frozen=True)
+class PartLimits:
+    """Where the reader cuts a shard into parts: bounds a part's file size and a worker's memory."""
+
+    records: int = 10_000
+    chars: int = 32_000_000
+
+
+class ListShards(beam.PTransform):
+    """(index, Shard) of every input shard, spread over workers.
+
+    Listed on the launcher for local runs (shards given); otherwise by the job's first step on a
+    worker, with the same checks (`pipeline.preflight.list_shards`).
+    """
+
+    def __init__(self, job: JobSettings, shards: tuple[Shard, ...] | None) -> None:
+        super().__init__()
+        self._job = job
+        self._shards = shards
+
+    def expand(self, pbegin: beam.pvalue.PBegin) -> beam.PCollection:
+        if self._shards is not None:
+            listed = pbegin | "Shards" >> beam.Create(list(enumerate(self._shards)))
+        else:
+            listed = pbegin | "Start" >> beam.Create([None]) | "List" >> beam.ParDo(_ListShardsFn(self._job))
+        return listed | "Spread" >> beam.Reshuffle()
+
+
+class _ListShardsFn(beam.DoFn):
+    def __init__(self, job: JobSettings) -> None:
+        self._job = job
+
+    def process(self, _) -> Iterator[tuple[int, Shard]]:
+        shards = list_shards(self._job)
+        logger.info("%d shards match %s", len(shards), ", ".join(self._job.inputs))
+        yield from enumerate(shards)
+
+
+class ReadParts(beam.PTransform):
+    """(shard index, Shard, decisions or None) -> Parts (main output) and ShardStats (tag SHARD_STATS).
+
+    decisions, {line: decision} from `pipeline.keys`, leave out reused records and turn later
+    occurrences of an id into dead letters. `ready`, when given, is a side input the reading
+    waits for (the output prepared by a worker).
+    """
+
+    def __init__(self, input_format: InputFormat, progress: ProgressSettings, limits: PartLimits,
+                 ready: beam.pvalue.AsSingleton | None = None) -> None:
+        super().__init__()
+        self._fn = _ReadShardFn(input_format, progress, limits)
+        self._ready = ready
+
+    def expand(self, shards: beam.PCollection) -> beam.pvalue.DoOutputsTuple:
+        side_inputs = {"ready": self._ready} if self._ready is not None else {}
+        return shards | "ReadShard" >> beam.ParDo(self._fn, **side_inputs).with_outputs(SHARD_STATS, main="parts")
+
+
+class _ReadShardFn(beam.DoFn):
+    """Stream one shard record by record and cut it into Parts; shard stats go to a tagged output.
+
+    Records are numbered, so a shard is read sequentially by one worker; parallelism comes
+    from the number of shards (and, on distributed runners, from the reshuffle after this).
+    A shard always yields at least one part (possibly empty), so it always has a file.
+    """
+
+    def __init__(self, input_format: InputFormat, progress: ProgressSettings, limits: PartLimits) -> None:
+        self._input_format = input_format
+        self._progress = progress
+        self._limits = limits
+        self._lines = Metrics.counter(METRICS_NAMESPACE, "lines_read")
+
+    def setup(self) -> None:
+        PROGRESS.start(self._progress.mode, self._progress.total_bytes)
+
+    def process(self, element: tuple[int, Shard, Mapping | None], ready: object = None) -> Iterator:
+        shard_index, shard, decisions = element
+        fmt = dataclasses.replace(self._input_format, format=shard.format)
+        read = skipped = removed = parts = chars = reused = 0
+        records: list[Record] = []
+        dead: list[DeadLetter] = []
+
+        def cut() -> Part:
+            nonlocal parts, chars
+            part = Part(shard_index, shard.name, parts, tuple(records), tuple(dead))
+            records.clear()
+            dead.clear()
+            parts += 1
+            chars = 0
+            return part
+
+        position = 0
+        raw_stream = None
+        for outcome, raw_stream in shard_outcomes(shard, fmt):
+            read += 1
+            decision = decisions.get(outcome.line) if decisions else None
+            if decision is not None and isinstance(outcome, Record):
+                removed += outcome.removed_chars
+                if decision[0] == REUSED:
+                    reused += 1
+                else:
+                    dead.append(_duplicate(outcome, decision[1:]))
+            elif isinstance(outcome, Record):
+                removed += outcome.removed_chars
+                records.append(outcome)
+                chars += len(outcome.text)
+            elif isinstance(outcome, DeadLetter):
+                dead.append(outcome)
+                chars += len(outcome.raw or "")
+            else:
+                removed += outcome.removed_chars
+                skipped += 1
+            if len(records) + len(dead) >= self._limits.records or chars >= self._limits.chars:
+                yield cut()
+            if read % 1000 == 0:
+                position = _report_position(raw_stream, position)
+        _report_position(raw_stream, position, at_end=shard.size)
+        if records or dead or parts == 0:
+            yield cut()
+        self._lines.inc(read)
+        yield beam.pvalue.TaggedOutput(SHARD_STATS, ShardStats(shard.name, read, skipped, removed, parts, reused))
+
+
+def _report_position(raw_stream, previous: int, at_end: int | None = None) -> int:
+    try:
+        position = at_end if at_end is not None else raw_stream.tell()
+    except (OSError, ValueError, AttributeError):
+        return previous
+    PROGRESS.add(bytes_read=max(position - previous, 0))
+    return position
+
+
+def _duplicate(record: Record, first: tuple[str, int]) -> DeadLetter:
+    detail = f"id {record.id!r} was first seen at {first[0]}:{first[1]}, which is embedded"
+    return DeadLetter(record.source, record.line, "duplicate_id", detail, id=record.id,
+                      raw=raw_preview(record.text.encode("utf-8")))

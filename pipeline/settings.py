@@ -1,0 +1,90 @@
+"""The job's own settings (input, output, run), declared once; the encoder's are `encoders.EncoderSpec`.
+
+See `encoders.declare` for what a declaration carries and what is derived from it.
+"""
+
+from __future__ import annotations
+
+import codecs
+from dataclasses import dataclass
+
+from encoders.declare import RECORDED, RECORDS, RUN, check_declared, setting
+from pipeline.errors import JobConfigError
+from pipeline.progress import MODES as PROGRESS_MODES
+from pipeline.records import DEFAULT_MAX_CHARS, InputFormat
+from pipeline.shards import FORMATS
+
+DEFAULT_TEXT_FIELD = "text"
+_IO = "input and output"
+
+
+@dataclass(frozen=True)
+class JobSettings:
+    """What to read, where to write, and how this run behaves. Checked when constructed."""
+
+    inputs: tuple[str, ...] = setting(
+        (), "glob of input shards: local path, gs://, s3://, memory://, ... (repeatable)", RECORDS,
+        flag="input", metavar="PATTERN", group=_IO)
+    output: str | None = setting(
+        None, "output directory for Parquet files, failed/ and _SUCCESS", RUN, metavar="DIR", group=_IO)
+    format: str = setting(
+        "auto", "text: one document per line; jsonl: one JSON object per line; csv/tsv: a header row, then one "
+        "record per row; parquet; auto: by extension (.jsonl/.ndjson/.json, .csv, .tsv, .parquet; text otherwise; "
+        ".gz/.bz2/.zst on top) (default: auto)", RECORDS, choices=FORMATS, group=_IO)
+    text_field: str | None = setting(
+        None, f"field (JSON key, CSV column, Parquet column) holding the text (default: {DEFAULT_TEXT_FIELD})",
+        RECORDS, metavar="F", group=_IO)
+    id_field: str | None = setting(
+        None, "field holding the document id; a repeated id goes to failed/ "
+        "(default: <shard path>:<line or row number>)", RECORDS, metavar="F", group=_IO)
+    encoding: str = setting(
+        "utf-8", "text encoding of the shards; undecodable lines go to failed/ (default: utf-8)", RECORDS,
+        metavar="E", group=_IO)
+    max_chars: int = setting(
+        DEFAULT_MAX_CHARS, f"a text longer than this goes to failed/ as too_long (default: {DEFAULT_MAX_CHARS})",
+        RECORDS, minimum=1, metavar="N", group=_IO)
+    overwrite: bool = setting(
+        False, "replace a finished run in --output made with different settings (a rerun of the same settings "
+        "always replaces it)", RUN, group=_IO)
+    run_date: str | None = setting(
+        None, "fills {run_date} (and {previous_date}, the day before) in --input, --output and --skip_existing, "
+        "e.g. --output gs://b/out/dt={run_date} (default: today, UTC)", RUN, metavar="YYYY-MM-DD",
+        pattern="[0-9]{4}-[0-9]{2}-[0-9]{2}", group=_IO)
+    skip_existing: str | None = setting(
+        None, "glob of earlier output Parquet files (e.g. gs://b/out/dt={previous_date}/*.parquet): a record whose "
+        "id and text are already there under the same model fingerprint is not embedded again (counted as reused)",
+        RECORDED, metavar="PATTERN", group=_IO)
+    snapshot: bool = setting(
+        False, "with --skip_existing: copy the reused rows into this output, so it holds every record", RECORDED,
+        group=_IO)
+    records_per_file: int = setting(
+        10_000, "each input shard is cut into parts of at most N records; one Parquet file per part "
+        "(default: 10000)", RECORDED, minimum=1, metavar="N", group=_IO)
+    progress: str = setting(
+        "auto", "local runs: show texts/s, tokens/s and share of input read; auto: in place on a terminal, log "
+        "lines otherwise, off on distributed runners (default: auto)", RUN, choices=("auto", *PROGRESS_MODES),
+        group="batching")
+
+    def __post_init__(self) -> None:
+        check_declared(self, JobConfigError)
+        if not self.inputs:
+            raise JobConfigError("--input is required")
+        if not self.output:
+            raise JobConfigError("--output is required")
+        object.__setattr__(self, "output", self.output.rstrip("/"))  # one spelling of the directory
+        try:
+            codecs.lookup(self.encoding)
+        except LookupError:
+            raise JobConfigError(f"unknown --encoding {self.encoding!r}") from None
+        if self.format == "text" and (self.text_field or self.id_field):
+            raise JobConfigError("--text_field/--id_field do not apply to --format text")
+        if self.snapshot and not self.skip_existing:
+            raise JobConfigError("--snapshot copies rows found by --skip_existing; give --skip_existing PATTERN too")
+        if self.skip_existing and self.skip_existing.startswith(self.output.rstrip("/") + "/"):
+            raise JobConfigError("--skip_existing must point at earlier outputs, not into --output, "
+                                 "which a run clears first")
+
+    def input_format(self, shard_format: str = "text") -> InputFormat:
+        """How to read a shard of the given format under these settings."""
+        return InputFormat(shard_format, self.encoding, self.text_field or DEFAULT_TEXT_FIELD, self.id_field,
+                           self.max_chars)
