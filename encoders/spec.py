@@ -41,7 +41,8 @@ class EncoderSpec:
         None, "Keras HDF5 weights file of a fine-tuned TFBertMainLayer model, loaded by layer name",
         VECTORS, metavar="FILE", group=_MODEL)
     pooling: str | None = setting(
-        None, "how token vectors become one vector (default: the model's own config, else mean)",
+        None, "how token vectors become one vector: mean (masked, padding ignored), cls, pooler (BERT's tanh "
+        "pooler over [CLS]), max (default: the model's own config, else mean)",
         VECTORS, choices=POOLING_METHODS, group=_MODEL)
     normalize: bool | None = setting(
         None, "L2-normalise vectors (default: the model's own config, else off)", VECTORS,

@@ -23,7 +23,8 @@ class JobSettings:
     """What to read, where to write, and how this run behaves. Checked when constructed."""
 
     inputs: tuple[str, ...] = setting(
-        (), "glob of input shards: local path, gs://, s3://, memory://, ... (repeatable)", RECORDS,
+        (), "glob of input shards: local path, gs://, s3:// (with apache-beam[aws]), memory:// or any fsspec "
+        "filesystem; .gz/.bz2/.zst are decompressed (repeatable)", RECORDS,
         flag="input", metavar="PATTERN", group=_IO)
     output: str | None = setting(
         None, "output directory for Parquet files, failed/ and _SUCCESS", RUN, metavar="DIR", group=_IO)

@@ -1,7 +1,7 @@
 import os
 
 # The seed recipes in the tests build tf.keras functional models around hub.KerasLayer and
-# TFBertMainLayer, which only works with Keras 2 (see shared NOTES.md); must precede TF import.
+# TFBertMainLayer, which only works with Keras 2 (docs/dependencies.md); must precede TF import.
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 

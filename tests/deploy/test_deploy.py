@@ -14,7 +14,7 @@ import pytest
 
 from encoders.declare import Setting, declared
 from pipeline.cli import SETTINGS_CLASSES, build_parser, prepare
-from pipeline.template import launch_body, launcher_argv, read_gpu_flags, template_metadata
+from pipeline.template import launch_body, launcher_argv, read_gpu_flags, template_metadata, with_flags_table
 
 DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
 REPO = DEPLOY.parent
@@ -29,6 +29,13 @@ def declared_flags() -> dict[str, Setting]:
 def test_committed_metadata_is_generated_from_the_settings_declarations():
     committed = json.loads((DEPLOY / "flex-template" / "metadata.json").read_text())
     assert committed == template_metadata()
+
+
+def test_readme_flag_table_is_generated_from_the_settings_declarations():
+    readme = (REPO / "README.md").read_text(encoding="utf-8")
+    assert with_flags_table(readme) == readme
+    for flag in declared_flags():
+        assert f"`--{flag}" in readme
 
 
 def test_every_setting_is_a_template_parameter_with_a_regex_that_accepts_its_values():
