@@ -43,7 +43,7 @@ class Staging:
     """Where a part's files wait for the commit, and how many records are encoded together."""
 
     output: str
-    group_size: int = 1024  # records sorted together before batching; bounds worker memory
+    group_size: int  # records sorted together before batching; bounds worker memory
 
 
 class EmbedParts(beam.PTransform):

@@ -44,7 +44,7 @@ def build_pipeline(p: beam.Pipeline, config: JobConfig, started_at: float) -> be
         # Local runners hold a shuffled PCollection in memory, so there reading and
         # embedding stay fused and stream.
         parts = parts | "SpreadParts" >> beam.Reshuffle()
-    part_stats = parts | "EmbedAndStage" >> EmbedParts(encoder, Staging(job.output))
+    part_stats = parts | "EmbedAndStage" >> EmbedParts(encoder, Staging(job.output, job.group_size))
     commit = Commit(CommitSettings(job, encoder, started_at), read[SHARD_STATS], part_stats,
                     decided.get("existing"), decided.get("copied"))
     return p | "Commit" >> commit

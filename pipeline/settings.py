@@ -61,6 +61,9 @@ class JobSettings:
     records_per_file: int = setting(
         10_000, "each input shard is cut into parts of at most N records; one Parquet file per part "
         "(default: 10000)", RECORDED, minimum=1, metavar="N", group=_IO)
+    group_size: int = setting(
+        1024, "records tokenized, sorted by length and batched together: more means less padding and more "
+        "memory per worker thread (default: 1024)", RECORDED, minimum=1, metavar="N", group="batching")
     progress: str = setting(
         "auto", "local runs: show texts/s, tokens/s and share of input read; auto: in place on a terminal, log "
         "lines otherwise, off on distributed runners (default: auto)", RUN, choices=("auto", *PROGRESS_MODES),
