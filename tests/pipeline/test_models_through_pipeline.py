@@ -80,7 +80,7 @@ def test_bert_base_chinese_shaped_model_through_both_backends(run_cli, bert_base
         ids, vectors, table = _vectors(out)
         assert vectors.shape == (3, 768)
         assert table.column("n_tokens").to_pylist() == [len(t) + 2 for t in texts]
-        assert read_manifest(out)["settings"]["dim"] == "768"
+        assert read_manifest(out)["settings"]["dim"] == 768
         outputs.append(vectors)
     assert np.abs(outputs[0] - outputs[1]).max() < 1e-4
 
