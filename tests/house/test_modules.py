@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 MODULES = sorted(p for package in ("pipeline", "encoders") for p in (REPO / package).glob("*.py"))
 
 
