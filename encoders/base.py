@@ -9,13 +9,15 @@ from __future__ import annotations
 
 import abc
 import logging
+import queue
+import threading
 import time
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
 
 import numpy as np
 
-from encoders.batching import batch_rows, pad_batch, plan_batches
+from encoders.batching import batch_rows, pad_batch, pad_runs, plan_batches
 from encoders.errors import EncoderConfigError
 from encoders.registry import get_backend
 from encoders.spec import EncoderSpec
@@ -34,10 +36,81 @@ class Embeddings:
     padded_tokens: int = 0  # tokens the model computed, padding included
     batches: int = 0
     n_chunks: np.ndarray | None = None  # int32 [n], windows per text (chunk mode; else all 1)
+    seconds: dict[str, float] = field(default_factory=dict)  # by stage: tokenize, batch, device, copy
 
     def __post_init__(self) -> None:
         if self.n_chunks is None:
             self.n_chunks = np.ones(len(self.n_tokens), dtype=np.int32)
+
+
+@dataclass
+class Prepared:
+    """A group tokenized and cut into padded batches: everything the device needs, made on the host."""
+
+    n_texts: int
+    n_rows: int  # rows the model sees: texts, or windows in chunk mode
+    batches: list[tuple[np.ndarray, np.ndarray, np.ndarray]]  # (row indices, int32 ids, int32 mask)
+    n_tokens: np.ndarray  # int32 [texts]
+    truncated: np.ndarray  # bool [texts]
+    n_chunks: np.ndarray  # int32 [texts]
+    owner: np.ndarray | None  # int64 [rows], the text of each window (chunk mode only)
+    row_lengths: np.ndarray  # int64 [rows], body tokens per row
+    seconds: dict[str, float]  # host time by stage
+
+
+def cut_windows(lengths: np.ndarray, size: int, stride: int) -> tuple[np.ndarray, ...]:
+    """Windows of at most size tokens, stride apart, covering each text of the given token counts.
+
+    Returns (owner text, start within the text, body length) per window, and windows per text.
+    A text that fits (or is empty) is one window.
+    """
+    lengths = np.asarray(lengths, dtype=np.int64)
+    counts = 1 + np.maximum(-(-(lengths - size) // stride), 0)
+    owner = np.repeat(np.arange(len(lengths)), counts)
+    first = np.cumsum(counts) - counts
+    starts = (np.arange(int(counts.sum())) - first[owner]) * stride
+    return owner, starts, np.minimum(size, lengths[owner] - starts), counts.astype(np.int32)
+
+
+def prefetch(items: Iterable, work: Callable, depth: int) -> Iterator:
+    """work(item) for each item, computed by one background thread at most depth results ahead, in order.
+
+    Bounded: the thread blocks when depth results wait. If the consumer stops early the thread
+    finishes its current item and exits.
+    """
+    results: queue.Queue = queue.Queue(maxsize=max(depth, 1))
+    done = object()
+    stop = threading.Event()
+
+    def produce() -> None:
+        try:
+            for item in items:
+                if stop.is_set():
+                    return
+                results.put(work(item))
+        except BaseException as exc:  # noqa: BLE001 - re-raised in the consumer's thread
+            results.put(_Failed(exc))
+        results.put(done)
+
+    thread = threading.Thread(target=produce, name="encoder-prefetch", daemon=True)
+    thread.start()
+    try:
+        while (result := results.get()) is not done:
+            if isinstance(result, _Failed):
+                raise result.error
+            yield result
+    finally:
+        stop.set()
+        while thread.is_alive():  # unblock a producer waiting on a full queue
+            try:
+                results.get(timeout=0.05)
+            except queue.Empty:
+                pass
+
+
+@dataclass
+class _Failed:
+    error: BaseException
 
 
 class Encoder(abc.ABC):
@@ -77,46 +150,101 @@ class Encoder(abc.ABC):
         In chunk mode a text longer than the model's window is cut into overlapping windows,
         each embedded, and its vector is their average weighted by each window's tokens.
         """
-        spec = self.spec
-        if spec.long_text != "chunk":
-            tokenized = self.tokenizer.tokenize(texts, spec.max_seq_length)
-            vectors, padded, batches = self._embed_rows(tokenized.token_ids)
-            return Embeddings(vectors, tokenized.n_tokens, tokenized.truncated, padded, batches)
-        windowed = self.tokenizer.windows(texts, spec.max_seq_length, spec.chunk_overlap)
-        window_vectors, padded, batches = self._embed_rows(windowed.token_ids)
-        weights = np.fromiter(map(len, windowed.token_ids), dtype=np.float32, count=len(windowed.token_ids))
-        vectors = np.zeros((len(texts), self.dim), dtype=np.float32)
-        np.add.at(vectors, windowed.owner, window_vectors * weights[:, None])
-        totals = np.zeros(len(texts), dtype=np.float32)
-        np.add.at(totals, windowed.owner, weights)
-        vectors /= np.maximum(totals, 1.0)[:, None]
-        if spec.normalize:
-            vectors /= np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
-        truncated = np.zeros(len(texts), dtype=bool)
-        return Embeddings(vectors, windowed.n_tokens, truncated, padded, batches, windowed.n_chunks)
+        return self.run(self.prepare(texts))
 
-    def _embed_rows(self, token_ids: list[list[int]]) -> tuple[np.ndarray, int, int]:
-        """(vectors [rows, dim] in the given order, padded tokens computed, batches) for tokenized rows."""
+    def encode_groups(self, groups: Iterable[Sequence[str]], depth: int = 2) -> Iterator[Embeddings | Exception]:
+        """Embed several groups of texts, one Embeddings per group, in order.
+
+        A host thread tokenizes and pads the next groups (at most `depth` ahead, which bounds the
+        memory held) while this thread runs the device on the current one: `tokenizers` and
+        TensorFlow release the GIL, so a GPU need not wait for Python. A group that fails yields
+        its exception instead, so the caller can isolate the bad records; the rest go on.
+        """
+        for prepared in prefetch(groups, self._prepare_or_error, depth):
+            if isinstance(prepared, Exception):
+                yield prepared
+                continue
+            try:
+                yield self.run(prepared)
+            except Exception as exc:  # noqa: BLE001 - handed to the caller with its group
+                yield exc
+
+    def _prepare_or_error(self, texts: Sequence[str]) -> Prepared | Exception:
+        try:
+            return self.prepare(texts)
+        except Exception as exc:  # noqa: BLE001 - handed to the caller with its group
+            return exc
+
+    def prepare(self, texts: Sequence[str]) -> Prepared:
+        """Host work for a group: tokenize, cut windows (chunk mode), plan batches and pad them.
+
+        Thread-safe, and needs no device, so it can run ahead of `run` on another thread.
+        """
         spec = self.spec
-        vectors = np.zeros((len(token_ids), self.dim), dtype=np.float32)
-        plans = plan_batches(
-            [len(t) for t in token_ids],
-            spec.max_seq_length,
-            spec.max_batch_size,
-            spec.max_tokens_per_batch,
-            bucketed=spec.jit_compile,
-        )
-        padded = 0
+        started = time.perf_counter()
+        runs = self.tokenizer.token_runs(texts)
+        window = spec.max_seq_length - 2  # body tokens per row, [CLS]/[SEP] aside
+        if spec.long_text == "chunk":
+            owner, row_starts, row_lengths, n_chunks = cut_windows(runs.lengths, window, window - spec.chunk_overlap)
+            row_starts += runs.starts[owner]
+            truncated = np.zeros(len(texts), dtype=bool)
+            n_tokens = (runs.lengths + 2).astype(np.int32)
+        else:
+            owner = None
+            row_starts, row_lengths = runs.starts, np.minimum(runs.lengths, window)
+            truncated = runs.lengths > window
+            n_tokens = (row_lengths + 2).astype(np.int32)
+            n_chunks = np.ones(len(texts), dtype=np.int32)
+        tokenized = time.perf_counter()
+        plans = plan_batches((row_lengths + 2).tolist(), spec.max_seq_length, spec.max_batch_size,
+                             spec.max_tokens_per_batch, bucketed=spec.jit_compile)
+        special = (self.tokenizer.cls_id, self.tokenizer.sep_id, self.tokenizer.pad_id)
+        batches = []
         for plan in plans:
-            rows = None
-            if spec.jit_compile:
-                rows = batch_rows(plan.padded_length, spec.max_batch_size, spec.max_tokens_per_batch)
-            ids, mask = pad_batch([token_ids[i] for i in plan.indices], plan.padded_length, self.tokenizer.pad_id, rows)
+            rows = batch_rows(plan.padded_length, spec.max_batch_size, spec.max_tokens_per_batch) \
+                if spec.jit_compile else None
+            indices = np.asarray(plan.indices, dtype=np.int64)
+            ids, mask = pad_runs(runs.flat, row_starts[indices], row_lengths[indices], plan.padded_length,
+                                 special, rows)
             if rows:  # filler rows hold one real token each so no row pools over nothing
-                mask[len(plan.indices):, 0] = 1
-            vectors[list(plan.indices)] = self.embed_token_ids(ids, mask)[: len(plan.indices)]
+                mask[len(indices):, 0] = 1
+            batches.append((indices, ids, mask))
+        seconds = {"tokenize": tokenized - started, "batch": time.perf_counter() - tokenized}
+        return Prepared(len(texts), len(row_lengths), batches, n_tokens, truncated, n_chunks, owner, row_lengths,
+                        seconds)
+
+    def run(self, prepared: Prepared) -> Embeddings:
+        """Device work for a prepared group: every batch through the compiled graph, then chunk pooling."""
+        device = copy = 0.0
+        padded = 0
+        vectors = np.zeros((prepared.n_rows, self.dim), dtype=np.float32)
+        for indices, ids, mask in prepared.batches:
+            started = time.perf_counter()
+            out = self.embed_token_ids(ids, mask)
+            computed = time.perf_counter()
+            vectors[indices] = out[: len(indices)]
+            device += computed - started
+            copy += time.perf_counter() - computed
             padded += ids.size
-        return vectors, padded, len(plans)
+        if prepared.owner is not None:
+            started = time.perf_counter()
+            vectors = self._pool_windows(vectors, prepared)
+            copy += time.perf_counter() - started
+        seconds = {**prepared.seconds, "device": device, "copy": copy}
+        return Embeddings(vectors, prepared.n_tokens, prepared.truncated, padded, len(prepared.batches),
+                          prepared.n_chunks, seconds)
+
+    def _pool_windows(self, window_vectors: np.ndarray, prepared: Prepared) -> np.ndarray:
+        """One vector per text: its windows' vectors averaged, weighted by tokens ([CLS]/[SEP] included)."""
+        weights = (prepared.row_lengths + 2).astype(np.float32)
+        vectors = np.zeros((prepared.n_texts, self.dim), dtype=np.float32)
+        np.add.at(vectors, prepared.owner, window_vectors * weights[:, None])
+        totals = np.zeros(prepared.n_texts, dtype=np.float32)
+        np.add.at(totals, prepared.owner, weights)
+        vectors /= np.maximum(totals, 1.0)[:, None]
+        if self.spec.normalize:
+            vectors /= np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
+        return vectors
 
     def embed_token_ids(self, input_ids: np.ndarray, input_mask: np.ndarray) -> np.ndarray:
         """Run the compiled graph on already padded int32 [batch, seq] arrays; float32 [batch, dim]."""

@@ -95,3 +95,35 @@ def pad_batch(
         ids[row, : len(seq)] = seq
         mask[row, : len(seq)] = 1
     return ids, mask
+
+
+def pad_runs(
+    flat: np.ndarray,
+    starts: np.ndarray,
+    lengths: np.ndarray,
+    length: int,
+    special: tuple[int, int, int],
+    rows: int | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """[CLS] + flat[starts[i]:starts[i]+lengths[i]] + [SEP], right-padded: int32 (ids, mask) [rows, length].
+
+    Array operations only (no loop over rows). special is (cls_id, sep_id, pad_id); lengths count
+    body tokens and must be at most length - 2. Rows beyond len(starts) are all padding.
+    """
+    cls_id, sep_id, pad_id = special
+    count = len(starts)
+    rows = count if rows is None else rows
+    ids = np.full((rows, length), pad_id, dtype=np.int32)
+    mask = np.zeros((rows, length), dtype=np.int32)
+    if not count:
+        return ids, mask
+    lengths = np.asarray(lengths, dtype=np.int64)
+    columns = np.arange(length)
+    body = (columns >= 1) & (columns <= lengths[:, None])  # row-major order = each run in order
+    first = np.cumsum(lengths) - lengths  # where each run begins among the gathered tokens
+    gather = np.repeat(np.asarray(starts, dtype=np.int64) - first, lengths) + np.arange(int(lengths.sum()))
+    ids[:count][body] = flat[gather]
+    ids[:count, 0] = cls_id
+    ids[np.arange(count), lengths + 1] = sep_id
+    mask[:count] = columns <= lengths[:, None] + 1
+    return ids, mask

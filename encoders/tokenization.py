@@ -7,6 +7,7 @@ tokenize identically. CJK characters become one token each, as in bert-base-chin
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -35,6 +36,18 @@ class Windowed:
     owner: np.ndarray  # int64 [windows], index of the window's text
     n_tokens: np.ndarray  # int32 [texts], all tokens of the text plus [CLS]/[SEP]
     n_chunks: np.ndarray  # int32 [texts], windows per text
+
+
+@dataclass
+class TokenRuns:
+    """Token ids of many texts without [CLS]/[SEP]: one flat array and where each text's run starts.
+
+    Columnar, so truncating, windowing and padding are array operations, not per-text lists.
+    """
+
+    flat: np.ndarray  # int32 [all tokens]
+    starts: np.ndarray  # int64 [texts], offset of each text's first token in flat
+    lengths: np.ndarray  # int64 [texts], tokens of each text
 
 
 class WordPieceTokenizer:
@@ -72,6 +85,16 @@ class WordPieceTokenizer:
         self.cls_id = vocab["[CLS]"]
         self.sep_id = vocab["[SEP]"]
         self.pad_id = vocab["[PAD]"]
+
+    def token_runs(self, texts: Sequence[str]) -> TokenRuns:
+        """Tokenize a batch with `tokenizers`' own threads; no special tokens, no truncation."""
+        encodings = self._tokenizer.encode_batch(list(texts), add_special_tokens=False)
+        ids = [encoding.ids for encoding in encodings]
+        lengths = np.fromiter(map(len, ids), dtype=np.int64, count=len(ids))
+        flat = np.fromiter(itertools.chain.from_iterable(ids), dtype=np.int32, count=int(lengths.sum()))
+        starts = np.zeros(len(ids), dtype=np.int64)
+        np.cumsum(lengths[:-1], out=starts[1:])
+        return TokenRuns(flat, starts, lengths)
 
     def tokenize(self, texts: Sequence[str], max_seq_length: int) -> Tokenized:
         """Tokenize a batch; texts longer than max_seq_length keep their first tokens."""

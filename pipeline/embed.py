@@ -8,13 +8,15 @@ configured through a handler in Beam 2.77 (docs/dependencies.md).
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import socket
 import time
 import uuid
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 
 import apache_beam as beam
@@ -22,7 +24,10 @@ import numpy as np
 import pyarrow as pa
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics import Metrics
+from apache_beam.transforms.window import GlobalWindow
 from apache_beam.utils import shared
+from apache_beam.utils.timestamp import MIN_TIMESTAMP
+from apache_beam.utils.windowed_value import WindowedValue
 
 from encoders import Embeddings, Encoder, EncoderSpec, build_encoder, resolved_once
 from pipeline.incremental import text_hash
@@ -30,7 +35,7 @@ from pipeline.manifest import PartStats
 from pipeline.output import embeddings_table, output_schema, parquet_bytes, part_file_names, staged_name, write_file
 from pipeline.progress import PROGRESS
 from pipeline.read import METRICS_NAMESPACE, Part
-from pipeline.records import DeadLetter, Record, raw_preview
+from pipeline.records import DeadLetter, raw_preview
 
 logger = logging.getLogger(__name__)
 
@@ -78,6 +83,7 @@ class _EmbedPartFn(beam.DoFn):
         self._spec = encoder
         self._staging = staging
         self._shared: _SharedEncoder | None = None
+        self._writes: _Writes | None = None
         self._texts = Metrics.counter(METRICS_NAMESPACE, "texts_embedded")
         self._tokens = Metrics.counter(METRICS_NAMESPACE, "real_tokens")
         self._padded = Metrics.counter(METRICS_NAMESPACE, "padded_tokens")
@@ -99,6 +105,7 @@ class _EmbedPartFn(beam.DoFn):
         # Metrics updated in setup() are lost (docs/dependencies.md): the build is reported in process.
         self._report_build = bool(built)
         self._schema = output_schema(spec)
+        self._writes = _Writes(max_pending=2)
 
     def process(self, part: Part) -> Iterator[PartStats]:
         encoder = self._shared.encoder
@@ -106,82 +113,141 @@ class _EmbedPartFn(beam.DoFn):
             self._build_time.update(int(encoder.build_seconds * 1000))
             self._report_build = False
         group_size = self._staging.group_size
+        spans = [(first, min(first + group_size, len(part.texts))) for first in range(0, len(part.texts), group_size)]
         tables = []
         dead_letters = list(part.dead_letters)
         real = padded = batches = embedded = 0
-        seconds = 0.0
-        for first in range(0, len(part.records), group_size):
-            group = list(part.records[first:first + group_size])
-            start = time.perf_counter()
-            good, results, failed = _encode(encoder, group)
-            elapsed = time.perf_counter() - start
-            seconds += elapsed
-            self._group_latency.update(int(elapsed * 1000))
-            dead_letters += failed
-            if not good:
+        seconds: Counter[str] = Counter()
+        waited = time.perf_counter()
+        results = encoder.encode_groups(part.texts[first:end] for first, end in spans)
+        for (first, end), result in zip(spans, results, strict=True):
+            if isinstance(result, Exception):
+                logger.warning("group of %d failed; retrying records one by one", end - first, exc_info=result)
+                kept, result, failed = _isolate(encoder, part, range(first, end))
+                dead_letters += failed
+            else:
+                kept = range(first, end)
+            now = time.perf_counter()
+            self._group_latency.update(int((now - waited) * 1000))
+            waited = now
+            if result is None:
                 continue
-            ids = [r.id for r in good]
-            hashes = [text_hash(r.text) for r in good]
+            seconds.update(result.seconds)
+            started = time.perf_counter()
+            ids = [part.ids[i] for i in kept]
+            hashes = [text_hash(part.texts[i]) for i in kept]
             tables.append(embeddings_table(
-                ids, results.vectors, results.n_tokens, results.truncated, results.n_chunks, hashes, self._schema
+                ids, result.vectors, result.n_tokens, result.truncated, result.n_chunks, hashes, self._schema
             ))
-            group_real = int(results.n_tokens.sum())
+            seconds["output"] += time.perf_counter() - started
+            group_real = int(result.n_tokens.sum())
             real += group_real
-            padded += results.padded_tokens
-            batches += results.batches
-            embedded += len(good)
-            self._batch_latency.update(int(elapsed * 1000 / max(results.batches, 1)))
-            PROGRESS.add(texts=len(good), tokens=group_real)
+            padded += result.padded_tokens
+            batches += result.batches
+            embedded += len(ids)
+            self._batch_latency.update(int(result.seconds.get("device", 0.0) * 1000 / max(result.batches, 1)))
+            PROGRESS.add(texts=len(ids), tokens=group_real)
         self._texts.inc(embedded)
         self._tokens.inc(real)
         self._padded.inc(padded)
         self._batches.inc(batches)
         self._failed.inc(len(dead_letters) - len(part.dead_letters))
-        files = self._stage(part, tables, dead_letters)
-        yield PartStats(
+        stats = PartStats(
             source=part.source,
             part=part.part,
             embedded=embedded,
             failed=tuple(sorted(Counter(d.reason for d in dead_letters).items())),
-            files=files,
+            files=(),
             real_tokens=real,
             padded_tokens=padded,
             batches=batches,
-            encode_seconds=seconds,
+            encode_seconds=sum(seconds[k] for k in ("device", "copy")),
             encoder_build=self._shared.build_id,
             process=self._shared.process_id,
             build_seconds=encoder.build_seconds,
+            stage_seconds=tuple(sorted(seconds.items())),
         )
+        yield from self._stage(part, tables, dead_letters, stats)
 
-    def _stage(self, part: Part, tables: list, dead_letters: list[DeadLetter]) -> tuple[str, ...]:
-        """Write the part's files under the staging directory; same part, same names and bytes."""
+    def finish_bundle(self) -> Iterator[WindowedValue]:
+        # A part's stats are emitted once its files are written; the bundle ends when all are.
+        for stats in self._writes.drain():
+            yield WindowedValue(stats, MIN_TIMESTAMP, [GlobalWindow()])
+
+    def teardown(self) -> None:
+        if self._writes is not None:
+            self._writes.close()
+
+    def _stage(self, part: Part, tables: list, dead_letters: list[DeadLetter], stats: PartStats) -> list[PartStats]:
+        """Hand the part's files to the writer thread; returns the stats of parts whose files are written.
+
+        Parquet encoding and writing run while the next part is embedded; a failed write fails
+        (and so retries) the bundle. Same part, same names and rows.
+        """
         output = self._staging.output
         embeddings_name, failed_name = part_file_names(part.shard_index, part.part)
         table = pa.concat_tables(tables) if tables else self._schema.empty_table()
-        write_file(FileSystems.join(output, staged_name(embeddings_name)), parquet_bytes(table))
-        if not dead_letters:
-            return (embeddings_name,)
-        lines = "".join(d.to_json() + "\n" for d in sorted(dead_letters, key=lambda d: d.line))
-        write_file(FileSystems.join(output, staged_name(failed_name)), lines.encode("utf-8"))
-        return embeddings_name, failed_name
+        files = [(FileSystems.join(output, staged_name(embeddings_name)), table)]
+        if dead_letters:
+            lines = "".join(d.to_json() + "\n" for d in sorted(dead_letters, key=lambda d: d.line))
+            files.append((FileSystems.join(output, staged_name(failed_name)), lines.encode("utf-8")))
+        names = (embeddings_name, failed_name) if dead_letters else (embeddings_name,)
+        return self._writes.submit(files, dataclasses.replace(stats, files=names))
 
 
-def _encode(encoder: Encoder, records: list[Record]) -> tuple[list[Record], Embeddings | None, list[DeadLetter]]:
-    """Encode the group; if it fails, retry record by record to isolate the bad ones."""
-    try:
-        return records, encoder.encode([r.text for r in records]), []
-    except Exception:  # noqa: BLE001 - isolated below, each failure is recorded
-        logger.warning("group of %d failed; retrying records one by one", len(records), exc_info=True)
-    good, results, dead_letters = [], [], []
-    for record in records:
+class _Writes:
+    """One writer thread and the parts waiting for it: at most max_pending, which bounds memory."""
+
+    def __init__(self, max_pending: int) -> None:
+        self._max_pending = max_pending
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="part-writer")
+        self._pending: deque[tuple[Future, PartStats]] = deque()
+
+    def submit(self, files: list[tuple[str, pa.Table | bytes]], stats: PartStats) -> list[PartStats]:
+        """Queue a part's files; returns the stats of earlier parts now written (waits while too many are queued)."""
+        self._pending.append((self._executor.submit(_write_files, files), stats))
+        done = []
+        while self._pending and (len(self._pending) > self._max_pending or self._pending[0][0].done()):
+            done.append(self._finish(*self._pending.popleft()))
+        return done
+
+    def drain(self) -> list[PartStats]:
+        """Wait for every queued part; their stats, in order. Raises what a write raised."""
+        done = []
+        while self._pending:
+            done.append(self._finish(*self._pending.popleft()))
+        return done
+
+    def close(self) -> None:
+        self._executor.shutdown(wait=True)
+
+    @staticmethod
+    def _finish(future: Future, stats: PartStats) -> PartStats:
+        seconds = dict(stats.stage_seconds)
+        seconds["output"] = seconds.get("output", 0.0) + future.result()
+        return dataclasses.replace(stats, stage_seconds=tuple(sorted(seconds.items())))
+
+
+def _write_files(files: list[tuple[str, pa.Table | bytes]]) -> float:
+    """Encode (tables as Parquet) and write; returns the seconds it took."""
+    started = time.perf_counter()
+    for path, content in files:
+        write_file(path, parquet_bytes(content) if isinstance(content, pa.Table) else content)
+    return time.perf_counter() - started
+
+
+def _isolate(encoder: Encoder, part: Part, positions: range) -> tuple[list[int], Embeddings | None, list[DeadLetter]]:
+    """Encode a failed group's records one by one: (positions embedded, their results, dead letters)."""
+    kept, results, dead_letters = [], [], []
+    for i in positions:
         try:
-            results.append(encoder.encode([record.text]))
-            good.append(record)
+            results.append(encoder.encode([part.texts[i]]))
+            kept.append(i)
         except Exception as exc:  # noqa: BLE001 - becomes a dead letter with its reason
             detail = f"{type(exc).__name__}: {exc}"
-            raw = raw_preview(record.text.encode("utf-8"))
-            dead_letters.append(DeadLetter(record.source, record.line, "encode_error", detail, id=record.id, raw=raw))
-    if not good:
+            raw = raw_preview(part.texts[i].encode("utf-8"))
+            dead_letters.append(DeadLetter(part.source, part.lines[i], "encode_error", detail, id=part.ids[i], raw=raw))
+    if not kept:
         return [], None, dead_letters
     combined = Embeddings(
         np.concatenate([r.vectors for r in results]),
@@ -190,5 +256,6 @@ def _encode(encoder: Encoder, records: list[Record]) -> tuple[list[Record], Embe
         sum(r.padded_tokens for r in results),
         sum(r.batches for r in results),
         np.concatenate([r.n_chunks for r in results]),
+        dict(sum((Counter(r.seconds) for r in results), Counter())),
     )
-    return good, combined, dead_letters
+    return kept, combined, dead_letters

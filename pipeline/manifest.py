@@ -22,6 +22,7 @@ class ShardStats:
     removed_chars: int = 0  # control characters removed by normalisation
     parts: int = 1
     reused: int = 0  # already in an earlier output (--skip_existing), not embedded again
+    read_seconds: float = 0.0  # reading, decoding, validating and normalising its records
 
 
 @dataclass(frozen=True)
@@ -40,6 +41,7 @@ class PartStats:
     encoder_build: str = ""  # unique per encoder construction
     process: str = ""  # host:pid of the worker process
     build_seconds: float = 0.0
+    stage_seconds: tuple[tuple[str, float], ...] = ()  # busy seconds by stage (tokenize, batch, device, copy, output)
 
 
 def _iso(seconds: float) -> str:
@@ -115,19 +117,33 @@ def build_manifest(
         "files": {kind: sorted(names) for kind, names in files.items()},
         "settings": dict(settings),
         **({"incremental": {k: v for k, v in incremental.items() if k != "snapshot_files"}} if incremental else {}),
-        "performance": performance(part_stats, counts["embedded"], finished - started),
+        "performance": performance(part_stats, counts["embedded"], finished - started, shard_stats_list),
         "started_at": _iso(started),
         "finished_at": _iso(finished),
     }
 
 
-def performance(part_stats: list[PartStats], embedded: int, wall_seconds: float) -> dict:
-    """Throughput, padding efficiency and how many encoders were built in how many processes."""
+def performance(part_stats: list[PartStats], embedded: int, wall_seconds: float,
+                shard_stats: Iterable[ShardStats] = ()) -> dict:
+    """Throughput, padding efficiency, busy time by stage, and how many encoders were built in how many processes.
+
+    `stage_seconds` add up the busy time of every worker thread (read, tokenize, batch, device,
+    copy, output); stages overlap, so their sum can exceed the wall time. `device_busy_share`
+    is device time over the wall time after the encoder build: near 1, the device never waited
+    for the host; well below 1 on a GPU, the host path is the bottleneck.
+    """
     real = sum(s.real_tokens for s in part_stats)
     padded = sum(s.padded_tokens for s in part_stats)
     builds = {s.encoder_build: s.build_seconds for s in part_stats if s.batches}
     wall = max(wall_seconds, 1e-9)
+    stages: Counter[str] = Counter({"read": sum(s.read_seconds for s in shard_stats)})
+    for stats in part_stats:
+        stages.update(dict(stats.stage_seconds))
+    processes = max(len({s.process for s in part_stats if s.batches}), 1)
+    after_build = max(wall - max(builds.values(), default=0.0), 1e-9)
     return {
+        "stage_seconds": {k: round(v, 3) for k, v in sorted(stages.items())},
+        "device_busy_share": round(stages["device"] / (after_build * processes), 4),
         "wall_seconds": round(wall_seconds, 3),
         "texts_per_second": round(embedded / wall, 2),
         "real_tokens_per_second": round(real / wall, 1),

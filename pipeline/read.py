@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 
@@ -35,12 +36,17 @@ class ProgressSettings:
 
 @dataclass(frozen=True)
 class Part:
-    """A run of consecutive records of one shard: the unit embedded, written and retried together."""
+    """A run of consecutive records of one shard: the unit embedded, written and retried together.
+
+    Columns rather than record objects: the embedding stage wants the texts as one list.
+    """
 
     shard_index: int  # position of the shard in the sorted input list
     source: str
     part: int
-    records: tuple[Record, ...]
+    ids: tuple[str, ...]
+    texts: tuple[str, ...]  # as embedded (normalised)
+    lines: tuple[int, ...]  # line or row number of each record in its shard
     dead_letters: tuple[DeadLetter, ...]  # what the reader rejected in the same stretch
 
 
@@ -122,21 +128,31 @@ class _ReadShardFn(beam.DoFn):
         shard_index, shard, decisions = element
         fmt = dataclasses.replace(self._input_format, format=shard.format)
         read = skipped = removed = parts = chars = reused = 0
-        records: list[Record] = []
+        ids: list[str] = []
+        texts: list[str] = []
+        lines: list[int] = []
         dead: list[DeadLetter] = []
 
         def cut() -> Part:
             nonlocal parts, chars
-            part = Part(shard_index, shard.name, parts, tuple(records), tuple(dead))
-            records.clear()
-            dead.clear()
+            part = Part(shard_index, shard.name, parts, tuple(ids), tuple(texts), tuple(lines), tuple(dead))
+            for column in (ids, texts, lines, dead):
+                column.clear()
             parts += 1
             chars = 0
             return part
 
         position = 0
         raw_stream = None
-        for outcome, raw_stream in shard_outcomes(shard, fmt):
+        outcomes = shard_outcomes(shard, fmt)
+        reading = 0.0  # time in the reader itself; a yielded part runs the fused stages after this one
+        while True:
+            started = time.perf_counter()
+            found = next(outcomes, None)
+            reading += time.perf_counter() - started
+            if found is None:
+                break
+            outcome, raw_stream = found
             read += 1
             decision = decisions.get(outcome.line) if decisions else None
             if decision is not None and isinstance(outcome, Record):
@@ -147,7 +163,9 @@ class _ReadShardFn(beam.DoFn):
                     dead.append(_duplicate(outcome, decision[1:]))
             elif isinstance(outcome, Record):
                 removed += outcome.removed_chars
-                records.append(outcome)
+                ids.append(outcome.id)
+                texts.append(outcome.text)
+                lines.append(outcome.line)
                 chars += len(outcome.text)
             elif isinstance(outcome, DeadLetter):
                 dead.append(outcome)
@@ -155,15 +173,16 @@ class _ReadShardFn(beam.DoFn):
             else:
                 removed += outcome.removed_chars
                 skipped += 1
-            if len(records) + len(dead) >= self._limits.records or chars >= self._limits.chars:
+            if len(texts) + len(dead) >= self._limits.records or chars >= self._limits.chars:
                 yield cut()
             if read % 1000 == 0:
                 position = _report_position(raw_stream, position)
         _report_position(raw_stream, position, at_end=shard.size)
-        if records or dead or parts == 0:
+        if texts or dead or parts == 0:
             yield cut()
         self._lines.inc(read)
-        yield beam.pvalue.TaggedOutput(SHARD_STATS, ShardStats(shard.name, read, skipped, removed, parts, reused))
+        stats = ShardStats(shard.name, read, skipped, removed, parts, reused, read_seconds=reading)
+        yield beam.pvalue.TaggedOutput(SHARD_STATS, stats)
 
 
 def _report_position(raw_stream, previous: int, at_end: int | None = None) -> int:

@@ -263,8 +263,8 @@ def test_control_characters_and_overlong_lines_are_accounted_for(run_cli, tiny_b
 
 def test_a_record_the_encoder_rejects_becomes_a_dead_letter_and_the_rest_are_embedded(tiny_bert_dir):
     """Failure injection: no real input makes the encoder raise, so a wrapper raises for one marked text."""
-    from pipeline.embed import _encode
-    from pipeline.records import Record
+    from pipeline.embed import _isolate
+    from pipeline.read import Part
 
     real = build_encoder(resolve_spec(model=str(tiny_bert_dir)))
 
@@ -274,9 +274,10 @@ def test_a_record_the_encoder_rejects_becomes_a_dead_letter_and_the_rest_are_emb
                 raise RuntimeError("cannot embed this one")
             return real.encode(texts)
 
-    records = [Record(f"s:{i}", text, "s", i) for i, text in enumerate(["今天天气很好", "POISON", "hello world"], 1)]
-    good, results, dead = _encode(RejectsMarkedText(), records)
-    assert [r.id for r in good] == ["s:1", "s:3"]
+    texts = ("今天天气很好", "POISON", "hello world")
+    part = Part(0, "s", 0, ("s:1", "s:2", "s:3"), texts, (1, 2, 3), ())
+    kept, results, dead = _isolate(RejectsMarkedText(), part, range(3))
+    assert [part.ids[i] for i in kept] == ["s:1", "s:3"]
     assert [(d.id, d.reason) for d in dead] == [("s:2", "encode_error")]
     expected = real.encode(["今天天气很好", "hello world"])
     assert np.abs(results.vectors - expected.vectors).max() < 1e-6
