@@ -297,3 +297,26 @@ def test_group_size_changes_how_records_are_batched_not_the_vectors(run_cli, tin
     assert (one["settings"]["group_size"], many["settings"]["group_size"]) == (1, 1024)
     np.testing.assert_allclose(np.array(one_rows.column("embedding").to_pylist()),
                                np.array(many_rows.column("embedding").to_pylist()), atol=1e-6)
+
+
+def test_a_write_that_fails_on_the_writer_thread_fails_the_job(run_cli, corpus, tiny_bert_dir, tmp_path, monkeypatch):
+    """Parquet files are written off the critical path; a failed write must still fail the job, not vanish."""
+    import pipeline.embed
+
+    def broken_write(path, data):
+        raise OSError(f"disk full while writing {path}")
+
+    monkeypatch.setattr(pipeline.embed, "write_file", broken_write)
+    code, _, err = run_cli("--input", corpus / "a" / "x.txt", "--output", tmp_path / "out", "--model", tiny_bert_dir)
+    assert code == 1 and "disk full" in err
+    assert not (tmp_path / "out" / "_SUCCESS").exists()
+
+
+def test_stage_seconds_and_device_busy_share_are_reported(run_cli, corpus, tiny_bert_dir, tmp_path):
+    out = tmp_path / "out"
+    assert run_cli("--input", corpus / "*" / "*.txt", "--output", out, "--model", tiny_bert_dir)[0] == 0
+    performance = read_manifest(out)["performance"]
+    assert set(performance["stage_seconds"]) == {"read", "tokenize", "batch", "device", "copy", "output"}
+    assert all(seconds >= 0 for seconds in performance["stage_seconds"].values())
+    assert performance["stage_seconds"]["device"] > 0 and performance["stage_seconds"]["tokenize"] > 0
+    assert 0 < performance["device_busy_share"] <= 1
