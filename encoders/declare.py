@@ -22,6 +22,9 @@ RECORDS = "records"  # which records are read and how: manifest, rerun check
 RECORDED = "recorded"  # speed or file layout only: manifest
 RUN = "run"  # this invocation only (where to write, whether to replace): not recorded
 ROLES = (VECTORS, RECORDS, RECORDED, RUN)
+# The value of a setting chosen when the encoder is built, on the machine that runs it (`encoders.auto`):
+# a choice of a str setting, or the flag's text for an int setting declared with auto=True (held as None).
+AUTO = "auto"
 
 
 @dataclass(frozen=True)
@@ -37,6 +40,7 @@ class Declaration:
     flag: str | None = None  # the flag's name when it differs from the field's; "" for no flag (derived)
     negation: tuple[str, str] | None = None  # (flag, help) setting a bool | None field to False
     pattern: str | None = None  # a regular expression the text of a value matches (for forms, e.g. a date)
+    auto: bool = False  # an int | None setting whose flag also takes AUTO, held as None (a str one lists AUTO)
 
     def allowed(self) -> tuple[str, ...] | None:
         return self.choices() if callable(self.choices) else self.choices
@@ -76,6 +80,8 @@ def declared(cls: type) -> tuple[Setting, ...]:
         if declaration is None:
             continue
         kind, optional = _kind(hints[field.name])
+        if declaration.auto and (kind is not int or not optional):
+            raise TypeError(f"{field.name}: auto=True needs an `int | None` field (None is the automatic value)")
         found.append(Setting(field.name, kind, optional, field.default, declaration))
     return tuple(found)
 
@@ -93,8 +99,16 @@ def _kind(hint: object) -> tuple[type, bool]:
     return hint, optional
 
 
+def parse_auto_int(text: str) -> int | None:
+    """The value of an int setting declared with auto=True from its flag's text: None for AUTO, else the int."""
+    return None if text == AUTO else int(text)
+
+
 def check_declared(instance: object, error: type[Exception]) -> None:
-    """Raise `error` with a one-line message when a value breaks its declared choices or minimum."""
+    """Raise `error` with a one-line message when a value breaks its declared choices or minimum.
+
+    None (not given, or AUTO for an auto int setting) is not checked: it is resolved later.
+    """
     for item in declared(type(instance)):
         value = getattr(instance, item.name)
         if value is None:

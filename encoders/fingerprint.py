@@ -28,6 +28,9 @@ def model_fingerprint(spec: EncoderSpec, version: str) -> str:
     its weight files (size, first and last MiB), so replacing the weights in place changes it;
     a remote model, name or URL by its name. Cached: computed once per process and spec.
     """
+    # The declared values, so `--precision auto` counts as "auto", not as what a worker chose: reruns on
+    # the same kind of hardware reuse each other's vectors (--skip_existing), and vectors made in another
+    # precision stay within cosine 0.999 of float32 (tests/encoders/test_backends.py), so reusing them is safe.
     identity = values(spec, [VECTORS])
     identity["model"] = _model_identity(spec.model)
     if spec.weights and "://" not in spec.weights:

@@ -12,6 +12,7 @@ import re
 from typing import TYPE_CHECKING
 
 from encoders.base import Encoder
+from encoders.declare import AUTO
 from encoders.errors import EncoderConfigError
 from encoders.model_source import ModelSource, resolve_hub_handle
 from encoders.registry import Backend, ModelShape, register_backend
@@ -33,7 +34,7 @@ def check(source: ModelSource, spec: EncoderSpec) -> None:
         )
     if spec.weights is not None:
         raise EncoderConfigError("--weights applies only to --backend transformers")
-    if spec.precision != "float32":
+    if spec.precision not in ("float32", AUTO):  # auto means float32 here (`encoders.auto`)
         raise EncoderConfigError("--precision other than float32 needs --backend transformers "
                                  "(a Hub SavedModel's dtypes are fixed when it is exported)")
 
@@ -152,4 +153,4 @@ def _signature_family(module) -> str:
     )
 
 
-register_backend(Backend("hub", check=check, inspect=inspect, load=HubEncoder))
+register_backend(Backend("hub", check=check, inspect=inspect, load=HubEncoder, reduced_precision=False))

@@ -18,6 +18,8 @@ class ModelShape:
 
     max_positions: int  # longest input, [CLS]/[SEP] included
     dim: int  # width of its token vectors
+    intermediate: int | None = None  # width of the feed-forward layer, when the files say (sizes GPU batches)
+    heads: int | None = None  # attention heads, when the files say
 
 
 @dataclass(frozen=True)
@@ -35,6 +37,7 @@ class Backend:
     check: Callable[..., None]
     inspect: Callable[..., ModelShape]
     load: Callable[..., object]
+    reduced_precision: bool = True  # can compute in bfloat16/float16 (else --precision auto means float32)
 
 
 _BACKENDS: dict[str, Backend] = {}

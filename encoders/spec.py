@@ -12,7 +12,8 @@ import functools
 from dataclasses import dataclass
 from pathlib import Path
 
-from encoders.declare import RECORDED, VECTORS, check_declared, setting
+from encoders.auto import BFLOAT16_MIN_SPEEDUP, CPU_TOKEN_BUDGET
+from encoders.declare import AUTO, RECORDED, VECTORS, check_declared, setting
 from encoders.errors import EncoderConfigError
 from encoders.model_source import EMBEDDED_MODEL, ModelSource, parse_model_source
 from encoders.pooling import POOLING_METHODS, model_pooling_config
@@ -28,7 +29,9 @@ _BATCHING = "batching"
 class EncoderSpec:
     """Everything that decides the vectors, plus batch limits. Plain data: it travels to workers.
 
-    As given, None means "what the model says"; `resolve_spec` fills every field (and `dim`).
+    As given, None means "what the model says"; `resolve_spec` fills every field (and `dim`) except
+    the automatic ones (`precision` "auto", `max_tokens_per_batch` None), which `build_encoder`
+    chooses on the machine that runs the model (`encoders.auto`).
     """
 
     backend: str = setting(
@@ -59,12 +62,17 @@ class EncoderSpec:
         VECTORS, minimum=0, metavar="N", group=_MODEL)
     max_batch_size: int = setting(
         64, "most texts in one forward pass (default: 64)", RECORDED, minimum=1, metavar="N", group=_BATCHING)
-    max_tokens_per_batch: int = setting(
-        8192, "most padded tokens in one forward pass (default: 8192)", RECORDED, minimum=1, metavar="N",
-        group=_BATCHING)
+    max_tokens_per_batch: int | None = setting(
+        None, f"most padded tokens in one forward pass; auto: {CPU_TOKEN_BUDGET} on a CPU, on a GPU sized from its "
+        "free memory and the model's shape, chosen on each worker and reported in the manifest; changes speed "
+        "only, never the vectors (default: auto)", RECORDED, minimum=1, metavar="N", auto=True, group=_BATCHING)
     precision: str = setting(
-        "float32", "compute type; bfloat16/float16 use Keras mixed precision, meant for GPUs (default: float32)",
-        VECTORS, choices=PRECISIONS, group=_BATCHING)
+        "float32", "compute type; bfloat16/float16 run Keras mixed precision (vectors within cosine 0.999 of "
+        "float32); auto chooses on each worker: bfloat16 on GPUs of compute capability 8.0+ (A100, L4, H100), "
+        f"float16 on 7.x (T4, V100), bfloat16 on a CPU where a quick probe measures it {BFLOAT16_MIN_SPEEDUP}x "
+        "faster, else float32 (the manifest reports the choice). The default stays float32: the known-answer tests "
+        "and comparisons with sentence-transformers rely on its vectors (default: float32)",
+        VECTORS, choices=(*PRECISIONS, AUTO), group=_BATCHING)
     jit_compile: bool = setting(
         False, "compile the forward pass and pooling with XLA, one program per bucket length", RECORDED,
         group=_BATCHING)

@@ -54,7 +54,9 @@ def inspect(source: ModelSource, spec: EncoderSpec) -> ModelShape:
                 f"no weights in model directory {directory}: expected tf_model.h5 or model.safetensors "
                 "(or pass --weights)"
             )
-    return ModelShape(int(config.get("max_position_embeddings", 512)), int(config.get("hidden_size", 768)))
+    return ModelShape(int(config.get("max_position_embeddings", 512)), int(config.get("hidden_size", 768)),
+                      intermediate=int(config.get("intermediate_size", 3072)),
+                      heads=int(config.get("num_attention_heads", 12)))
 
 
 @dataclass

@@ -15,7 +15,7 @@ import sys
 import time
 
 from encoders import EncoderConfigError, EncoderSpec
-from encoders.declare import Setting, declared, from_mapping
+from encoders.declare import AUTO, Setting, declared, from_mapping, parse_auto_int
 from pipeline.config import JobConfig, compared_settings, job_config
 from pipeline.errors import JobConfigError
 from pipeline.interrupt import JobInterrupted, interruptible
@@ -68,11 +68,20 @@ def _add_flag(group: argparse._ArgumentGroup, item: Setting) -> None:
     options: dict = {"dest": item.name, "help": declaration.help, "metavar": declaration.metavar}
     if item.kind is tuple:
         options.update(action="append", default=None)
+    elif declaration.auto:
+        options.update(type=_auto_int, default=item.default, metavar=f"{declaration.metavar or 'N'}|{AUTO}")
     else:
         options.update(type=item.kind, default=item.default, choices=declaration.allowed())
         if options["choices"]:
             del options["metavar"]
     group.add_argument(flag, **options)
+
+
+def _auto_int(text: str) -> int | None:
+    try:
+        return parse_auto_int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number or {AUTO}, got {text!r}") from None
 
 
 def settings_from_args(args: argparse.Namespace) -> tuple[JobSettings, EncoderSpec]:

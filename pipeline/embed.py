@@ -41,6 +41,8 @@ logger = logging.getLogger(__name__)
 
 # One encoder per worker process, shared by all threads and bundles.
 _ENCODERS = shared.Shared()
+# Groups a host thread tokenizes and pads ahead of the device (0: none, in series); bounds memory.
+PREFETCH_GROUPS = 2
 
 
 @dataclass(frozen=True)
@@ -104,7 +106,7 @@ class _EmbedPartFn(beam.DoFn):
         self._shared = _ENCODERS.acquire(build, tag=spec)
         # Metrics updated in setup() are lost (docs/dependencies.md): the build is reported in process.
         self._report_build = bool(built)
-        self._schema = output_schema(spec)
+        self._schema = output_schema(spec, precision_used=self._shared.encoder.spec.precision)
         self._writes = _Writes(max_pending=2)
 
     def process(self, part: Part) -> Iterator[PartStats]:
@@ -119,7 +121,7 @@ class _EmbedPartFn(beam.DoFn):
         real = padded = batches = embedded = 0
         seconds: Counter[str] = Counter()
         waited = time.perf_counter()
-        results = encoder.encode_groups(part.texts[first:end] for first, end in spans)
+        results = encoder.encode_groups((part.texts[first:end] for first, end in spans), depth=PREFETCH_GROUPS)
         for (first, end), result in zip(spans, results, strict=True):
             if isinstance(result, Exception):
                 logger.warning("group of %d failed; retrying records one by one", end - first, exc_info=result)
@@ -139,7 +141,7 @@ class _EmbedPartFn(beam.DoFn):
             tables.append(embeddings_table(
                 ids, result.vectors, result.n_tokens, result.truncated, result.n_chunks, hashes, self._schema
             ))
-            seconds["output"] += time.perf_counter() - started
+            seconds["arrow"] += time.perf_counter() - started
             group_real = int(result.n_tokens.sum())
             real += group_real
             padded += result.padded_tokens
@@ -166,6 +168,7 @@ class _EmbedPartFn(beam.DoFn):
             process=self._shared.process_id,
             build_seconds=encoder.build_seconds,
             stage_seconds=tuple(sorted(seconds.items())),
+            chosen=tuple(encoder.chosen.items()),
         )
         yield from self._stage(part, tables, dead_letters, stats)
 
@@ -224,7 +227,7 @@ class _Writes:
     @staticmethod
     def _finish(future: Future, stats: PartStats) -> PartStats:
         seconds = dict(stats.stage_seconds)
-        seconds["output"] = seconds.get("output", 0.0) + future.result()
+        seconds["parquet"] = seconds.get("parquet", 0.0) + future.result()
         return dataclasses.replace(stats, stage_seconds=tuple(sorted(seconds.items())))
 
 

@@ -41,7 +41,8 @@ class PartStats:
     encoder_build: str = ""  # unique per encoder construction
     process: str = ""  # host:pid of the worker process
     build_seconds: float = 0.0
-    stage_seconds: tuple[tuple[str, float], ...] = ()  # busy seconds by stage (tokenize, batch, device, copy, output)
+    stage_seconds: tuple[tuple[str, float], ...] = ()  # busy seconds by stage (see `performance`)
+    chosen: tuple[tuple[str, object], ...] = ()  # (setting, value) the build chose for each automatic setting
 
 
 def _iso(seconds: float) -> str:
@@ -127,10 +128,14 @@ def performance(part_stats: list[PartStats], embedded: int, wall_seconds: float,
                 shard_stats: Iterable[ShardStats] = ()) -> dict:
     """Throughput, padding efficiency, busy time by stage, and how many encoders were built in how many processes.
 
-    `stage_seconds` add up the busy time of every worker thread (read, tokenize, batch, device,
-    copy, output); stages overlap, so their sum can exceed the wall time. `device_busy_share`
-    is device time over the wall time after the encoder build: near 1, the device never waited
-    for the host; well below 1 on a GPU, the host path is the bottleneck.
+    `stage_seconds` add up busy time by stage over all worker threads, so they overlap and can
+    sum to more than the wall time. On the thread that runs the DoFns: read (read, decode,
+    validate, normalise), wait (for the host thread), device (the compiled model), copy (vectors
+    back into place, chunk pooling), arrow (hashes and the Arrow table). On the host thread:
+    tokenize, batch (plan and pad). On the writer thread: parquet (encode and write the files).
+    `device_busy_share` is device time over the wall time after the encoder build, per worker
+    process: near 1, the device never waited for the host; well below 1 on a GPU, the host path
+    (read, tokenize, Beam) is the bottleneck.
     """
     real = sum(s.real_tokens for s in part_stats)
     padded = sum(s.padded_tokens for s in part_stats)
@@ -140,10 +145,12 @@ def performance(part_stats: list[PartStats], embedded: int, wall_seconds: float,
     for stats in part_stats:
         stages.update(dict(stats.stage_seconds))
     processes = max(len({s.process for s in part_stats if s.batches}), 1)
-    after_build = max(wall - max(builds.values(), default=0.0), 1e-9)
+    build = max(builds.values(), default=0.0)
+    # An encoder built before this job (kept by an earlier run in the same process) cost it nothing.
+    after_build = wall - build if build < wall else wall
     return {
         "stage_seconds": {k: round(v, 3) for k, v in sorted(stages.items())},
-        "device_busy_share": round(stages["device"] / (after_build * processes), 4),
+        "device_busy_share": round(min(stages["device"] / (after_build * processes), 1.0), 4),
         "wall_seconds": round(wall_seconds, 3),
         "texts_per_second": round(embedded / wall, 2),
         "real_tokens_per_second": round(real / wall, 1),
@@ -155,7 +162,22 @@ def performance(part_stats: list[PartStats], embedded: int, wall_seconds: float,
         "encoder_builds": len(builds),
         "worker_processes": len({s.process for s in part_stats if s.batches}),
         "encoder_build_seconds": round(max(builds.values(), default=0.0), 2),
+        **chosen_summary(part_stats),
     }
+
+
+def chosen_summary(part_stats: Iterable[PartStats]) -> dict:
+    """What the encoder builds chose for the automatic settings (`encoders.auto`).
+
+    {"chosen": {setting: value}} when every worker process chose the same (the usual case: one kind
+    of machine); otherwise "chosen" is null and "chosen_by_processes" lists each distinct choice with
+    how many processes made it, most common first.
+    """
+    choices = Counter(chosen for _, chosen in {(s.process, s.chosen) for s in part_stats})
+    if len(choices) <= 1:
+        return {"chosen": dict(next(iter(choices), ()))}
+    ranked = sorted(choices.items(), key=lambda item: (-item[1], repr(item[0])))
+    return {"chosen": None, "chosen_by_processes": [{**dict(chosen), "processes": n} for chosen, n in ranked]}
 
 
 def incremental_summary(

@@ -99,10 +99,18 @@ def file_metadata(spec: EncoderSpec) -> dict[str, str]:
     return {**metadata, "version": encoders.__version__, "model_fingerprint": fingerprint}
 
 
-def output_schema(spec: EncoderSpec) -> pa.Schema:
-    """The schema of this run's embeddings files (resolves the spec once per process if needed)."""
+def output_schema(spec: EncoderSpec, precision_used: str | None = None) -> pa.Schema:
+    """The schema of this run's embeddings files (resolves the spec once per process if needed).
+
+    precision_used is the compute type the encoder ran in (what `--precision auto` chose on this
+    worker), kept beside the declared `precision`; files of rows reused by --snapshot, made by an
+    earlier run, leave it out.
+    """
     resolved = resolved_once(spec)
-    return embeddings_schema(resolved.dim, file_metadata(resolved))
+    metadata = file_metadata(resolved)
+    if precision_used is not None:
+        metadata["precision_used"] = precision_used
+    return embeddings_schema(resolved.dim, metadata)
 
 
 def embeddings_table(

@@ -18,7 +18,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from encoders.declare import Setting, declared
+from encoders.declare import AUTO, Setting, declared
 from pipeline.cli import SETTINGS_CLASSES
 
 TEMPLATE_NAME = "bert-embedding-job"
@@ -46,7 +46,8 @@ def _regex(item: Setting) -> str | None:
     if declaration.allowed():
         return "^(" + "|".join(re.escape(str(c)) for c in declaration.allowed()) + ")$"
     if item.kind is int:
-        return "^[0-9]+$" if (declaration.minimum or 0) >= 0 else "^-?[0-9]+$"
+        digits = "[0-9]+" if (declaration.minimum or 0) >= 0 else "-?[0-9]+"
+        return f"^({AUTO}|{digits})$" if declaration.auto else f"^{digits}$"
     if declaration.pattern:
         return f"^{declaration.pattern}$"
     return None
@@ -82,7 +83,7 @@ def flags_table() -> str:
         if allowed:
             flag += " " + "\\|".join(allowed)
         elif item.kind is not bool:
-            flag += f" {declaration.metavar or 'VALUE'}"
+            flag += f" {declaration.metavar or 'VALUE'}" + (f"\\|{AUTO}" if declaration.auto else "")
         if declaration.negation:
             flag += f"` / `--{declaration.negation[0]}"
         help_text = re.sub(r"\s+", " ", declaration.help).replace("|", "\\|")
@@ -145,13 +146,20 @@ def read_gpu_flags(path: Path = GPU_FLAGS_FILE) -> list[str]:
 
 def launch_body(job_name: str, template_path: str, parameters: dict[str, str], flags: Sequence[str],
                 temp_location: str | None = None) -> dict:
-    """A flexTemplates:launch request body: parameters for the program, GPU flags split into environment fields."""
+    """A flexTemplates:launch request body: parameters for the program, GPU flags split into environment fields.
+
+    A GPU flag that is one of the job's own settings (`--precision=auto`) becomes a parameter unless
+    the parameters already set it.
+    """
     parameters = dict(parameters)
+    own = {item.flag for item in _flagged()}
     environment: dict[str, object] = {}
     experiments = []
     for flag in flags:
         name, _, value = flag.lstrip("-").partition("=")
-        if name == "experiments":
+        if name in own:
+            parameters.setdefault(name, value)
+        elif name == "experiments":
             experiments.append(value)
         elif name in _ENVIRONMENT_FIELDS:
             environment[_ENVIRONMENT_FIELDS[name]] = int(value) if name in ("disk_size_gb", "max_num_workers") \

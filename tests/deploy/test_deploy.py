@@ -98,6 +98,16 @@ def test_the_program_accepts_what_the_scheduler_launches():
     assert config.job.skip_existing.endswith("dt=2026-11-24/*.parquet")
 
 
+def test_gpu_launches_choose_precision_and_batch_budget_on_the_workers():
+    """dataflow-gpu.flags carries --precision=auto into the launch; the token budget is automatic by default."""
+    parameters = committed_body()["launchParameter"]["parameters"]
+    assert parameters["precision"] == "auto"
+    config, _, _ = prepare(launcher_argv([f"--{k}={v}" for k, v in parameters.items()]) + DRY_RUN)
+    assert (config.encoder_spec.precision, config.encoder_spec.max_tokens_per_batch) == ("auto", None)
+    own = launch_body("j", "gs://b/t.json", {"precision": "float32"}, read_gpu_flags())
+    assert own["launchParameter"]["parameters"]["precision"] == "float32"  # a launch's own value wins
+
+
 def dockerfile(path: Path) -> list[tuple[str, str]]:
     """(instruction, arguments) of a Dockerfile, continuation lines joined, comments dropped."""
     text = re.sub(r"\\\n", " ", path.read_text())

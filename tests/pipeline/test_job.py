@@ -56,7 +56,7 @@ def test_parquet_schema_metadata_and_vectors_match_the_encoder(run_cli, corpus, 
     assert re.fullmatch(r"[0-9a-f]{32}", meta.pop("model_fingerprint"))
     assert meta == {"model": str(tiny_bert_dir), "backend": "transformers", "weights": "null", "pooling": "cls",
                     "normalize": "true", "dim": "32", "max_seq_length": "32", "long_text": "truncate",
-                    "chunk_overlap": "0", "precision": "float32", "version": "0.1.0"}
+                    "chunk_overlap": "0", "precision": "float32", "precision_used": "float32", "version": "0.1.0"}
     texts = ["今天天气很好", "hello world", LONG]
     expected = build_encoder(resolve_spec(model=str(tiny_bert_dir), pooling="cls", normalize=True,
                                           max_seq_length=32)).encode(texts)
@@ -76,6 +76,7 @@ def test_manifest_and_parquet_metadata_spell_settings_the_same_way(run_cli, corp
     meta = {k.decode(): v.decode() for k, v in read_embeddings(out).schema.metadata.items()
             if not k.startswith(b"ARROW")}
     assert settings["normalize"] is False and meta["normalize"] == "false"
+    assert meta.pop("precision_used") == settings["precision"]  # what ran; not a setting of its own
     for key, text in meta.items():
         value = settings[key]
         assert text == (value if isinstance(value, str) else json.dumps(value)), key
@@ -316,7 +317,8 @@ def test_stage_seconds_and_device_busy_share_are_reported(run_cli, corpus, tiny_
     out = tmp_path / "out"
     assert run_cli("--input", corpus / "*" / "*.txt", "--output", out, "--model", tiny_bert_dir)[0] == 0
     performance = read_manifest(out)["performance"]
-    assert set(performance["stage_seconds"]) == {"read", "tokenize", "batch", "device", "copy", "output"}
+    assert set(performance["stage_seconds"]) == {"read", "tokenize", "batch", "wait", "device", "copy", "arrow",
+                                                  "parquet"}
     assert all(seconds >= 0 for seconds in performance["stage_seconds"].values())
     assert performance["stage_seconds"]["device"] > 0 and performance["stage_seconds"]["tokenize"] > 0
     assert 0 < performance["device_busy_share"] <= 1
