@@ -105,6 +105,18 @@ def tokenizer_rate(texts: list[str], model: Path) -> float:
     return len(texts) / (time.perf_counter() - start)
 
 
+def parse_rate(lines: list[str]) -> float:
+    """Texts/s of decoding, validating and normalising lines alone (`pipeline.records.parse_line`), one thread."""
+    from pipeline.records import InputFormat, parse_line
+
+    fmt = InputFormat("text")
+    raw = [line.encode("utf-8") for line in lines]
+    start = time.perf_counter()
+    for number, line in enumerate(raw, 1):
+        parse_line(line, "corpus.txt", number, fmt)
+    return len(raw) / (time.perf_counter() - start)
+
+
 def measure(mode: str, corpus: Path, workdir: Path, model: Path, device_rate: float) -> dict:
     """Run one mode in a fresh process; its manifest's performance block and the derived account."""
     output = workdir / f"out-{mode}"
@@ -159,6 +171,7 @@ def main() -> None:
                      "started": time.strftime("%Y-%m-%d %H:%M:%S"), "texts": len(texts),
                      "device_tokens_per_second": args.device_tokens_per_second}
     results["tokenizer_texts_per_second"] = tokenizer_rate(texts, model)
+    results["parse_texts_per_second"] = parse_rate(texts)
     logging.info("tokenizer alone: %.0f texts/s", results["tokenizer_texts_per_second"])
     results["modes"] = []
     for mode in args.modes.split(","):
@@ -189,7 +202,11 @@ def render(r: dict) -> str:
         "",
         f"{r['texts']:,} reviews (the reviews corpus repeated), max length 256, one process, {r['started']}, "
         f"{r['machine']['cpus']} CPUs, flags {', '.join(r['machine']['cpu_flags']) or 'none'}.",
-        f"`tokenizers` `encode_batch` alone on the same texts: **{r['tokenizer_texts_per_second']:,.0f} texts/s**.",
+        f"`tokenizers` `encode_batch` alone on the same texts: **{r['tokenizer_texts_per_second']:,.0f} texts/s**; "
+        f"decoding, validating and normalising them alone (`parse_line`, one thread): "
+        f"{r.get('parse_texts_per_second', 0):,.0f} texts/s, so of `read` about "
+        f"{r['texts'] / max(r.get('parse_texts_per_second', 0), 1):.2f} s is validate/normalise, the rest reading "
+        "and splitting lines.",
         f"Simulated GPU: {r['device_tokens_per_second']:,.0f} padded tokens/s (an L4 running MiniLM, estimated).",
         "",
         "| mode | texts/s after build | tokenizer / job | device busy | "
