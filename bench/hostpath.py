@@ -127,7 +127,7 @@ def measure(mode: str, corpus: Path, workdir: Path, model: Path, device_rate: fl
     manifest = json.loads((output / "_SUCCESS").read_text())
     perf = manifest["performance"]
     after_build = perf["wall_seconds"] - perf["encoder_build_seconds"]
-    stages = perf["stage_seconds"]
+    stages = perf.get("stage_seconds", {})  # absent in versions before the account (for old-vs-new runs)
     main_thread = sum(stages.get(s, 0.0) for s in ("read", "wait", "device", "copy", "arrow"))
     if mode.endswith("-serial"):  # no host thread: tokenizing and batching happen on the DoFn thread
         main_thread += stages.get("tokenize", 0.0) + stages.get("batch", 0.0)
@@ -137,7 +137,7 @@ def measure(mode: str, corpus: Path, workdir: Path, model: Path, device_rate: fl
         "wall_seconds": perf["wall_seconds"],
         "build_seconds": perf["encoder_build_seconds"],
         "texts_per_second_after_build": manifest["counts"]["embedded"] / after_build,
-        "device_busy_share": perf["device_busy_share"],
+        "device_busy_share": perf.get("device_busy_share", float("nan")),
         "stage_seconds": stages,
         # What no stage accounts for on the thread that runs the DoFns: Beam and Python glue.
         "other_seconds": round(max(after_build - main_thread, 0.0), 3),
