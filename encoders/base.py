@@ -21,7 +21,7 @@ from encoders.batching import batch_rows, pad_batch, pad_runs, plan_batches
 from encoders.errors import EncoderConfigError
 from encoders.registry import get_backend
 from encoders.spec import EncoderSpec
-from encoders.tokenization import WordPieceTokenizer
+from encoders.tokenization import WordPieceTokenizer, cut_windows
 
 logger = logging.getLogger(__name__)
 
@@ -56,20 +56,6 @@ class Prepared:
     owner: np.ndarray | None  # int64 [rows], the text of each window (chunk mode only)
     row_lengths: np.ndarray  # int64 [rows], body tokens per row
     seconds: dict[str, float]  # host time by stage
-
-
-def cut_windows(lengths: np.ndarray, size: int, stride: int) -> tuple[np.ndarray, ...]:
-    """Windows of at most size tokens, stride apart, covering each text of the given token counts.
-
-    Returns (owner text, start within the text, body length) per window, and windows per text.
-    A text that fits (or is empty) is one window.
-    """
-    lengths = np.asarray(lengths, dtype=np.int64)
-    counts = 1 + np.maximum(-(-(lengths - size) // stride), 0)
-    owner = np.repeat(np.arange(len(lengths)), counts)
-    first = np.cumsum(counts) - counts
-    starts = (np.arange(int(counts.sum())) - first[owner]) * stride
-    return owner, starts, np.minimum(size, lengths[owner] - starts), counts.astype(np.int32)
 
 
 def prefetch(items: Iterable, work: Callable, depth: int) -> Iterator:

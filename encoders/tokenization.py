@@ -50,6 +50,21 @@ class TokenRuns:
     lengths: np.ndarray  # int64 [texts], tokens of each text
 
 
+def cut_windows(lengths: np.ndarray, size: int, stride: int) -> tuple[np.ndarray, ...]:
+    """Windows of at most size tokens, stride apart, covering each text of the given token counts.
+
+    Returns (owner text, start within the text, body length) per window, and windows per text.
+    A text that fits (or is empty) is one window.
+    """
+    lengths = np.asarray(lengths, dtype=np.int64)
+    counts = 1 + np.maximum(-(-(lengths - size) // stride), 0)
+    owner = np.repeat(np.arange(len(lengths)), counts)
+    first = np.cumsum(counts) - counts
+    starts = (np.arange(int(counts.sum())) - first[owner]) * stride
+    return owner, starts, np.minimum(size, lengths[owner] - starts), counts.astype(np.int32)
+
+
+
 class WordPieceTokenizer:
     """Fast BERT tokenizer; thread-safe for encode calls."""
 
@@ -97,44 +112,29 @@ class WordPieceTokenizer:
         return TokenRuns(flat, starts, lengths)
 
     def tokenize(self, texts: Sequence[str], max_seq_length: int) -> Tokenized:
-        """Tokenize a batch; texts longer than max_seq_length keep their first tokens."""
-        body_limit = max_seq_length - 2
-        encodings = self._tokenizer.encode_batch(list(texts), add_special_tokens=False)
-        token_ids = []
-        truncated = np.zeros(len(encodings), dtype=bool)
-        for i, encoding in enumerate(encodings):
-            body = encoding.ids
-            if len(body) > body_limit:
-                truncated[i] = True
-                body = body[:body_limit]
-            token_ids.append([self.cls_id, *body, self.sep_id])
-        n_tokens = np.fromiter((len(t) for t in token_ids), dtype=np.int32, count=len(token_ids))
-        return Tokenized(token_ids, n_tokens, truncated)
+        """Tokenize a batch as lists; texts longer than max_seq_length keep their first tokens.
+
+        The per-text list form of what the encoder does with arrays (`token_runs`), for inspection and tests.
+        """
+        runs = self.token_runs(texts)
+        body = np.minimum(runs.lengths, max_seq_length - 2)
+        return Tokenized(self._with_specials(runs.flat, runs.starts, body), (body + 2).astype(np.int32),
+                         runs.lengths > max_seq_length - 2)
 
     def windows(self, texts: Sequence[str], max_seq_length: int, overlap: int) -> Windowed:
         """Cut each text into windows of max_seq_length tokens ([CLS]/[SEP] included) sharing overlap tokens.
 
-        A text that fits is one window, identical to what `tokenize` gives it.
+        A text that fits is one window, identical to what `tokenize` gives it. List form of `cut_windows`.
         """
+        runs = self.token_runs(texts)
         size = max_seq_length - 2
-        stride = size - overlap
-        encodings = self._tokenizer.encode_batch(list(texts), add_special_tokens=False)
-        token_ids: list[list[int]] = []
-        owner: list[int] = []
-        n_tokens = np.zeros(len(encodings), dtype=np.int32)
-        n_chunks = np.zeros(len(encodings), dtype=np.int32)
-        for i, encoding in enumerate(encodings):
-            body = encoding.ids
-            start = 0
-            while True:
-                token_ids.append([self.cls_id, *body[start:start + size], self.sep_id])
-                owner.append(i)
-                n_chunks[i] += 1
-                if start + size >= len(body):
-                    break
-                start += stride
-            n_tokens[i] = len(body) + 2
-        return Windowed(token_ids, np.asarray(owner, dtype=np.int64), n_tokens, n_chunks)
+        owner, starts, lengths, n_chunks = cut_windows(runs.lengths, size, size - overlap)
+        token_ids = self._with_specials(runs.flat, runs.starts[owner] + starts, lengths)
+        return Windowed(token_ids, owner, (runs.lengths + 2).astype(np.int32), n_chunks)
+
+    def _with_specials(self, flat: np.ndarray, starts: np.ndarray, lengths: np.ndarray) -> list[list[int]]:
+        return [[self.cls_id, *flat[start:start + n].tolist(), self.sep_id]
+                for start, n in zip(starts.tolist(), lengths.tolist(), strict=True)]
 
     def tokens(self, text: str) -> list[str]:
         """The WordPiece strings of one text, without special tokens (for inspection)."""
