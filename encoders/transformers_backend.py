@@ -1,9 +1,12 @@
-"""The `transformers` backend: BERT through Hugging Face transformers' TensorFlow classes (TFBertMainLayer).
+"""The `transformers` backend: a Hugging Face BERT model directory, run by our own forward pass.
 
 Weights come from, in order: a Keras weights file given with --weights (loaded by layer
-name, as a model built `Input -> TFBertMainLayer -> Model` saves them), `tf_model.h5`, or
-a PyTorch `model.safetensors` converted in memory without torch. TensorFlow and transformers
-are imported only when a model is loaded, so checking settings stays fast.
+name into transformers' TFBertMainLayer, as a model built `Input -> TFBertMainLayer -> Model`
+saves them), a PyTorch `model.safetensors` (read as NumPy: no torch, no transformers), or
+`tf_model.h5` (through transformers' TFBertModel). The forward pass is `encoders.bert_graph`,
+which gives transformers' vectors faster on a CPU; transformers' own layer stays the reference
+in the tests and what `encoders.export_hub` writes. TensorFlow and transformers are imported only
+when a model is loaded, so checking settings stays fast.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from encoders.base import Encoder
+from encoders.bert_weights import BertConfig, BertWeights, from_keras_layer, read_safetensors
 from encoders.errors import EncoderConfigError
 from encoders.model_source import ModelSource, local_file, local_model_dir, parse_model_source, read_model_json
 from encoders.registry import Backend, ModelShape, register_backend
@@ -45,6 +49,7 @@ def inspect(source: ModelSource, spec: EncoderSpec) -> ModelShape:
         raise EncoderConfigError(
             f"model {source.location} is a {config.get('model_type')!r} model; only BERT is supported"
         )
+    BertConfig.from_json(config, source.location)  # a variant the forward pass cannot run fails at launch
     if source.is_local:  # a half-copied model fails at launch, not on every worker
         directory = Path(source.location)
         if not (directory / "vocab.txt").is_file():
@@ -61,40 +66,49 @@ def inspect(source: ModelSource, spec: EncoderSpec) -> ModelShape:
 
 @dataclass
 class LoadedBert:
-    """A BERT main layer with weights, and what is needed to tokenize for it."""
+    """transformers' BERT main layer with weights, and what is needed to tokenize for it."""
 
     main_layer: object  # a tf_keras TFBertMainLayer
     model_dir: str
     tokenizer: WordPieceTokenizer
 
 
-def load_bert(model: str, weights: str | None = None, precision: str = "float32") -> LoadedBert:
-    """Load config, tokenizer and weights of a BERT named by a --model value.
+def load_bert(model: str, weights: str | None = None) -> LoadedBert:
+    """transformers' own TFBertMainLayer for a --model value (and --weights file), float32.
 
-    precision "bfloat16"/"float16" builds the layers under Keras mixed precision: variables
-    stay float32, matmuls run in the reduced type.
+    The reference implementation: `encoders.export_hub` writes Hub modules from it, and the
+    tests hold our forward pass to it.
     """
-    import tf_keras
-    from transformers import BertConfig
+    from transformers import BertConfig as TransformersBertConfig
 
     model_dir = local_model_dir(parse_model_source(model))
+    tokenizer = _checked_tokenizer(model_dir, BertConfig.from_model_dir(model_dir))
+    config = TransformersBertConfig.from_pretrained(model_dir)
+    if weights is not None:
+        main_layer = _load_keras_weights(config, local_file(weights))
+    else:
+        main_layer = _load_pretrained(config, model_dir)
+    return LoadedBert(main_layer, model_dir, tokenizer)
+
+
+def load_weights(model: str, weights: str | None = None) -> tuple[BertWeights, WordPieceTokenizer]:
+    """The weights and tokenizer of a --model value: safetensors read directly, Keras files via transformers."""
+    model_dir = local_model_dir(parse_model_source(model))
+    config = BertConfig.from_model_dir(model_dir)
+    safetensors = Path(model_dir) / "model.safetensors"
+    if weights is None and safetensors.is_file():
+        return read_safetensors(str(safetensors), config), _checked_tokenizer(model_dir, config)
+    loaded = load_bert(model, weights)
+    return from_keras_layer(loaded.main_layer, config), loaded.tokenizer
+
+
+def _checked_tokenizer(model_dir: str, config: BertConfig) -> WordPieceTokenizer:
     tokenizer = tokenizer_from_model_dir(model_dir)
-    config = BertConfig.from_pretrained(model_dir)
     if tokenizer.vocab_size > config.vocab_size:
         raise EncoderConfigError(
             f"vocab.txt has {tokenizer.vocab_size} tokens but the model only {config.vocab_size} embeddings"
         )
-    policy = tf_keras.mixed_precision.global_policy()
-    if precision != "float32":
-        tf_keras.mixed_precision.set_global_policy(f"mixed_{precision}")
-    try:
-        if weights is not None:
-            main_layer = _load_keras_weights(config, local_file(weights))
-        else:
-            main_layer = _load_pretrained(config, model_dir)
-    finally:
-        tf_keras.mixed_precision.set_global_policy(policy)
-    return LoadedBert(main_layer, model_dir, tokenizer)
+    return tokenizer
 
 
 def tokenizer_from_model_dir(model_dir: str) -> WordPieceTokenizer:
@@ -186,28 +200,22 @@ def bert_layer_name_in_h5(path: str) -> str:
 
 
 class TransformersEncoder(Encoder):
-    """Encoder over transformers' TFBertMainLayer."""
+    """Encoder over a transformers BERT model directory, run by `encoders.bert_graph.BertGraph`."""
 
     def __init__(self, spec: EncoderSpec) -> None:
-        loaded = load_bert(spec.model, spec.weights, spec.precision)
-        super().__init__(spec, loaded.tokenizer)
-        self._bert = loaded.main_layer
-        self._dim = int(self._bert.config.hidden_size)
+        from encoders.bert_graph import BertGraph
+
+        weights, tokenizer = load_weights(spec.model, spec.weights)
+        super().__init__(spec, tokenizer)
+        self._bert = BertGraph(weights, spec.precision)
+        self._dim = weights.config.hidden_size
 
     @property
     def dim(self) -> int:
         return self._dim
 
     def _forward(self, input_ids: tf.Tensor, input_mask: tf.Tensor):
-        import tensorflow as tf
-
-        outputs = self._bert(
-            input_ids=input_ids,
-            attention_mask=input_mask,
-            token_type_ids=tf.zeros_like(input_ids),
-            training=False,
-        )
-        return outputs.last_hidden_state, outputs.pooler_output
+        return self._bert(input_ids, input_mask)
 
 
 register_backend(Backend("transformers", check=check, inspect=inspect, load=TransformersEncoder))

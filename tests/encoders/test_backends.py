@@ -99,10 +99,12 @@ def seed_transformers_model(minilm_dir):
 
 
 @pytest.fixture(scope="module")
-def fine_tuned_weights(seed_transformers_model, minilm_transformers, tmp_path_factory):
+def fine_tuned_weights(seed_transformers_model, minilm_dir, tmp_path_factory):
     """A Keras weights file as a user who fine-tuned the seed model saves it (weights moved off MiniLM)."""
+    from encoders.transformers_backend import load_bert
+
     rng = np.random.default_rng(0)
-    source = minilm_transformers._bert.get_weights()
+    source = load_bert(str(minilm_dir)).main_layer.get_weights()
     seed_transformers_model.layers[-1].set_weights([w + rng.normal(0, 0.01, w.shape).astype(w.dtype) for w in source])
     path = tmp_path_factory.mktemp("fine-tuned") / "bert_weights.h5"
     seed_transformers_model.save_weights(str(path))

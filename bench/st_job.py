@@ -1,0 +1,40 @@
+"""The whole job as a sentence-transformers user writes it: a text file in, a Parquet file of vectors out.
+
+    bench/.venv-st/bin/python bench/st_job.py --input FILE --output FILE.parquet --max_seq_length N [--batch_size 32]
+
+Run with the separate benchmark venv (torch CPU, pyarrow; `make bench-venv`) and timed from outside, imports
+and model load included, by bench/cpu.py. One text per line; the rows are `id` (`<input>:<line number>`, as our
+job names a plain-text record) and `embedding` (fixed-size list of float32). The model's own modules
+(Transformer, Pooling, Normalize) decide pooling and normalisation, as they do for any user of the package.
+"""
+
+import argparse
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+from sentence_transformers import SentenceTransformer
+
+# Run as a script, so bench/ is on sys.path: one definition of where the model lives.
+from st_encode import default_model_dir
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--input", required=True)
+    parser.add_argument("--output", required=True)
+    parser.add_argument("--max_seq_length", type=int, required=True)
+    parser.add_argument("--batch_size", type=int, default=32)
+    args = parser.parse_args()
+
+    model = SentenceTransformer(str(default_model_dir()), device="cpu")
+    model.max_seq_length = args.max_seq_length
+    texts = Path(args.input).read_text(encoding="utf-8").splitlines()
+    vectors = model.encode(texts, batch_size=args.batch_size, convert_to_numpy=True)
+    embedding = pa.FixedSizeListArray.from_arrays(pa.array(vectors.reshape(-1), type=pa.float32()), vectors.shape[1])
+    ids = pa.array([f"{args.input}:{line}" for line in range(1, len(texts) + 1)], type=pa.string())
+    pq.write_table(pa.table({"id": ids, "embedding": embedding}), args.output)
+
+
+if __name__ == "__main__":
+    main()
