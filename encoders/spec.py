@@ -67,8 +67,9 @@ class EncoderSpec:
         "free memory and the model's shape, chosen on each worker and reported in the manifest; changes speed "
         "only, never the vectors (default: auto)", RECORDED, minimum=1, metavar="N", auto=True, group=_BATCHING)
     precision: str = setting(
-        "float32", "compute type; bfloat16/float16 run Keras mixed precision (vectors within cosine 0.999 of "
-        "float32); auto chooses on each worker: bfloat16 on GPUs of compute capability 8.0+ (A100, L4, H100), "
+        "float32", "compute type (transformers backend); bfloat16/float16 run the matmuls and attention in that "
+        "type (vectors within cosine 0.999 of float32); auto chooses on each worker: bfloat16 on GPUs of compute "
+        "capability 8.0+ (A100, L4, H100), "
         f"float16 on 7.x (T4, V100), bfloat16 on a CPU where a quick probe measures it {BFLOAT16_MIN_SPEEDUP}x "
         "faster, else float32 (the manifest reports the choice). The default stays float32: the known-answer tests "
         "and comparisons with sentence-transformers rely on its vectors (default: float32)",
