@@ -13,6 +13,7 @@ import queue
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -109,6 +110,9 @@ class Encoder(abc.ABC):
         self.tokenizer = tokenizer
         self.build_seconds = 0.0  # set by build_encoder
         self.chosen: dict[str, object] = {}  # automatic settings and the values build_encoder chose
+        self.device_streams = 1  # batches run at once (set by build_encoder: 2 on a CPU)
+        self._streams_pool: ThreadPoolExecutor | None = None
+        self._pool_lock = threading.Lock()
         # Chunk mode pools window vectors first and normalises the result, outside the graph.
         self._normalize_in_graph = spec.normalize and spec.long_text != "chunk"
         signature = [tf.TensorSpec([None, None], tf.int32)] * 2
@@ -215,18 +219,21 @@ class Encoder(abc.ABC):
                         seconds)
 
     def run(self, prepared: Prepared) -> Embeddings:
-        """Device work for a prepared group: every batch through the compiled graph, then chunk pooling."""
-        device = copy = 0.0
+        """Device work for a prepared group: every batch through the compiled graph, then chunk pooling.
+
+        With device_streams > 1 that many batches run at once (TensorFlow releases the GIL); results
+        are placed in order either way.
+        """
+        copy = 0.0
         padded = 0
         vectors = np.zeros((prepared.n_rows, self.dim), dtype=np.float32)
-        for indices, ids, mask in prepared.batches:
-            started = time.perf_counter()
-            out = self.embed_token_ids(ids, mask)
-            computed = time.perf_counter()
+        started = time.perf_counter()
+        for (indices, ids, _), out in zip(prepared.batches, self._device_map(prepared.batches), strict=True):
+            placing = time.perf_counter()
             vectors[indices] = out[: len(indices)]
-            device += computed - started
-            copy += time.perf_counter() - computed
+            copy += time.perf_counter() - placing
             padded += ids.size
+        device = time.perf_counter() - started - copy
         if prepared.owner is not None:
             started = time.perf_counter()
             vectors = self._pool_windows(vectors, prepared)
@@ -234,6 +241,15 @@ class Encoder(abc.ABC):
         seconds = {**prepared.seconds, "device": device, "copy": copy}
         return Embeddings(vectors, prepared.n_tokens, prepared.truncated, padded, len(prepared.batches),
                           prepared.n_chunks, seconds)
+
+    def _device_map(self, batches: list) -> Iterator[np.ndarray]:
+        """embed_token_ids of each (indices, ids, mask) batch, in order; device_streams at a time."""
+        if self.device_streams <= 1 or len(batches) <= 1:
+            return (self.embed_token_ids(ids, mask) for _, ids, mask in batches)
+        with self._pool_lock:
+            if self._streams_pool is None:
+                self._streams_pool = ThreadPoolExecutor(self.device_streams, thread_name_prefix="encoder-device")
+        return self._streams_pool.map(lambda batch: self.embed_token_ids(batch[1], batch[2]), batches)
 
     def _pool_windows(self, window_vectors: np.ndarray, prepared: Prepared) -> np.ndarray:
         """One vector per text: its windows' vectors averaged, weighted by tokens ([CLS]/[SEP] included)."""
@@ -271,13 +287,15 @@ def build_encoder(spec: EncoderSpec, warm_up: bool = True) -> Encoder:
     `encoder.chosen` the automatic ones; the spec given (with "auto") is what the fingerprint records.
     """
     from encoders.auto import chosen_values, resolve_for_device
-    from encoders.device import configure_gpus
+    from encoders.device import configure_cpu_streams, configure_gpus
 
     start = time.perf_counter()
     configure_gpus()
+    streams = configure_cpu_streams()
     concrete = resolve_for_device(spec)
     encoder = get_backend(spec.backend).load(concrete)
     encoder.chosen = chosen_values(spec, concrete)
+    encoder.device_streams = streams
     if encoder.dim != spec.dim:
         raise EncoderConfigError(f"model {spec.model} gives {encoder.dim}-d vectors, expected {spec.dim}")
     if warm_up:

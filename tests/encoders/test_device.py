@@ -15,7 +15,7 @@ import pytest
 from encoders import EncoderConfigError, EncoderSpec, resolve_spec
 from encoders import device as device_module
 from encoders.auto import CPU_TOKEN_BUDGET, choose_precision, chosen_values, gpu_token_budget, resolve_for_device
-from encoders.device import DeviceInfo, gpu_memory_bytes
+from encoders.device import DeviceInfo, cpu_streams, gpu_memory_bytes
 
 GB = 10**9
 BERT_BASE = {"hidden_size": 768, "intermediate_size": 3072, "num_attention_heads": 12, "max_position_embeddings": 512}
@@ -208,3 +208,27 @@ def test_auto_int_settings_must_be_optional_ints():
     with pytest.raises(TypeError, match="auto=True needs"):
         declared(Wrong)
     assert EncoderSpec(max_tokens_per_batch=None).max_tokens_per_batch is None
+
+
+@pytest.mark.parametrize("cores, expected", [(1, (1, 1)), (2, (2, 1)), (3, (2, 1)), (8, (2, 4)), (64, (2, 32))])
+def test_a_cpu_runs_two_batches_at_a_time_on_its_share_of_the_cores(cores, expected):
+    assert cpu_streams(cores) == expected
+
+
+def test_a_fresh_process_on_this_cpu_sets_threads_per_op_for_two_streams():
+    import os
+
+    code = ("import tensorflow as tf; from encoders import build_encoder, resolve_spec; "
+            "e = build_encoder(resolve_spec()); "
+            "print(e.device_streams, tf.config.threading.get_intra_op_parallelism_threads())")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    streams, threads = cpu_streams(len(os.sched_getaffinity(0)))
+    assert out.stdout.split() == [str(streams), str(threads)]
+
+
+def test_a_gpu_runs_one_batch_at_a_time(monkeypatch):
+    import tensorflow as tf
+
+    monkeypatch.setattr(tf.config, "list_physical_devices",
+                        lambda kind=None: ["/physical_device:GPU:0"] if kind == "GPU" else [])
+    assert device_module.configure_cpu_streams() == 1

@@ -110,3 +110,32 @@ def test_prefetch_stays_bounded_and_stops_when_the_consumer_stops():
     time.sleep(0.2)
     assert len(made) <= 1 + 3 + 2
     assert not any(t.name == "encoder-prefetch" and t.is_alive() for t in threading.enumerate())
+
+
+def test_batches_run_two_at_a_time_and_come_back_in_order(tiny_bert_dir):
+    """On a CPU build_encoder sets two device streams; results must not depend on them."""
+    texts = [("今天天气很好" * (i % 7 + 1)) + f" line {i}" for i in range(40)]
+    encoder = build_encoder(resolve_spec(model=str(tiny_bert_dir), max_batch_size=2))
+    encoder.device_streams = 1
+    one_at_a_time = encoder.encode(texts)
+    active, most = [0], [0]
+    lock = threading.Lock()
+    embed = encoder.embed_token_ids
+
+    def counted(ids, mask):
+        with lock:
+            active[0] += 1
+            most[0] = max(most[0], active[0])
+        time.sleep(0.02)  # long enough for the other stream to start
+        try:
+            return embed(ids, mask)
+        finally:
+            with lock:
+                active[0] -= 1
+
+    encoder.embed_token_ids = counted
+    encoder.device_streams = 2
+    two_at_a_time = encoder.encode(texts)
+    assert most[0] == 2 and two_at_a_time.batches == one_at_a_time.batches > 10
+    assert np.abs(two_at_a_time.vectors - one_at_a_time.vectors).max() < 1e-6
+    np.testing.assert_array_equal(two_at_a_time.n_tokens, one_at_a_time.n_tokens)
