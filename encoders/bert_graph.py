@@ -131,6 +131,8 @@ class BertGraph:
         act = self.config.hidden_act
         if act == "gelu":
             return tf.nn.gelu(x, approximate=False)
-        if act in ("gelu_new", "gelu_pytorch_tanh"):
+        if act in ("gelu_new", "gelu_pytorch_tanh", "gelu_fast"):  # the tanh approximation, under three names
             return tf.nn.gelu(x, approximate=True)
+        if act in ("silu", "swish"):
+            return tf.nn.silu(x)
         return tf.nn.relu(x)

@@ -19,7 +19,7 @@ import numpy as np
 from encoders.errors import EncoderConfigError
 
 # Activations our forward pass implements, by the names transformers' configs use.
-ACTIVATIONS = ("gelu", "gelu_new", "gelu_pytorch_tanh", "relu")
+ACTIVATIONS = ("gelu", "gelu_new", "gelu_pytorch_tanh", "gelu_fast", "relu", "silu", "swish")
 
 
 @dataclass(frozen=True)

@@ -48,7 +48,7 @@ def test_default_model_from_safetensors_gives_transformers_outputs(minilm_dir):
     assert np.abs(ours_pooled - theirs_pooled).max() < 1e-5
 
 
-@pytest.mark.parametrize("hidden_act", ["gelu", "gelu_new", "relu"])
+@pytest.mark.parametrize("hidden_act", ["gelu", "gelu_new", "gelu_fast", "relu", "silu"])
 def test_keras_weights_give_transformers_outputs_for_each_activation(hidden_act, tmp_path):
     model_dir = write_random_bert(tmp_path / hidden_act, chinese_vocab(300), seed=3, hidden_act=hidden_act,
                                   **TINY_CONFIG)
