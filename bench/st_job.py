@@ -13,10 +13,9 @@ from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
-from sentence_transformers import SentenceTransformer
 
 # Run as a script, so bench/ is on sys.path: one definition of where the model lives.
-from st_encode import default_model_dir
+from st_encode import load_model
 
 
 def main() -> None:
@@ -27,8 +26,7 @@ def main() -> None:
     parser.add_argument("--batch_size", type=int, default=32)
     args = parser.parse_args()
 
-    model = SentenceTransformer(str(default_model_dir()), device="cpu")
-    model.max_seq_length = args.max_seq_length
+    model = load_model(args.max_seq_length)
     texts = Path(args.input).read_text(encoding="utf-8").splitlines()
     vectors = model.encode(texts, batch_size=args.batch_size, convert_to_numpy=True)
     embedding = pa.FixedSizeListArray.from_arrays(pa.array(vectors.reshape(-1), type=pa.float32()), vectors.shape[1])

@@ -42,8 +42,7 @@ class BertGraph:
         scale = 1.0 / math.sqrt(self.head_size)
 
         def variable(array: np.ndarray, dtype=tf.float32):
-            return tf.Variable(np.asarray(array, dtype=np.float32), trainable=False, dtype=tf.float32) \
-                if dtype == tf.float32 else tf.Variable(tf.cast(array, dtype), trainable=False)
+            return tf.Variable(tf.cast(np.asarray(array, dtype=np.float32), dtype), trainable=False)
 
         compute = self.compute_dtype
         self.word_embeddings = variable(weights["embeddings.word_embeddings.weight"])

@@ -49,7 +49,7 @@ def inspect(source: ModelSource, spec: EncoderSpec) -> ModelShape:
         raise EncoderConfigError(
             f"model {source.location} is a {config.get('model_type')!r} model; only BERT is supported"
         )
-    BertConfig.from_json(config, source.location)  # a variant the forward pass cannot run fails at launch
+    bert = BertConfig.from_json(config, source.location)  # a variant the forward pass cannot run fails here
     if source.is_local:  # a half-copied model fails at launch, not on every worker
         directory = Path(source.location)
         if not (directory / "vocab.txt").is_file():
@@ -59,9 +59,8 @@ def inspect(source: ModelSource, spec: EncoderSpec) -> ModelShape:
                 f"no weights in model directory {directory}: expected tf_model.h5 or model.safetensors "
                 "(or pass --weights)"
             )
-    return ModelShape(int(config.get("max_position_embeddings", 512)), int(config.get("hidden_size", 768)),
-                      intermediate=int(config.get("intermediate_size", 3072)),
-                      heads=int(config.get("num_attention_heads", 12)))
+    return ModelShape(bert.max_position_embeddings, bert.hidden_size, intermediate=bert.intermediate_size,
+                      heads=bert.num_attention_heads)
 
 
 @dataclass
