@@ -35,7 +35,8 @@ class EncoderSpec:
     """
 
     backend: str = setting(
-        "transformers", "transformers: Hugging Face TFBertModel; hub: TF Hub BERT module (default: transformers)",
+        "transformers", "transformers: a Hugging Face BERT model (name or directory); hub: TF Hub BERT module "
+        "(default: transformers)",
         VECTORS, choices=backend_names, group=_MODEL)
     model: str | None = setting(
         None, "model name, local or gs:// directory, or TF Hub URL (default: the embedded all-MiniLM-L6-v2)",
