@@ -31,6 +31,7 @@ from apache_beam.utils.windowed_value import WindowedValue
 
 from encoders import Embeddings, Encoder, EncoderSpec, build_encoder, resolved_once
 from pipeline.incremental import text_hash
+from pipeline.kept import NOTHING_KEPT, KeptColumns
 from pipeline.manifest import PartStats
 from pipeline.output import embeddings_table, output_schema, parquet_bytes, part_file_names, staged_name, write_file
 from pipeline.progress import PROGRESS
@@ -54,15 +55,22 @@ class Staging:
 
 
 class EmbedParts(beam.PTransform):
-    """Parts -> PartStats: each part embedded and its Parquet (and dead-letter) file staged."""
+    """Parts -> PartStats: each part embedded and its Parquet (and dead-letter) file staged.
 
-    def __init__(self, encoder: EncoderSpec, staging: Staging) -> None:
+    kept: the run's `KeptColumns`, or a side input holding it.
+    """
+
+    def __init__(self, encoder: EncoderSpec, staging: Staging,
+                 kept: KeptColumns | beam.pvalue.AsSingleton = NOTHING_KEPT) -> None:
         super().__init__()
         self._encoder = encoder
         self._staging = staging
+        self._kept = kept
 
     def expand(self, parts: beam.PCollection) -> beam.PCollection:
-        return parts | "EmbedPart" >> beam.ParDo(_EmbedPartFn(self._encoder, self._staging))
+        if isinstance(self._kept, KeptColumns):
+            return parts | "EmbedPart" >> beam.ParDo(_EmbedPartFn(self._encoder, self._staging, self._kept))
+        return parts | "EmbedPart" >> beam.ParDo(_EmbedPartFn(self._encoder, self._staging, None), kept=self._kept)
 
 
 class _SharedEncoder:
@@ -81,9 +89,11 @@ class _EmbedPartFn(beam.DoFn):
     token budget, so larger groups mean less padding; the group size bounds the memory it holds.
     """
 
-    def __init__(self, encoder: EncoderSpec, staging: Staging) -> None:
+    def __init__(self, encoder: EncoderSpec, staging: Staging, kept: KeptColumns | None) -> None:
         self._spec = encoder
         self._staging = staging
+        self._kept = kept  # None: given to process as a side input
+        self._schemas: dict[KeptColumns, pa.Schema] = {}
         self._shared: _SharedEncoder | None = None
         self._writes: _Writes | None = None
         self._texts = Metrics.counter(METRICS_NAMESPACE, "texts_embedded")
@@ -106,10 +116,16 @@ class _EmbedPartFn(beam.DoFn):
         self._shared = _ENCODERS.acquire(build, tag=spec)
         # Metrics updated in setup() are lost (docs/dependencies.md): the build is reported in process.
         self._report_build = bool(built)
-        self._schema = output_schema(spec, precision_used=self._shared.encoder.spec.precision)
         self._writes = _Writes(max_pending=2)
 
-    def process(self, part: Part) -> Iterator[PartStats]:
+    def _schema(self, kept: KeptColumns) -> pa.Schema:
+        if kept not in self._schemas:
+            self._schemas[kept] = output_schema(self._spec, kept.output_fields(), self._shared.encoder.spec.precision)
+        return self._schemas[kept]
+
+    def process(self, part: Part, kept: KeptColumns | None = None) -> Iterator[PartStats]:
+        kept = self._kept or kept
+        schema = self._schema(kept)
         encoder = self._shared.encoder
         if self._report_build:
             self._build_time.update(int(encoder.build_seconds * 1000))
@@ -125,10 +141,10 @@ class _EmbedPartFn(beam.DoFn):
         for (first, end), result in zip(spans, results, strict=True):
             if isinstance(result, Exception):
                 logger.warning("group of %d failed; retrying records one by one", end - first, exc_info=result)
-                kept, result, failed = _isolate(encoder, part, range(first, end))
+                embedded_at, result, failed = _isolate(encoder, part, range(first, end))
                 dead_letters += failed
             else:
-                kept = range(first, end)
+                embedded_at = range(first, end)
             now = time.perf_counter()
             self._group_latency.update(int((now - waited) * 1000))
             waited = now
@@ -136,11 +152,11 @@ class _EmbedPartFn(beam.DoFn):
                 continue
             seconds.update(result.seconds)
             started = time.perf_counter()
-            ids = [part.ids[i] for i in kept]
-            hashes = [text_hash(part.texts[i]) for i in kept]
-            tables.append(embeddings_table(
-                ids, result.vectors, result.n_tokens, result.truncated, result.n_chunks, hashes, self._schema
-            ))
+            ids = [part.ids[i] for i in embedded_at]
+            texts = [part.texts[i] for i in embedded_at]
+            extra = kept.arrays([part.kept[i] for i in embedded_at] if kept.fields else [], texts)
+            tables.append(embeddings_table(ids, result.vectors, result.n_tokens, result.truncated, result.n_chunks,
+                                           [text_hash(t) for t in texts], schema, extra))
             seconds["arrow"] += time.perf_counter() - started
             group_real = int(result.n_tokens.sum())
             real += group_real
@@ -170,7 +186,7 @@ class _EmbedPartFn(beam.DoFn):
             stage_seconds=tuple(sorted(seconds.items())),
             chosen=tuple(encoder.chosen.items()),
         )
-        yield from self._stage(part, tables, dead_letters, stats)
+        yield from self._stage(part, tables, dead_letters, stats, schema)
 
     def finish_bundle(self) -> Iterator[WindowedValue]:
         # A part's stats are emitted once its files are written; the bundle ends when all are.
@@ -181,7 +197,8 @@ class _EmbedPartFn(beam.DoFn):
         if self._writes is not None:
             self._writes.close()
 
-    def _stage(self, part: Part, tables: list, dead_letters: list[DeadLetter], stats: PartStats) -> list[PartStats]:
+    def _stage(self, part: Part, tables: list, dead_letters: list[DeadLetter], stats: PartStats,
+               schema: pa.Schema) -> list[PartStats]:
         """Hand the part's files to the writer thread; returns the stats of parts whose files are written.
 
         Parquet encoding and writing run while the next part is embedded; a failed write fails
@@ -189,7 +206,7 @@ class _EmbedPartFn(beam.DoFn):
         """
         output = self._staging.output
         embeddings_name, failed_name = part_file_names(part.shard_index, part.part)
-        table = pa.concat_tables(tables) if tables else self._schema.empty_table()
+        table = pa.concat_tables(tables) if tables else schema.empty_table()
         files = [(FileSystems.join(output, staged_name(embeddings_name)), table)]
         if dead_letters:
             lines = "".join(d.to_json() + "\n" for d in sorted(dead_letters, key=lambda d: d.line))

@@ -13,10 +13,11 @@ from apache_beam.runners.runner import PipelineResult
 from pipeline.commit import Commit, CommitSettings, PrepareOutput
 from pipeline.config import JobConfig
 from pipeline.embed import EmbedParts, Staging
-from pipeline.keys import DecideRecords, Reuse
+from pipeline.kept import DecideKeptColumns, KeptColumns
+from pipeline.keys import CopyReused, DecideRecords, Reuse
 from pipeline.output import SUCCESS_FILE, clear_previous_output
 from pipeline.progress import PROGRESS
-from pipeline.read import SHARD_STATS, ListShards, PartLimits, ProgressSettings, ReadParts
+from pipeline.read import REUSED_ROWS, SHARD_STATS, ListShards, PartLimits, ProgressSettings, ReadParts
 
 
 def build_pipeline(p: beam.Pipeline, config: JobConfig, started_at: float) -> beam.PCollection:
@@ -29,24 +30,31 @@ def build_pipeline(p: beam.Pipeline, config: JobConfig, started_at: float) -> be
         # prepares the output, and every write waits for the output to be ready.
         ready = beam.pvalue.AsSingleton(p | "PrepareOutput" >> PrepareOutput(job, encoder))
     shards = p | "ListShards" >> ListShards(job, config.shards)
+    kept = KeptColumns(text=job.keep_text)
+    if job.keep_fields:  # one type per kept column for the whole run, from the shards (`pipeline.kept`)
+        kept = beam.pvalue.AsSingleton(shards | "KeptColumns" >> DecideKeptColumns(input_format, job.keep_text))
     decided = {}
-    if job.id_field or job.skip_existing:
-        reuse = Reuse(job.skip_existing, job.snapshot, encoder, job.output) if job.skip_existing else None
-        decided = shards | "Decide" >> DecideRecords(input_format, reuse, ready)
+    reuse = Reuse(job.skip_existing, job.snapshot, encoder, job.output) if job.skip_existing else None
+    if job.id_field or reuse:
+        decided = shards | "Decide" >> DecideRecords(input_format, reuse)
         to_read = decided["to_read"]
     else:
         to_read = shards | "NoDecisions" >> beam.MapTuple(lambda index, shard: (index, shard, None))
     progress = ProgressSettings(config.progress, sum(s.size for s in config.shards or ()))
-    read = to_read | "Read" >> ReadParts(input_format, progress, PartLimits(job.records_per_file), ready)
+    read = to_read | "Read" >> ReadParts(input_format, progress, PartLimits(job.records_per_file), kept, ready)
+    copied = None
+    if "copies" in decided:
+        rows = read[REUSED_ROWS] if job.keep_fields or job.keep_text else None
+        copied = decided["copies"] | "CopyReused" >> CopyReused(reuse, kept, rows, ready)
     parts = read.parts
     if config.distributed:
         # Distributed runners shuffle on disk and spread a big shard's parts over workers.
         # Local runners hold a shuffled PCollection in memory, so there reading and
         # embedding stay fused and stream.
         parts = parts | "SpreadParts" >> beam.Reshuffle()
-    part_stats = parts | "EmbedAndStage" >> EmbedParts(encoder, Staging(job.output, job.group_size))
+    part_stats = parts | "EmbedAndStage" >> EmbedParts(encoder, Staging(job.output, job.group_size), kept)
     commit = Commit(CommitSettings(job, encoder, started_at), read[SHARD_STATS], part_stats,
-                    decided.get("existing"), decided.get("copied"))
+                    decided.get("existing"), copied)
     return p | "Commit" >> commit
 
 

@@ -21,7 +21,16 @@ from apache_beam.io.filesystems import FileSystems
 import encoders
 from encoders import EncoderSpec, model_fingerprint, resolved_once
 from pipeline.incremental import NEW, OLD, resolve_id, text_hash
-from pipeline.output import EMBEDDINGS_SUFFIX, output_schema, parquet_bytes, reused_file_name, staged_name, write_file
+from pipeline.kept import KeptColumns
+from pipeline.output import (
+    BASE_COLUMNS,
+    EMBEDDINGS_SUFFIX,
+    output_schema,
+    parquet_bytes,
+    reused_file_name,
+    staged_name,
+    write_file,
+)
 from pipeline.readers import shard_outcomes
 from pipeline.records import InputFormat, Record
 from pipeline.shards import Shard
@@ -43,19 +52,16 @@ class Reuse:
 
 
 class DecideRecords(beam.PTransform):
-    """(index, Shard) -> {"to_read": (index, Shard, {line: decision}), and with reuse "existing", "copied"}.
+    """(index, Shard) -> {"to_read": (index, Shard, {line: decision}), and with reuse "existing", "copies"}.
 
-    "existing" holds (earlier file, same fingerprint?, rows), with --skip_existing, and "copied"
-    (file name, rows), with --snapshot, for the manifest. `ready` (a side input) holds back
-    writes until the output is prepared.
+    "existing" holds (earlier file, same fingerprint?, rows), with --skip_existing, for the manifest;
+    "copies" ((earlier file index, path), id), with --snapshot, the earlier rows to copy (`CopyReused`).
     """
 
-    def __init__(self, input_format: InputFormat, reuse: Reuse | None,
-                 ready: beam.pvalue.AsSingleton | None = None) -> None:
+    def __init__(self, input_format: InputFormat, reuse: Reuse | None) -> None:
         super().__init__()
         self._input_format = input_format
         self._reuse = reuse
-        self._ready = ready
 
     def expand(self, shards: beam.PCollection) -> dict[str, beam.PCollection]:
         p = shards.pipeline
@@ -81,12 +87,7 @@ class DecideRecords(beam.PTransform):
             | "ResolveIds" >> beam.ParDo(_ResolveIdsFn()).with_outputs(COPIES, main="decisions")
         )
         if reuse is not None and reuse.snapshot:
-            side_inputs = {"ready": self._ready} if self._ready is not None else {}
-            outputs["copied"] = (
-                resolved[COPIES]
-                | "GroupByEarlierFile" >> beam.GroupByKey()
-                | "CopyReused" >> beam.ParDo(_CopyReusedFn(reuse.encoder, reuse.output), **side_inputs)
-            )
+            outputs["copies"] = resolved[COPIES]
         to_read = (
             {
                 "shard": shards | "ShardByName" >> beam.Map(lambda e: (e[1].name, e)),
@@ -177,28 +178,78 @@ class _ReadExistingKeysFn(beam.DoFn):
                     yield record_id, (OLD, index, path, digest)
 
 
-class _CopyReusedFn(beam.DoFn):
-    """--snapshot: copy the reused rows of one earlier file into this run's output (staged, deterministic name)."""
+class CopyReused(beam.PTransform):
+    """--snapshot: copies ((earlier file index, path), id) -> (file name, rows) copied into this output.
 
-    def __init__(self, encoder: EncoderSpec, output: str) -> None:
+    Each earlier file's reused rows become one file of this output (staged, deterministic name). With
+    kept columns, the rows take them from this run's input, not the earlier output: `rows` holds
+    (id, (kept values, text)) of every reused record from the reading stage (`pipeline.read.REUSED_ROWS`);
+    a reused record that became a dead letter there has none and is not copied. kept is the run's
+    `KeptColumns` or a side input holding it; `ready` holds back writes until the output is prepared.
+    """
+
+    def __init__(self, reuse: Reuse, kept: KeptColumns | beam.pvalue.AsSingleton,
+                 rows: beam.PCollection | None = None, ready: beam.pvalue.AsSingleton | None = None) -> None:
+        super().__init__()
+        self._reuse = reuse
+        self._kept = kept
+        self._rows = rows
+        self._side_inputs = {"ready": ready} if ready is not None else {}
+        if not isinstance(kept, KeptColumns):
+            self._side_inputs["kept"] = kept
+
+    def expand(self, copies: beam.PCollection) -> beam.PCollection:
+        if self._rows is None:
+            by_file = copies | "NothingKept" >> beam.MapTuple(lambda earlier, record_id: (earlier, (record_id, None)))
+        else:
+            by_file = (
+                {"earlier": copies | "ById" >> beam.MapTuple(lambda earlier, record_id: (record_id, earlier)),
+                 "row": self._rows}
+                | "JoinKeptValues" >> beam.CoGroupByKey()
+                | "WithKeptValues" >> beam.FlatMap(_with_row)
+            )
+        fixed = self._kept if isinstance(self._kept, KeptColumns) else None
+        copy = _CopyReusedFn(self._reuse.encoder, self._reuse.output, fixed)
+        return (
+            by_file
+            | "GroupByEarlierFile" >> beam.GroupByKey()
+            | "CopyRows" >> beam.ParDo(copy, **self._side_inputs)
+        )
+
+
+def _with_row(joined: tuple[str, dict]) -> Iterator[tuple[tuple[int, str], tuple[str, tuple]]]:
+    record_id, groups = joined
+    for earlier in groups["earlier"]:
+        for row in groups["row"]:
+            yield earlier, (record_id, row)
+
+
+class _CopyReusedFn(beam.DoFn):
+    """Copy the reused rows of one earlier file into this run's output, kept columns from this run's input."""
+
+    def __init__(self, encoder: EncoderSpec, output: str, kept: KeptColumns | None) -> None:
         self._encoder = encoder
         self._output = output
+        self._kept = kept  # None: given to process as a side input
 
-    def setup(self) -> None:
-        self._schema = output_schema(self._encoder)
-
-    def process(
-        self, element: tuple[tuple[int, str], Iterable[str]], ready: object = None
-    ) -> Iterator[tuple[str, int]]:
+    def process(self, element: tuple[tuple[int, str], Iterable[tuple[str, tuple | None]]], ready: object = None,
+                kept: KeptColumns | None = None) -> Iterator[tuple[str, int]]:
         import pyarrow.compute as pc
         import pyarrow.parquet as pq
 
-        (index, path), ids = element
-        wanted = pa.array(sorted(set(ids)), type=pa.string())
+        kept = self._kept or kept
+        schema = output_schema(self._encoder, kept.output_fields())
+        (index, path), found = element
+        values = dict(found)
+        wanted = pa.array(sorted(values), type=pa.string())
         with FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED) as f:
-            table = pq.read_table(f)
+            table = pq.read_table(f, columns=list(BASE_COLUMNS))
         rows = table.filter(pc.is_in(table.column("id"), value_set=wanted))
-        rows = pa.Table.from_arrays([rows.column(n) for n in self._schema.names], schema=self._schema)
+        ids = rows.column("id").to_pylist()
+        extra = []
+        if kept.fields or kept.text:
+            extra = kept.arrays([values[i][0] for i in ids], [values[i][1] for i in ids])
+        rows = pa.Table.from_arrays([*(rows.column(n) for n in BASE_COLUMNS), *extra], schema=schema)
         name = reused_file_name(index)
         write_file(FileSystems.join(self._output, staged_name(name)), parquet_bytes(rows))
         yield name, rows.num_rows

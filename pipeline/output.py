@@ -27,6 +27,9 @@ FAILED_DIR = "failed"
 FAILED_PREFIX = "dead-letters"
 FAILED_SUFFIX = ".jsonl"
 SUCCESS_FILE = "_SUCCESS"
+# The job's own columns, in order; kept input fields (--keep_fields) and the text (--keep_text) follow.
+BASE_COLUMNS = ("id", "embedding", "n_tokens", "truncated", "n_chunks", "text_hash")
+TEXT_COLUMN = "text"
 STAGING_DIR = "_temporary"
 
 
@@ -68,24 +71,23 @@ def parquet_bytes(table: pa.Table) -> bytes:
     return sink.getvalue().to_pybytes()
 
 
-def embeddings_schema(dim: int, metadata: Mapping[str, str]) -> pa.Schema:
-    """Columns id, embedding (fixed_size_list<float32>[dim]), n_tokens, truncated, n_chunks.
+def embeddings_schema(dim: int, metadata: Mapping[str, str], kept: Sequence[pa.Field] = ()) -> pa.Schema:
+    """Columns id, embedding (fixed_size_list<float32>[dim]), n_tokens, truncated, n_chunks, text_hash, then kept.
 
     n_tokens counts the document's tokens with [CLS]/[SEP] (in truncate mode, those the model
     saw); n_chunks is how many windows were embedded (1 unless --long_text chunk); text_hash
     identifies the text as embedded, so a later run can tell which records it need not embed again.
+    kept: the columns of --keep_fields and --keep_text (`pipeline.kept`), nullable.
     """
-    return pa.schema(
-        [
-            pa.field("id", pa.string(), nullable=False),
-            pa.field("embedding", pa.list_(pa.float32(), dim), nullable=False),
-            pa.field("n_tokens", pa.int32(), nullable=False),
-            pa.field("truncated", pa.bool_(), nullable=False),
-            pa.field("n_chunks", pa.int32(), nullable=False),
-            pa.field("text_hash", pa.string(), nullable=False),
-        ],
-        metadata={k: str(v) for k, v in metadata.items()},
-    )
+    own = [
+        pa.field("id", pa.string(), nullable=False),
+        pa.field("embedding", pa.list_(pa.float32(), dim), nullable=False),
+        pa.field("n_tokens", pa.int32(), nullable=False),
+        pa.field("truncated", pa.bool_(), nullable=False),
+        pa.field("n_chunks", pa.int32(), nullable=False),
+        pa.field("text_hash", pa.string(), nullable=False),
+    ]
+    return pa.schema([*own, *kept], metadata={k: str(v) for k, v in metadata.items()})
 
 
 def file_metadata(spec: EncoderSpec) -> dict[str, str]:
@@ -99,18 +101,20 @@ def file_metadata(spec: EncoderSpec) -> dict[str, str]:
     return {**metadata, "version": encoders.__version__, "model_fingerprint": fingerprint}
 
 
-def output_schema(spec: EncoderSpec, precision_used: str | None = None) -> pa.Schema:
+def output_schema(spec: EncoderSpec, kept: Sequence[pa.Field] = (), precision_used: str | None = None) -> pa.Schema:
     """The schema of this run's embeddings files (resolves the spec once per process if needed).
 
-    precision_used is the compute type the encoder ran in (what `--precision auto` chose on this
-    worker), kept beside the declared `precision`; files of rows reused by --snapshot, made by an
-    earlier run, leave it out.
+    kept: the extra columns (`pipeline.kept.KeptColumns.output_fields`), also named in the metadata
+    (`kept_columns`). precision_used is the compute type the encoder ran in (what `--precision auto`
+    chose on this worker), kept beside the declared `precision`; files of rows reused by --snapshot,
+    made by an earlier run, leave it out.
     """
     resolved = resolved_once(spec)
     metadata = file_metadata(resolved)
+    metadata["kept_columns"] = metadata_text([field.name for field in kept])
     if precision_used is not None:
         metadata["precision_used"] = precision_used
-    return embeddings_schema(resolved.dim, metadata)
+    return embeddings_schema(resolved.dim, metadata, kept)
 
 
 def embeddings_table(
@@ -121,8 +125,9 @@ def embeddings_table(
     n_chunks: np.ndarray,
     text_hashes: Sequence[str],
     schema: pa.Schema,
+    kept: Sequence[pa.Array] = (),
 ) -> pa.Table:
-    """A table of one batch; vectors is float32 [n, dim] matching the schema's dim."""
+    """A table of one batch; vectors is float32 [n, dim] matching the schema's dim; kept: the extra columns."""
     dim = schema.field("embedding").type.list_size
     flat = pa.array(np.ascontiguousarray(vectors, dtype=np.float32).reshape(-1), type=pa.float32())
     columns = [
@@ -132,6 +137,7 @@ def embeddings_table(
         pa.array(np.asarray(truncated, dtype=bool)),
         pa.array(np.asarray(n_chunks, dtype=np.int32)),
         pa.array(list(text_hashes), type=pa.string()),
+        *kept,
     ]
     return pa.Table.from_arrays(columns, schema=schema)
 

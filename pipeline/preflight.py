@@ -17,6 +17,7 @@ from pathlib import Path
 from apache_beam.io.filesystems import FileSystems
 
 from pipeline.errors import JobConfigError
+from pipeline.kept import KeptTypeError, decide_columns, merge_observed, observe_shard
 from pipeline.output import SUCCESS_FILE, clear_previous_output
 from pipeline.readers import HEADED_FORMATS, STRUCTURED_FORMATS, structure_problem
 from pipeline.records import InputFormat
@@ -41,8 +42,10 @@ def preflight_checks(job: JobSettings, compared: dict[str, object]) -> tuple[Sha
 def list_shards(job: JobSettings) -> tuple[Shard, ...]:
     """Every input shard, after checking that --text_field/--id_field fit what was matched."""
     shards = tuple(match_shards(job.inputs, job.format))
-    _check_fields_apply(shards, job.text_field, job.id_field)
+    _check_fields_apply(shards, job.text_field, job.id_field, job.keep_fields)
     _check_structure(shards, job.input_format())
+    if job.keep_fields:
+        _check_kept_types(shards, job.input_format())
     return shards
 
 
@@ -91,13 +94,26 @@ def prepare_output(output: str, compared: dict[str, object], overwrite: bool) ->
     clear_previous_output(output)
 
 
-def _check_fields_apply(shards: tuple[Shard, ...], text_field: str | None, id_field: str | None) -> None:
+def _check_fields_apply(shards: tuple[Shard, ...], text_field: str | None, id_field: str | None,
+                        keep_fields: tuple[str, ...] = ()) -> None:
     structured = any(s.format in STRUCTURED_FORMATS for s in shards)
-    if (text_field or id_field) and not structured:
-        raise JobConfigError("--text_field/--id_field apply to JSON Lines, CSV/TSV and Parquet input, "
+    if (text_field or id_field or keep_fields) and not structured:
+        raise JobConfigError("--text_field/--id_field/--keep_fields apply to JSON Lines, CSV/TSV and Parquet input, "
                              "but every matched shard is plain text")
-    if id_field and any(s.format == "text" for s in shards):
-        raise JobConfigError("--id_field is set but some matched shards are plain text, which has no fields")
+    for flag, given in (("--id_field", id_field), ("--keep_fields", keep_fields)):
+        if given and any(s.format == "text" for s in shards):
+            raise JobConfigError(f"{flag} is set but some matched shards are plain text, which has no fields")
+
+
+def _check_kept_types(shards: tuple[Shard, ...], fmt: InputFormat) -> None:
+    """Parquet shards whose kept columns' types do not unify are a config error now, not a failed job."""
+    headed = [s for s in shards if s.format in HEADED_FORMATS]
+    try:
+        with ThreadPoolExecutor(max_workers=8) as pool:
+            observed = merge_observed(pool.map(lambda shard: observe_shard(shard, fmt), headed))
+        decide_columns(fmt.keep_fields, observed, text=False)
+    except KeptTypeError as exc:
+        raise JobConfigError(str(exc)) from None
 
 
 def _check_structure(shards: tuple[Shard, ...], fmt: InputFormat) -> None:

@@ -12,11 +12,12 @@ import apache_beam as beam
 from apache_beam.metrics import Metrics
 
 from pipeline.incremental import REUSED
+from pipeline.kept import NOTHING_KEPT, KeptColumns
 from pipeline.manifest import ShardStats
 from pipeline.preflight import list_shards
 from pipeline.progress import PROGRESS
 from pipeline.readers import shard_outcomes
-from pipeline.records import DeadLetter, InputFormat, Record, raw_preview
+from pipeline.records import DeadLetter, InputFormat, Record, kept_size, raw_preview
 from pipeline.settings import JobSettings
 from pipeline.shards import Shard
 
@@ -24,6 +25,7 @@ logger = logging.getLogger(__name__)
 
 METRICS_NAMESPACE = "embedding_job"
 SHARD_STATS = "shard_stats"
+REUSED_ROWS = "reused_rows"
 
 
 @dataclass(frozen=True)
@@ -48,6 +50,7 @@ class Part:
     texts: tuple[str, ...]  # as embedded (normalised)
     lines: tuple[int, ...]  # line or row number of each record in its shard
     dead_letters: tuple[DeadLetter, ...]  # what the reader rejected in the same stretch
+    kept: tuple[tuple, ...] = ()  # per record, its --keep_fields values as their columns hold them
 
 
 @dataclass(frozen=True)
@@ -89,22 +92,27 @@ class _ListShardsFn(beam.DoFn):
 
 
 class ReadParts(beam.PTransform):
-    """(shard index, Shard, decisions or None) -> Parts (main output) and ShardStats (tag SHARD_STATS).
+    """(shard index, Shard, decisions or None) -> Parts (main), ShardStats (tag SHARD_STATS), reused rows.
 
     decisions, {line: decision} from `pipeline.keys`, leave out reused records and turn later
-    occurrences of an id into dead letters. `ready`, when given, is a side input the reading
-    waits for (the output prepared by a worker).
+    occurrences of an id into dead letters. With kept columns, each reused record's own values go
+    to REUSED_ROWS as (id, (kept values, text)): a --snapshot copy takes them from this run's input.
+    kept is the run's `KeptColumns`, or a side input holding it (types decided from the shards).
+    `ready`, when given, is a side input the reading waits for (the output prepared by a worker).
     """
 
     def __init__(self, input_format: InputFormat, progress: ProgressSettings, limits: PartLimits,
+                 kept: KeptColumns | beam.pvalue.AsSingleton = NOTHING_KEPT,
                  ready: beam.pvalue.AsSingleton | None = None) -> None:
         super().__init__()
-        self._fn = _ReadShardFn(input_format, progress, limits)
-        self._ready = ready
+        self._fn = _ReadShardFn(input_format, progress, limits, kept if isinstance(kept, KeptColumns) else None)
+        self._side_inputs = {"ready": ready} if ready is not None else {}
+        if not isinstance(kept, KeptColumns):
+            self._side_inputs["kept"] = kept
 
     def expand(self, shards: beam.PCollection) -> beam.pvalue.DoOutputsTuple:
-        side_inputs = {"ready": self._ready} if self._ready is not None else {}
-        return shards | "ReadShard" >> beam.ParDo(self._fn, **side_inputs).with_outputs(SHARD_STATS, main="parts")
+        read = beam.ParDo(self._fn, **self._side_inputs).with_outputs(SHARD_STATS, REUSED_ROWS, main="parts")
+        return shards | "ReadShard" >> read
 
 
 class _ReadShardFn(beam.DoFn):
@@ -115,28 +123,34 @@ class _ReadShardFn(beam.DoFn):
     A shard always yields at least one part (possibly empty), so it always has a file.
     """
 
-    def __init__(self, input_format: InputFormat, progress: ProgressSettings, limits: PartLimits) -> None:
+    def __init__(self, input_format: InputFormat, progress: ProgressSettings, limits: PartLimits,
+                 kept: KeptColumns | None) -> None:
         self._input_format = input_format
         self._progress = progress
         self._limits = limits
+        self._kept = kept  # None: given to process as a side input
         self._lines = Metrics.counter(METRICS_NAMESPACE, "lines_read")
 
     def setup(self) -> None:
         PROGRESS.start(self._progress.mode, self._progress.total_bytes)
 
-    def process(self, element: tuple[int, Shard, Mapping | None], ready: object = None) -> Iterator:
+    def process(self, element: tuple[int, Shard, Mapping | None], ready: object = None,
+                kept: KeptColumns | None = None) -> Iterator:
         shard_index, shard, decisions = element
+        kept = self._kept or kept
         fmt = dataclasses.replace(self._input_format, format=shard.format)
         read = skipped = removed = parts = chars = reused = 0
         ids: list[str] = []
         texts: list[str] = []
         lines: list[int] = []
         dead: list[DeadLetter] = []
+        rows: list[tuple] = []
 
         def cut() -> Part:
             nonlocal parts, chars
-            part = Part(shard_index, shard.name, parts, tuple(ids), tuple(texts), tuple(lines), tuple(dead))
-            for column in (ids, texts, lines, dead):
+            part = Part(shard_index, shard.name, parts, tuple(ids), tuple(texts), tuple(lines), tuple(dead),
+                        tuple(rows))
+            for column in (ids, texts, lines, dead, rows):
                 column.clear()
             parts += 1
             chars = 0
@@ -155,18 +169,23 @@ class _ReadShardFn(beam.DoFn):
             outcome, raw_stream = found
             read += 1
             decision = decisions.get(outcome.line) if decisions else None
-            if decision is not None and isinstance(outcome, Record):
+            row, misfit = kept.fit(outcome.kept) if isinstance(outcome, Record) else ((), None)
+            if isinstance(outcome, Record):
                 removed += outcome.removed_chars
-                if decision[0] == REUSED:
-                    reused += 1
-                else:
-                    dead.append(_duplicate(outcome, decision[1:]))
+            if decision is not None and decision[0] != REUSED and isinstance(outcome, Record):
+                dead.append(_duplicate(outcome, decision[1:]))
+            elif misfit is not None:
+                dead.append(_misfit(outcome, misfit))
+            elif decision is not None and isinstance(outcome, Record):
+                reused += 1
+                if kept.fields or kept.text:
+                    yield beam.pvalue.TaggedOutput(REUSED_ROWS, (outcome.id, (row, outcome.text)))
             elif isinstance(outcome, Record):
-                removed += outcome.removed_chars
                 ids.append(outcome.id)
                 texts.append(outcome.text)
                 lines.append(outcome.line)
-                chars += len(outcome.text)
+                rows.append(row)
+                chars += len(outcome.text) + sum(map(kept_size, row))
             elif isinstance(outcome, DeadLetter):
                 dead.append(outcome)
                 chars += len(outcome.raw or "")
@@ -192,6 +211,11 @@ def _report_position(raw_stream, previous: int, at_end: int | None = None) -> in
         return previous
     PROGRESS.add(bytes_read=max(position - previous, 0))
     return position
+
+
+def _misfit(record: Record, detail: str) -> DeadLetter:
+    return DeadLetter(record.source, record.line, "kept_field_type", detail, id=record.id,
+                      raw=raw_preview(record.text.encode("utf-8")))
 
 
 def _duplicate(record: Record, first: tuple[str, int]) -> DeadLetter:

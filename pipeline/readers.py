@@ -140,30 +140,35 @@ def _read_parquet(stream: BinaryIO, source: str, fmt: InputFormat) -> Iterator[O
     problem = parquet_schema_problem(parquet.schema_arrow, fmt)
     if problem:
         raise ShardFormatError(problem)
-    columns = [fmt.text_field] + ([fmt.id_field] if fmt.id_field else [])
+    own = [fmt.text_field] + ([fmt.id_field] if fmt.id_field else [])
+    kept = list(fmt.keep_fields)  # never the text or id field (`pipeline.settings`)
     row = 0
-    for batch in parquet.iter_batches(batch_size=_PARQUET_BATCH_ROWS, columns=columns):
+    for batch in parquet.iter_batches(batch_size=_PARQUET_BATCH_ROWS, columns=own + kept):
         # As bytes, so a value that is not valid UTF-8 costs one dead letter rather than the shard.
         texts = batch.column(fmt.text_field).cast(pa.large_binary()).to_pylist()
         ids = batch.column(fmt.id_field).to_pylist() if fmt.id_field else [None] * len(texts)
-        for raw_text, record_id in zip(texts, ids, strict=True):
+        kept_values = [batch.column(name).to_pylist() for name in kept]
+        for position, (raw_text, record_id) in enumerate(zip(texts, ids, strict=True)):
             row += 1
             text = None if raw_text is None else raw_text.decode(fmt.encoding, "surrogateescape")
             fields = {fmt.text_field: text}
             if fmt.id_field:
                 fields[fmt.id_field] = record_id
-            yield from_fields(fields, source, row, fmt, json.dumps(fields, ensure_ascii=False, default=str))
+            shown = json.dumps(fields, ensure_ascii=False, default=str)  # the dead letter's raw: id and text
+            for name, values in zip(kept, kept_values, strict=True):
+                fields[name] = values[position]
+            yield from_fields(fields, source, row, fmt, shown)
 
 
 def missing_fields(names: list[str], fmt: InputFormat) -> str | None:
     """Why a header/schema with these field names cannot serve fmt, or None."""
-    wanted = [f for f in (fmt.text_field, fmt.id_field) if f]
-    missing = [f for f in wanted if f not in names]
+    wanted = {f"--{flag}_field {name!r}": name for flag, name in (("text", fmt.text_field), ("id", fmt.id_field))
+              if name}
+    wanted.update({f"--keep_fields {name!r}": name for name in fmt.keep_fields})
+    missing = [flag for flag, name in wanted.items() if name not in names]
     if not missing:
         return None
-    flags = " / ".join(
-        f"--{'text' if f == fmt.text_field else 'id'}_field {f!r}" for f in missing
-    )
+    flags = " / ".join(missing)
     shown = ", ".join(repr(n) for n in names[:20]) + (" ..." if len(names) > 20 else "")
     return f"{flags} not among its fields ({shown})"
 

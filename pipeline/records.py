@@ -36,6 +36,7 @@ class Record:
     source: str
     line: int
     removed_chars: int = 0  # control characters taken out of the text
+    kept: tuple = ()  # values of --keep_fields, in their order (None where the record lacks one)
 
 
 @dataclass(frozen=True)
@@ -71,6 +72,7 @@ class InputFormat:
     text_field: str = "text"
     id_field: str | None = None
     max_chars: int = DEFAULT_MAX_CHARS
+    keep_fields: tuple[str, ...] = ()
 
 
 def normalize_text(text: str) -> tuple[str, int]:
@@ -122,12 +124,33 @@ def parse_line(raw: bytes, source: str, line: int, fmt: InputFormat) -> Record |
     return _document(f"{source}:{line}", decoded, source, line, fmt, decoded)
 
 
+def kept_value(value: object) -> object:
+    """A JSON value as --keep_fields keeps it: objects and arrays as their JSON text, scalars as they are."""
+    if isinstance(value, (dict, list)):
+        return json.dumps(value, ensure_ascii=False)
+    return value
+
+
+def kept_size(value: object) -> int:
+    """About how many characters a kept value holds: kept values count with the text against --max_chars."""
+    if isinstance(value, (str, bytes)):
+        return len(value)
+    if isinstance(value, (list, tuple)):
+        return sum(kept_size(v) for v in value) + 1
+    if isinstance(value, dict):
+        return sum(kept_size(k) + kept_size(v) for k, v in value.items()) + 1
+    return 8
+
+
 def _document(
-    record_id: str, text: str, source: str, line: int, fmt: InputFormat, raw: str
+    record_id: str, text: str, source: str, line: int, fmt: InputFormat, raw: str, kept: tuple = ()
 ) -> Record | DeadLetter | Skipped:
     """The shared last step: length limit, normalisation, blank check."""
     if len(text) > fmt.max_chars:
         detail = f"{len(text)} characters, more than --max_chars {fmt.max_chars}"
+        return DeadLetter(source, line, "too_long", detail, id=record_id, raw=raw_preview(_encoded(raw)))
+    if kept and len(text) + sum(map(kept_size, kept)) > fmt.max_chars:
+        detail = f"text and kept fields hold more than --max_chars {fmt.max_chars} characters"
         return DeadLetter(source, line, "too_long", detail, id=record_id, raw=raw_preview(_encoded(raw)))
     bad = _surrogate_at(text)
     if bad is not None:  # e.g. JSON "\\ud800", or bytes a CSV row could not decode
@@ -136,7 +159,7 @@ def _document(
     text, removed = normalize_text(text)
     if not text.strip():
         return Skipped(source, line, removed)
-    return Record(record_id, text, source, line, removed)
+    return Record(record_id, text, source, line, removed, kept)
 
 
 def _json_depth(text: str) -> int:
@@ -170,6 +193,9 @@ def _parse_json_line(decoded: str, source: str, line: int, fmt: InputFormat) -> 
         return invalid(f"a number cannot be read: {str(exc).split(';')[0]}")
     if not isinstance(obj, dict):
         return invalid(f"expected a JSON object, got {type(obj).__name__}")
+    for name in fmt.keep_fields:
+        if isinstance(obj.get(name), (dict, list)):
+            obj[name] = kept_value(obj[name])
     return from_fields(obj, source, line, fmt, decoded)
 
 
@@ -201,4 +227,5 @@ def from_fields(
         return dead("missing_text", f"field {fmt.text_field!r} is missing or null", record_id)
     if not isinstance(text, str):
         return dead("text_not_string", f"field {fmt.text_field!r} is a {type(text).__name__}", record_id)
-    return _document(record_id, text, source, line, fmt, raw)
+    kept = tuple(fields.get(name) for name in fmt.keep_fields)
+    return _document(record_id, text, source, line, fmt, raw, kept)

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 
 from encoders.declare import RECORDED, RECORDS, RUN, check_declared, setting
 from pipeline.errors import JobConfigError
+from pipeline.output import BASE_COLUMNS, TEXT_COLUMN
 from pipeline.progress import MODES as PROGRESS_MODES
 from pipeline.records import DEFAULT_MAX_CHARS, InputFormat
 from pipeline.shards import FORMATS
@@ -44,6 +45,13 @@ class JobSettings:
     max_chars: int = setting(
         DEFAULT_MAX_CHARS, f"a text longer than this goes to failed/ as too_long (default: {DEFAULT_MAX_CHARS})",
         RECORDS, minimum=1, metavar="N", group=_IO)
+    keep_fields: tuple[str, ...] = setting(
+        (), "fields of each input record copied into its output row, comma-separated or repeated: JSON values "
+        "(objects/arrays as JSON text), CSV/TSV columns as strings, Parquet columns with their own types; "
+        "a field a record lacks is null", RECORDS, metavar="F1,F2", group=_IO)
+    keep_text: bool = setting(
+        False, "store each text as embedded (after normalisation; a chunked document's whole text) in a "
+        f"column {TEXT_COLUMN!r}", RECORDS, group=_IO)
     overwrite: bool = setting(
         False, "replace a finished run in --output made with different settings (a rerun of the same settings "
         "always replaces it)", RUN, group=_IO)
@@ -80,15 +88,38 @@ class JobSettings:
             codecs.lookup(self.encoding)
         except LookupError:
             raise JobConfigError(f"unknown --encoding {self.encoding!r}") from None
-        if self.format == "text" and (self.text_field or self.id_field):
-            raise JobConfigError("--text_field/--id_field do not apply to --format text")
+        if self.format == "text" and (self.text_field or self.id_field or self.keep_fields):
+            raise JobConfigError("--text_field/--id_field/--keep_fields do not apply to --format text")
+        object.__setattr__(self, "keep_fields", _field_list(self.keep_fields))
+        self._check_kept()
         if self.snapshot and not self.skip_existing:
             raise JobConfigError("--snapshot copies rows found by --skip_existing; give --skip_existing PATTERN too")
         if self.skip_existing and self.skip_existing.startswith(self.output.rstrip("/") + "/"):
             raise JobConfigError("--skip_existing must point at earlier outputs, not into --output, "
                                  "which a run clears first")
 
+    def _check_kept(self) -> None:
+        for name in self.keep_fields:
+            if name == (self.text_field or DEFAULT_TEXT_FIELD):
+                raise JobConfigError(f"--keep_fields {name!r} is the text field; --keep_text stores the text "
+                                     f"(as embedded) in column {TEXT_COLUMN!r}")
+            if name == self.id_field:
+                raise JobConfigError(f"--keep_fields {name!r} is the --id_field, already the output's 'id'")
+            if name in (*BASE_COLUMNS, TEXT_COLUMN):
+                raise JobConfigError(f"--keep_fields {name!r} would replace the output's own column {name!r}")
+
     def input_format(self, shard_format: str = "text") -> InputFormat:
         """How to read a shard of the given format under these settings."""
         return InputFormat(shard_format, self.encoding, self.text_field or DEFAULT_TEXT_FIELD, self.id_field,
-                           self.max_chars)
+                           self.max_chars, self.keep_fields)
+
+
+def _field_list(given: tuple[str, ...] | list[str] | None) -> tuple[str, ...]:
+    """--keep_fields as one tuple: values may be repeated or comma-separated; each name once."""
+    found = [name.strip() for value in given or () for name in value.split(",")]
+    if any(not name for name in found):
+        raise JobConfigError("--keep_fields has an empty field name")
+    repeated = sorted({name for name in found if found.count(name) > 1})
+    if repeated:
+        raise JobConfigError(f"--keep_fields names {', '.join(map(repr, repeated))} more than once")
+    return tuple(found)
