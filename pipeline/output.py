@@ -104,14 +104,17 @@ def file_metadata(spec: EncoderSpec) -> dict[str, str]:
 def output_schema(spec: EncoderSpec, kept: Sequence[pa.Field] = (), precision_used: str | None = None) -> pa.Schema:
     """The schema of this run's embeddings files (resolves the spec once per process if needed).
 
-    kept: the extra columns (`pipeline.kept.KeptColumns.output_fields`), also named in the metadata
-    (`kept_columns`). precision_used is the compute type the encoder ran in (what `--precision auto`
-    chose on this worker), kept beside the declared `precision`; files of rows reused by --snapshot,
-    made by an earlier run, leave it out.
+    kept: the extra columns (`pipeline.kept.KeptColumns.output_fields`), recorded in the metadata as
+    the settings `keep_fields` and `keep_text` are in the manifest. precision_used is the compute type
+    the encoder ran in (what `--precision auto` chose on this worker), kept beside the declared
+    `precision`; files of rows reused by --snapshot, made by an earlier run, leave it out.
     """
     resolved = resolved_once(spec)
     metadata = file_metadata(resolved)
-    metadata["kept_columns"] = metadata_text([field.name for field in kept])
+    names = [field.name for field in kept]
+    keep_text = TEXT_COLUMN in names
+    metadata["keep_fields"] = metadata_text([name for name in names if name != TEXT_COLUMN])
+    metadata["keep_text"] = metadata_text(keep_text)
     if precision_used is not None:
         metadata["precision_used"] = precision_used
     return embeddings_schema(resolved.dim, metadata, kept)

@@ -1,0 +1,256 @@
+"""--keep_fields and --keep_text: input fields and the embedded text carried into the output rows."""
+
+import datetime
+import json
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from pipeline.incremental import text_hash
+from pipeline.kept import SAMPLE_RECORDS
+from tests.pipeline.conftest import read_dead_letters, read_embeddings, read_manifest
+
+
+def write_jsonl(path, rows):
+    path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
+
+
+@pytest.fixture
+def embed(tmp_path, tiny_bert_dir, run_cli):
+    """Run the job with the tiny model; returns (exit code, stderr, output dir)."""
+
+    def run(inputs, *extra, output="out"):
+        out = tmp_path / output
+        code, _, err = run_cli("--input", inputs, "--output", out, "--model", tiny_bert_dir, "--progress", "off",
+                               *extra)
+        return code, err, out
+
+    return run
+
+
+def rows_by_id(output):
+    return {row["id"]: row for row in read_embeddings(output).drop(["embedding"]).to_pylist()}
+
+
+def test_json_fields_keep_their_types_objects_become_json_text_and_missing_is_null(tmp_path, embed):
+    write_jsonl(tmp_path / "a.jsonl", [
+        {"id": "1", "text": "first", "n": 3, "x": 0.5, "ok": True, "tags": ["a", "é"], "meta": {"k": [1, 2]}},
+        {"id": "2", "text": "second", "n": 4, "x": 2, "ok": False, "tags": [], "meta": None},
+        {"id": "3", "text": "third"},
+    ])
+    code, err, out = embed(tmp_path / "a.jsonl", "--id_field", "id", "--keep_fields", "n,x,ok",
+                           "--keep_fields", "tags,meta,absent")
+    assert code == 0, err
+    schema = read_embeddings(out).schema
+    assert [(f.name, f.type) for f in schema][6:] == [
+        ("n", pa.int64()), ("x", pa.float64()), ("ok", pa.bool_()), ("tags", pa.string()), ("meta", pa.string()),
+        ("absent", pa.string())]
+    rows = rows_by_id(out)
+    assert {k: rows["1"][k] for k in ("n", "x", "ok", "tags", "meta", "absent")} == {
+        "n": 3, "x": 0.5, "ok": True, "tags": '["a", "é"]', "meta": '{"k": [1, 2]}', "absent": None}
+    assert (rows["2"]["x"], rows["2"]["tags"], rows["2"]["meta"]) == (2.0, "[]", None)
+    assert all(rows["3"][k] is None for k in ("n", "x", "ok", "tags", "meta"))
+    assert json.loads(schema.metadata[b"keep_fields"]) == ["n", "x", "ok", "tags", "meta", "absent"]
+    assert schema.metadata[b"keep_text"] == b"false"
+    assert read_manifest(out)["settings"]["keep_fields"] == ["n", "x", "ok", "tags", "meta", "absent"]
+
+
+def test_a_field_of_mixed_kinds_is_text_and_the_schema_is_the_same_in_every_file(tmp_path, embed):
+    write_jsonl(tmp_path / "a.jsonl", [{"text": f"a {i}", "v": i, "w": None} for i in range(5)])
+    write_jsonl(tmp_path / "b.jsonl", [{"text": "b 0", "v": "seven", "w": 1.5}, {"text": "b 1", "v": True}])
+    code, err, out = embed(tmp_path / "*.jsonl", "--keep_fields", "v,w", "--records_per_file", "2")
+    assert code == 0, err
+    files = [out / name for name in read_manifest(out)["files"]["embeddings"]]
+    assert len(files) == 4
+    schemas = {pq.read_schema(f).remove_metadata() for f in files}
+    assert len(schemas) == 1
+    (schema,) = schemas
+    assert (schema.field("v").type, schema.field("w").type) == (pa.string(), pa.float64())
+    values = sorted(pq.read_table(files).column("v").to_pylist())
+    assert values == ["0", "1", "2", "3", "4", "seven", "true"]
+
+
+def test_a_value_that_does_not_fit_its_column_after_the_sample_is_a_dead_letter(tmp_path, embed):
+    rows = [{"id": f"r{i}", "text": f"text {i}", "year": 2000 + i} for i in range(SAMPLE_RECORDS)]
+    rows += [{"id": "late", "text": "late text", "year": "unknown"}, {"id": "fine", "text": "ok", "year": 1999}]
+    write_jsonl(tmp_path / "a.jsonl", rows)
+    code, err, out = embed(tmp_path / "a.jsonl", "--id_field", "id", "--keep_fields", "year")
+    assert code == 0, err
+    (dead,) = read_dead_letters(out)
+    assert dead["reason"] == "kept_field_type" and dead["id"] == "late"
+    assert "'year'" in dead["detail"] and "int64" in dead["detail"]
+    manifest = read_manifest(out)
+    assert manifest["counts"] == {"read": SAMPLE_RECORDS + 2, "embedded": SAMPLE_RECORDS + 1, "skipped": 0,
+                                  "failed": 1}
+    assert read_embeddings(out).schema.field("year").type == pa.int64()
+    assert rows_by_id(out)["fine"]["year"] == 1999
+
+
+def test_csv_columns_are_kept_as_strings_and_an_unknown_column_is_a_config_error(tmp_path, embed):
+    (tmp_path / "a.csv").write_text("id,text,lang,stars\nc1,a csv row,en,5\nc2,another row,,\n", encoding="utf-8")
+    code, err, out = embed(tmp_path / "a.csv", "--id_field", "id", "--keep_fields", "lang,stars")
+    assert code == 0, err
+    rows = rows_by_id(out)
+    assert (rows["c1"]["lang"], rows["c1"]["stars"], rows["c2"]["lang"]) == ("en", "5", "")
+    assert read_embeddings(out).schema.field("stars").type == pa.string()
+
+    code, err, _ = embed(tmp_path / "a.csv", "--keep_fields", "lang,country", output="bad")
+    assert code == 2
+    assert err.strip().count("\n") == 0 and "--keep_fields 'country' not among its fields" in err
+    assert not (tmp_path / "bad" / "_SUCCESS").exists()
+
+
+def test_parquet_columns_keep_their_own_types_nested_included(tmp_path, embed):
+    when = datetime.datetime(2026, 11, 27, 12, 30, tzinfo=datetime.UTC)
+    table = pa.table({
+        "text": ["alpha", "beta", "gamma"],
+        "scores": pa.array([[1, 2], None, []], type=pa.list_(pa.int32())),
+        "author": pa.array([{"name": "a", "age": 3}, {"name": "b", "age": None}, None],
+                           type=pa.struct([("name", pa.string()), ("age", pa.int16())])),
+        "at": pa.array([when, None, when], type=pa.timestamp("ms", tz="UTC")),
+        "unused": [1, 2, 3],
+    })
+    pq.write_table(table, tmp_path / "a.parquet")
+    code, err, out = embed(tmp_path / "a.parquet", "--keep_fields", "scores,author,at", "--keep_text")
+    assert code == 0, err
+    kept = read_embeddings(out)
+    for name in ("scores", "author", "at"):
+        assert kept.schema.field(name).type == table.schema.field(name).type
+    assert "unused" not in kept.schema.names
+    by_text = {row["text"]: row for row in kept.to_pylist()}
+    assert by_text["alpha"]["scores"] == [1, 2] and by_text["alpha"]["author"] == {"name": "a", "age": 3}
+    assert by_text["beta"]["scores"] is None and by_text["gamma"]["author"] is None
+    assert by_text["alpha"]["at"] == when and by_text["beta"]["at"] is None
+
+
+def test_parquet_shards_whose_types_unify_share_one_type_and_others_are_a_config_error(tmp_path, embed):
+    (tmp_path / "ok").mkdir()
+    pq.write_table(pa.table({"text": ["a"], "n": pa.array([1], pa.int32())}), tmp_path / "ok" / "a.parquet")
+    pq.write_table(pa.table({"text": ["b"], "n": pa.array([2**40], pa.int64())}), tmp_path / "ok" / "b.parquet")
+    code, err, out = embed(tmp_path / "ok" / "*.parquet", "--keep_fields", "n")
+    assert code == 0, err
+    assert sorted(read_embeddings(out).column("n").to_pylist()) == [1, 2**40]
+    assert read_embeddings(out).schema.field("n").type == pa.int64()
+
+    (tmp_path / "bad").mkdir()
+    pq.write_table(pa.table({"text": ["a"], "n": ["one"]}), tmp_path / "bad" / "a.parquet")
+    pq.write_table(pa.table({"text": ["b"], "n": pa.array([{"x": 1}])}), tmp_path / "bad" / "b.parquet")
+    code, err, _ = embed(tmp_path / "bad" / "*.parquet", "--keep_fields", "n", output="bad-out")
+    assert code == 2 and "--keep_fields 'n' has types that do not unify" in err
+
+
+def test_keep_text_stores_the_text_as_embedded_and_a_chunked_document_whole(tmp_path, embed):
+    long_text = " ".join(f"word{i}" for i in range(200))
+    write_jsonl(tmp_path / "a.jsonl", [
+        {"id": "ctrl", "text": "Cafe\u0301\x00 bar"},  # decomposed é and a NUL: NFC, control removed
+        {"id": "long", "text": long_text},
+    ])
+    code, err, out = embed(tmp_path / "a.jsonl", "--id_field", "id", "--keep_text", "--long_text", "chunk",
+                           "--max_seq_length", "16")
+    assert code == 0, err
+    rows = rows_by_id(out)
+    assert rows["ctrl"]["text"] == "Caf\u00e9 bar"
+    assert rows["long"]["text"] == long_text and rows["long"]["n_chunks"] > 1
+    assert all(row["text_hash"] == text_hash(row["text"]) for row in rows.values())
+
+
+def test_kept_values_count_against_max_chars(tmp_path, embed):
+    write_jsonl(tmp_path / "a.jsonl", [{"id": "big", "text": "short", "blob": "x" * 500},
+                                       {"id": "small", "text": "short", "blob": "y"}])
+    code, err, out = embed(tmp_path / "a.jsonl", "--id_field", "id", "--keep_fields", "blob", "--max_chars", "400")
+    assert code == 0, err
+    assert list(rows_by_id(out)) == ["small"]
+    (dead,) = read_dead_letters(out)
+    assert (dead["id"], dead["reason"]) == ("big", "too_long") and "kept fields" in dead["detail"]
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["--keep_fields", "text"], "--keep_text stores the text"),
+    (["--keep_fields", "id", "--id_field", "id"], "already the output's 'id'"),
+    (["--keep_fields", "embedding"], "the output's own column 'embedding'"),
+    (["--keep_fields", "a,b,a"], "names 'a' more than once"),
+    (["--keep_fields", "a,,b"], "empty field name"),
+    (["--keep_fields", "a", "--format", "text"], "do not apply to --format text"),
+])
+def test_keep_fields_mistakes_are_one_line_config_errors(tmp_path, embed, args, message):
+    write_jsonl(tmp_path / "a.jsonl", [{"id": "1", "text": "t", "a": 1}])
+    code, err, out = embed(tmp_path / "a.jsonl", *args)
+    assert code == 2 and message in err and err.strip().count("\n") == 0
+    assert not (out / "_SUCCESS").exists()
+
+
+def test_plain_text_shards_have_no_fields_to_keep(tmp_path, embed):
+    (tmp_path / "a.txt").write_text("one line\n", encoding="utf-8")
+    write_jsonl(tmp_path / "b.jsonl", [{"text": "t", "a": 1}])
+    code, err, _ = embed(tmp_path / "*.*", "--keep_fields", "a")
+    assert code == 2 and "--keep_fields is set but some matched shards are plain text" in err
+
+
+def test_kept_fields_are_part_of_the_different_settings_check(tmp_path, embed):
+    write_jsonl(tmp_path / "a.jsonl", [{"text": "t", "a": 1, "b": 2}])
+    assert embed(tmp_path / "a.jsonl", "--keep_fields", "a")[0] == 0
+    assert embed(tmp_path / "a.jsonl", "--keep_fields", "a")[0] == 0  # the same settings replace it quietly
+    code, err, _ = embed(tmp_path / "a.jsonl", "--keep_fields", "a,b")
+    assert code == 2 and "keep_fields" in err and "--overwrite" in err
+    code, err, _ = embed(tmp_path / "a.jsonl", "--keep_fields", "a", "--keep_text")
+    assert code == 2 and "keep_text" in err
+
+
+def test_a_snapshot_night_takes_kept_fields_of_reused_rows_from_the_current_input(tmp_path, embed):
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    day1_rows = [{"id": f"a{i}", "text": f"document {i}", "views": i, "tag": "old"} for i in range(6)]
+    write_jsonl(corpus / "a.jsonl", day1_rows)
+    common = ["--id_field", "id", "--keep_fields", "views,tag", "--keep_text", "--records_per_file", "4"]
+    code, err, day1 = embed(corpus / "a.jsonl", *common, output="dt1")
+    assert code == 0, err
+
+    # Day two: same texts with new field values, one changed text, one new record (without a tag).
+    day2_rows = [{**r, "views": r["views"] * 10, "tag": "new"} for r in day1_rows]
+    day2_rows[2]["text"] = "document two, edited"
+    day2_rows.append({"id": "b0", "text": "brand new", "views": 7})
+    write_jsonl(corpus / "a.jsonl", day2_rows)
+    code, err, day2 = embed(corpus / "a.jsonl", *common, "--skip_existing", f"{day1}/*.parquet", "--snapshot",
+                            output="dt2")
+    assert code == 0, err
+    manifest = read_manifest(day2)
+    assert manifest["counts"] == {"read": 7, "embedded": 2, "skipped": 0, "failed": 0, "reused": 5}
+    assert manifest["incremental"]["snapshot_rows"] == 5
+
+    rows = rows_by_id(day2)
+    assert sorted(rows) == ["a0", "a1", "a2", "a3", "a4", "a5", "b0"]
+    for record in day2_rows:
+        if record["id"] in rows:
+            row = rows[record["id"]]
+            assert (row["views"], row["tag"], row["text"]) == (record["views"], record.get("tag"), record["text"])
+    files = [day2 / name for name in manifest["files"]["embeddings"]]
+    assert any("reused" in f.name for f in files)
+    assert len({pq.read_schema(f).remove_metadata() for f in files}) == 1
+    assert all(json.loads(pq.read_schema(f).metadata[b"keep_fields"]) == ["views", "tag"] for f in files)
+    assert all(pq.read_schema(f).metadata[b"keep_text"] == b"true" for f in files)
+    assert pq.read_table(day2).num_rows == 7  # the directory reads as one table
+
+
+def test_a_reused_record_whose_kept_value_does_not_fit_is_a_dead_letter_not_a_copy(tmp_path, embed):
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    rows = [{"id": f"r{i}", "text": f"text {i}", "views": i} for i in range(SAMPLE_RECORDS + 1)]
+    write_jsonl(corpus / "a.jsonl", rows)
+    common = ["--id_field", "id", "--keep_fields", "views"]
+    code, err, day1 = embed(corpus / "a.jsonl", *common, output="dt1")
+    assert code == 0, err
+    rows[-1]["views"] = "many"  # past the first records that decide the column's type
+    write_jsonl(corpus / "a.jsonl", rows)
+    code, err, day2 = embed(corpus / "a.jsonl", *common, "--skip_existing", f"{day1}/*.parquet", "--snapshot",
+                            output="dt2")
+    assert code == 0, err
+    manifest = read_manifest(day2)
+    assert manifest["counts"] == {"read": SAMPLE_RECORDS + 1, "embedded": 0, "skipped": 0, "failed": 1,
+                                  "reused": SAMPLE_RECORDS}
+    assert manifest["incremental"]["snapshot_rows"] == SAMPLE_RECORDS
+    (dead,) = read_dead_letters(day2)
+    assert (dead["id"], dead["reason"]) == (f"r{SAMPLE_RECORDS}", "kept_field_type")
+    table = read_embeddings(day2)
+    assert f"r{SAMPLE_RECORDS}" not in table.column("id").to_pylist()
+    assert sorted(table.column("views").to_pylist()) == list(range(SAMPLE_RECORDS))
