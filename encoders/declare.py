@@ -157,3 +157,25 @@ def from_mapping(cls: type, given: Mapping[str, object]) -> object:
     """An instance of cls from {name: value}, ignoring keys that are not its settings."""
     own = {item.name for item in declared(cls)}
     return cls(**{k: v for k, v in given.items() if k in own})
+
+
+def from_metadata(cls: type, metadata: Mapping[str, str], roles: Iterable[str]) -> dict[str, object]:
+    """{name: value} of the settings of cls with one of roles, read back from `metadata_text` strings.
+
+    The inverse of writing `values(..., roles)` through `metadata_text`: a str setting's text is its
+    value (`null` is None when the setting is optional), any other is parsed as JSON (lists become
+    tuples). A setting missing from metadata (declared after the file was written) is left out, so
+    it keeps its default. Raises ValueError when a value cannot be read.
+    """
+    roles = set(roles)
+    found: dict[str, object] = {}
+    for item in declared(cls):
+        text = metadata.get(item.name)
+        if item.declaration.role not in roles or text is None:
+            continue
+        if item.kind is str:
+            found[item.name] = None if item.optional and text == "null" else text
+            continue
+        value = json.loads(text)
+        found[item.name] = tuple(value) if isinstance(value, list) else value
+    return found

@@ -125,16 +125,20 @@ def open_shard(path: str) -> tuple[BinaryIO, BinaryIO]:
     Decompression uses Python's own codecs, which raise on a truncated or corrupt
     stream (Beam's CompressedFile silently stops at a missing gzip trailer).
     """
+    raw = open_file(path)
+    return _decompressed(raw, path), raw
+
+
+def open_file(path: str) -> BinaryIO:
+    """A file's stored bytes (never decompressed), seekable, on any filesystem Beam or fsspec knows."""
     if beam_filesystem_knows(path):
         from apache_beam.io.filesystem import CompressionTypes
         from apache_beam.io.filesystems import FileSystems
 
-        raw = FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED)
-    else:
-        import fsspec
+        return FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED)
+    import fsspec
 
-        raw = fsspec.open(path, "rb").open()
-    return _decompressed(raw, path), raw
+    return fsspec.open(path, "rb").open()
 
 
 def _decompressed(raw: BinaryIO, path: str) -> BinaryIO:

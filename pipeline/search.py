@@ -1,0 +1,330 @@
+"""`python -m pipeline.search`: the rows of a finished output nearest a query, to check a run by eye.
+
+The query is embedded with exactly the settings the output's Parquet metadata records (every
+setting whose role is "vectors", read through the declarations), so a setting declared later
+is picked up here with no change. The files the `_SUCCESS` manifest lists are streamed batch
+by batch and a running top k kept: memory is bounded by k and one batch, not by the output.
+
+Exit codes: 0 success; 2 a bad flag, an output that is not ours or not finished, or an unknown
+--id (one line on stderr).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+
+import fsspec
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+from apache_beam.io.filesystems import FileSystems
+
+import encoders
+from encoders import EncoderConfigError, EncoderSpec, build_encoder, model_fingerprint, resolved_once
+from encoders.declare import VECTORS, from_mapping, from_metadata
+from pipeline.output import STAGING_DIR, SUCCESS_FILE
+from pipeline.records import normalize_text
+from pipeline.shards import beam_filesystem_knows, open_file
+
+logger = logging.getLogger(__name__)
+
+FORMATS = ("text", "json")
+TEXT_COLUMN = "text"  # written by --keep_text: the text as embedded
+TEXT_WIDTH = 80  # characters of kept text shown per row in --format text
+BATCH_ROWS = 4096  # rows scored at once: 4096 x 384 floats is 6 MB
+
+
+class SearchError(Exception):
+    """The search cannot run as asked; the message says why, on one line."""
+
+
+class _OneLineErrorParser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # one line, no usage dump: the contract for exit 2
+        raise SearchError(message)
+
+
+@dataclass(frozen=True)
+class Output:
+    """A finished output: its embeddings files, what made them, and whether the text was kept."""
+
+    path: str
+    files: tuple[str, ...]  # full paths, in the manifest's order
+    metadata: dict[str, str]  # the Parquet key-value metadata they share (model_fingerprint included)
+    dim: int
+    with_text: frozenset[str]  # the files that keep the text (rows reused from an older run may not)
+
+
+@dataclass(frozen=True)
+class Hit:
+    """One row of the result."""
+
+    rank: int
+    id: str
+    score: float  # cosine similarity
+    text: str | None = None  # the kept text, when the output has a text column
+
+
+class TopK:
+    """The k best (score, id, text) seen so far: score descending, then id ascending, so ties are stable."""
+
+    def __init__(self, k: int) -> None:
+        self.k = k
+        self._kept: list[tuple[float, str, str | None]] = []
+
+    def add(self, scores: np.ndarray, ids: pa.Array, texts: pa.Array | None = None) -> None:
+        """Offer a batch: float64 scores [n] and the batch's id (and text) columns, row for row."""
+        if len(scores) == 0:
+            return
+        if len(scores) > self.k:
+            # Only rows scoring at least the batch's k-th best can enter; keeping every row tied
+            # with it (not just k of them) lets the id decide ties the same way whatever the batches.
+            kth = scores[np.argpartition(-scores, self.k - 1)[self.k - 1]]
+            rows = np.flatnonzero(scores >= kth)
+        else:
+            rows = np.arange(len(scores))
+        if self._kept and len(self._kept) == self.k:
+            rows = rows[scores[rows] >= self._kept[-1][0]]
+        taken = pa.array(rows, type=pa.int64())
+        chosen_ids = ids.take(taken).to_pylist()
+        chosen_texts = texts.take(taken).to_pylist() if texts is not None else [None] * len(rows)
+        candidates = zip(scores[rows].tolist(), chosen_ids, chosen_texts, strict=True)
+        self._kept = sorted([*self._kept, *candidates], key=lambda hit: (-hit[0], hit[1]))[: self.k]
+
+    def hits(self) -> list[Hit]:
+        return [Hit(rank, id_, score, text) for rank, (score, id_, text) in enumerate(self._kept, start=1)]
+
+
+def open_output(path: str) -> Output:
+    """Check that path holds a finished output of this job and read its files' footers (no rows).
+
+    Raises SearchError when there is no `_SUCCESS` (unfinished when `_temporary/` holds files),
+    when `_SUCCESS` is not our manifest, or when a listed file lacks our metadata or was made
+    with another model fingerprint than the others.
+    """
+    path = path.rstrip("/")
+    manifest = _read_manifest(path)
+    names = manifest["files"]["embeddings"]
+    if not names:
+        raise SearchError(f"{path}/{SUCCESS_FILE} lists no embeddings files")
+    files = tuple(_join(path, name) for name in names)
+    first: dict[str, str] | None = None
+    dim = 0
+    with_text = set()
+    for file in files:
+        metadata, schema = _footer(file)
+        if first is None:
+            first = metadata
+        elif metadata["model_fingerprint"] != first["model_fingerprint"]:
+            raise SearchError(f"{file} was made with model fingerprint {metadata['model_fingerprint']}, "
+                              f"{files[0]} with {first['model_fingerprint']}: not one output")
+        dim = dim or schema.field("embedding").type.list_size
+        if TEXT_COLUMN in schema.names:
+            with_text.add(file)
+    settings = manifest.get("settings")
+    recorded = settings.get("model_fingerprint") if isinstance(settings, dict) else None
+    if recorded is not None and recorded != first["model_fingerprint"]:
+        raise SearchError(f"{path}/{SUCCESS_FILE} records model fingerprint {recorded} but its files were made "
+                          f"with {first['model_fingerprint']}")
+    return Output(path, files, first, dim, frozenset(with_text))
+
+
+def _join(directory: str, name: str) -> str:
+    return f"{directory}/{name}"
+
+
+# Beam's filesystems where Beam knows the path (as the job wrote it), fsspec for the rest (memory://, ...).
+def _exists(path: str) -> bool:
+    if beam_filesystem_knows(path):
+        return FileSystems.exists(path)
+    fs, inner = fsspec.core.url_to_fs(path)
+    return fs.exists(inner)
+
+
+def _has_files_under(directory: str) -> bool:
+    if beam_filesystem_knows(directory):
+        return bool(FileSystems.match([_join(directory, "*")])[0].metadata_list)
+    fs, inner = fsspec.core.url_to_fs(directory)
+    return bool(fs.glob(_join(inner, "*")))
+
+
+def _read_manifest(path: str) -> dict:
+    success = _join(path, SUCCESS_FILE)
+    if not _exists(success):
+        if _has_files_under(_join(path, STAGING_DIR)):
+            raise SearchError(f"{path} is not finished: {STAGING_DIR}/ holds files but there is no {SUCCESS_FILE} "
+                              "(the job is still running or was stopped; rerun it)")
+        raise SearchError(f"{path} is not an output of this job: there is no {SUCCESS_FILE}")
+    try:
+        with open_file(success) as f:
+            manifest = json.loads(f.read().decode("utf-8"))
+        names = manifest["files"]["embeddings"]
+        if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+            raise TypeError("files.embeddings is not a list of names")
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise SearchError(f"{success} is not a manifest of this job ({type(exc).__name__}: {exc})") from None
+    return manifest
+
+
+def _footer(file: str) -> tuple[dict[str, str], pa.Schema]:
+    """A file's key-value metadata (the Arrow schema's own key left out) and schema, checked to be ours."""
+    if not _exists(file):
+        raise SearchError(f"{file} is listed in {SUCCESS_FILE} but missing")
+    try:
+        with open_file(file) as f:
+            schema = pq.ParquetFile(f).schema_arrow
+    except (OSError, pa.ArrowException) as exc:
+        raise SearchError(f"{file} cannot be read as Parquet: {exc}") from None
+    metadata = {k.decode(): v.decode() for k, v in (schema.metadata or {}).items() if k != b"ARROW:schema"}
+    embedding = schema.field("embedding").type if "embedding" in schema.names else None
+    if "model_fingerprint" not in metadata or "id" not in schema.names or not isinstance(
+            embedding, pa.FixedSizeListType):
+        raise SearchError(f"{file} is not an embeddings file of this job (no model_fingerprint, id or embedding)")
+    return metadata, schema
+
+
+def recorded_spec(output: Output) -> EncoderSpec:
+    """The encoder settings the output's files record (every "vectors" setting), resolved.
+
+    Raises EncoderConfigError when the recorded settings are not valid here (e.g. an unknown backend).
+    """
+    try:
+        given = from_metadata(EncoderSpec, output.metadata, [VECTORS])
+    except ValueError as exc:
+        raise SearchError(f"{output.files[0]}: a recorded setting cannot be read: {exc}") from None
+    spec = resolved_once(from_mapping(EncoderSpec, given))
+    now = model_fingerprint(spec, encoders.__version__)
+    if now != output.metadata["model_fingerprint"]:
+        logger.warning("the model or encoder version differs from the one that made %s (fingerprint %s, now %s): "
+                       "scores may mean little", output.path, output.metadata["model_fingerprint"], now)
+    return spec
+
+
+def embed_query(spec: EncoderSpec, text: str) -> np.ndarray:
+    """The query's vector (float32 [dim]), normalised and truncated or chunked as the job did its records."""
+    text, _ = normalize_text(text)
+    if not text.strip():
+        raise SearchError("the query is empty")
+    encoder = build_encoder(spec, warm_up=False)
+    result = encoder.encode([text])
+    if result.truncated[0]:
+        logger.info("the query is longer than max_seq_length %d: only its first tokens were embedded, as the job "
+                    "did", spec.max_seq_length)
+    return result.vectors[0]
+
+
+def _batches(output: Output, columns: list[str]) -> Iterator[pa.RecordBatch]:
+    """The output's rows, BATCH_ROWS at a time, file by file; the text column only from files that have it."""
+    for file in output.files:
+        wanted = [c for c in columns if c != TEXT_COLUMN or file in output.with_text]
+        with open_file(file) as f:
+            yield from pq.ParquetFile(f).iter_batches(batch_size=BATCH_ROWS, columns=wanted)
+
+
+def _vectors(batch: pa.RecordBatch, dim: int) -> np.ndarray:
+    """The embedding column as float64 [rows, dim] (double sums: the same scores whatever the batch size)."""
+    flat = batch.column("embedding").flatten().to_numpy(zero_copy_only=False)
+    return flat.reshape(batch.num_rows, dim).astype(np.float64)
+
+
+def row_vector(output: Output, record_id: str) -> np.ndarray:
+    """The embedding of the row with this id; SearchError if the output has none."""
+    for batch in _batches(output, ["id", "embedding"]):
+        position = pc.index(batch.column("id"), record_id).as_py()
+        if position >= 0:
+            return _vectors(batch.slice(position, 1), output.dim)[0]
+    raise SearchError(f"id {record_id!r} is not in {output.path}")
+
+
+def nearest(output: Output, query: np.ndarray, k: int, exclude: str | None = None) -> list[Hit]:
+    """The k rows nearest query by cosine (both sides normalised), score descending then id; exclude one id."""
+    query = np.asarray(query, dtype=np.float64)
+    query = query / max(float(np.linalg.norm(query)), 1e-12)
+    top = TopK(k)
+    for batch in _batches(output, ["id", "embedding", TEXT_COLUMN]):
+        if exclude is not None:
+            batch = batch.filter(pc.not_equal(batch.column("id"), exclude))
+        vectors = _vectors(batch, output.dim)
+        scores = vectors @ query / np.maximum(np.linalg.norm(vectors, axis=1), 1e-12)
+        texts = batch.column(TEXT_COLUMN) if TEXT_COLUMN in batch.schema.names else None
+        top.add(scores, batch.column("id"), texts)
+    return top.hits()
+
+
+def format_hits(hits: Sequence[Hit], fmt: str) -> str:
+    """The result as printed: a table (kept text cut to TEXT_WIDTH, on one line) or a JSON list."""
+    if fmt == "json":
+        rows = [{"rank": h.rank, "id": h.id, "score": round(h.score, 6),
+                 **({"text": h.text} if h.text is not None else {})} for h in hits]
+        return json.dumps(rows, ensure_ascii=False, indent=1)
+    width = max([len("id"), *(len(h.id) for h in hits)])
+    with_text = any(h.text is not None for h in hits)
+    lines = [f"rank  score   {'id'.ljust(width)}{'  text' if with_text else ''}".rstrip()]
+    for h in hits:
+        line = f"{h.rank:>4}  {h.score:.4f}  {h.id.ljust(width)}"
+        if with_text:
+            line += f"  {_one_line(h.text or '', TEXT_WIDTH)}"
+        lines.append(line.rstrip())
+    return "\n".join(lines)
+
+
+def _one_line(text: str, width: int) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= width else text[: width - 3] + "..."
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _OneLineErrorParser(
+        prog="python -m pipeline.search",
+        description="Print the rows of a finished output nearest a query text (embedded with the settings the "
+                    "output records) or nearest a row already in it (--id), by cosine similarity.",
+    )
+    parser.add_argument("output", metavar="OUTPUT", help="the job's --output (local, gs://, memory://, ...)")
+    parser.add_argument("query", metavar="QUERY", nargs="?", help="text to search for")
+    parser.add_argument("--id", dest="record_id", metavar="ID",
+                        help="instead of QUERY: the neighbours of this row of the output (itself left out)")
+    parser.add_argument("--k", type=int, default=10, metavar="N", help="how many rows to print (default: 10)")
+    parser.add_argument("--format", choices=FORMATS, default="text",
+                        help="text: a table, kept text cut to one line; json: a list of objects with rank, id, "
+                             "score (and text when kept) (default: text)")
+    return parser
+
+
+def search(argv: Sequence[str]) -> str:
+    """Run a search from command-line arguments; returns what to print. Raises SearchError, EncoderConfigError."""
+    args = build_parser().parse_args(list(argv))
+    if args.k < 1:
+        raise SearchError(f"--k must be positive, got {args.k}")
+    if (args.query is None) == (args.record_id is None):
+        raise SearchError("give either QUERY or --id ID")
+    output = open_output(args.output)
+    if args.record_id is not None:
+        query = row_vector(output, args.record_id)
+    else:
+        query = embed_query(recorded_spec(output), args.query)
+    hits = nearest(output, query, args.k, exclude=args.record_id)
+    return format_hits(hits, args.format)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the CLI; returns the process exit code."""
+    argv = sys.argv[1:] if argv is None else argv
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    for ours in ("pipeline", "encoders"):
+        logging.getLogger(ours).setLevel(logging.INFO)
+    try:
+        printed = search(argv)
+    except (SearchError, EncoderConfigError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(printed)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,40 @@
+"""Reading settings back from Parquet metadata text: the inverse of how `encoders.declare` writes them."""
+
+from dataclasses import dataclass
+
+from encoders import EncoderSpec
+from encoders.declare import RUN, VECTORS, from_mapping, from_metadata, metadata_text, setting, values
+
+
+@dataclass(frozen=True)
+class _Settings:
+    name: str | None = setting(None, "a name", VECTORS)
+    label: str = setting("x", "a label", VECTORS)
+    size: int | None = setting(None, "a size", VECTORS)
+    flag: bool = setting(False, "a switch", VECTORS)
+    tags: tuple[str, ...] = setting((), "tags", VECTORS)
+    where: str | None = setting(None, "not recorded", RUN)
+
+
+def _written(instance) -> dict[str, str]:
+    return {name: metadata_text(value) for name, value in values(instance, [VECTORS]).items()}
+
+
+def test_every_kind_of_setting_reads_back_as_it_was_written():
+    for instance in (_Settings(), _Settings("null-ish", "null", 3, True, ("a", "b"))):
+        read = from_metadata(_Settings, _written(instance), [VECTORS])
+        assert from_mapping(_Settings, read) == instance
+
+
+def test_a_setting_missing_from_older_metadata_keeps_its_default():
+    assert from_metadata(_Settings, {"size": "7", "version": "0.1.0"}, [VECTORS]) == {"size": 7}
+
+
+def test_settings_of_other_roles_are_not_read():
+    assert from_metadata(_Settings, {"where": "here"}, [VECTORS]) == {}
+
+
+def test_an_encoder_spec_round_trips_through_metadata_text():
+    spec = EncoderSpec(model="some/dir", pooling="cls", normalize=True, max_seq_length=32, long_text="chunk",
+                       chunk_overlap=4, dim=64)
+    assert from_mapping(EncoderSpec, from_metadata(EncoderSpec, _written(spec), [VECTORS])) == spec
