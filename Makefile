@@ -31,9 +31,20 @@ $(AIRFLOW_STAMP): deploy/airflow/requirements-test.txt
 	$(AIRFLOW_VENV)/bin/python -m pip install --quiet -r deploy/airflow/requirements-test.txt
 	touch $(AIRFLOW_STAMP)
 
-test: $(STAMP) $(AIRFLOW_STAMP)
+# DuckDB, Polars, pandas and datasets in a virtualenv of their own, only to read our output in tests/interop
+# (the job does not depend on them).
+INTEROP_VENV := .venv-interop
+INTEROP_STAMP := $(INTEROP_VENV)/.installed
+
+$(INTEROP_STAMP): tests/interop/requirements.txt
+	test -x $(INTEROP_VENV)/bin/python || $(PYTHON) -m venv $(INTEROP_VENV)
+	$(INTEROP_VENV)/bin/python -m pip install --quiet -r tests/interop/requirements.txt
+	touch $(INTEROP_STAMP)
+
+test: $(STAMP) $(AIRFLOW_STAMP) $(INTEROP_STAMP)
 	$(BIN)/ruff check encoders pipeline tests scripts bench deploy setup.py
-	AIRFLOW_PYTHON=$(CURDIR)/$(AIRFLOW_VENV)/bin/python TF_CPP_MIN_LOG_LEVEL=2 $(BIN)/python -m pytest tests
+	AIRFLOW_PYTHON=$(CURDIR)/$(AIRFLOW_VENV)/bin/python INTEROP_PYTHON=$(CURDIR)/$(INTEROP_VENV)/bin/python \
+	  TF_CPP_MIN_LOG_LEVEL=2 $(BIN)/python -m pytest tests
 
 test-fast: $(STAMP)
 	TF_CPP_MIN_LOG_LEVEL=2 $(BIN)/python -m pytest tests -m "not slow"
