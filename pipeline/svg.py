@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from html import escape
 
 WIDTH = 720
@@ -29,7 +29,6 @@ class Bin:
     high: float
     count: int
     title: str
-    data: Mapping[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -58,10 +57,6 @@ def number(value: float) -> str:
     if float(value).is_integer() and abs(value) < 1e15:
         return f"{int(value):,}"
     return f"{value:.4g}"
-
-
-def _attrs(data: Mapping[str, object]) -> str:
-    return "".join(f' data-{escape(k)}="{escape(str(v))}"' for k, v in data.items())
 
 
 def _svg(height: int, body: list[str], label: str) -> str:
@@ -105,7 +100,7 @@ def histogram(bins: Sequence[Bin], x_range: tuple[float, float], x_label: str, y
         x0, x1 = x(b.low), x(b.high)
         body.append(f'<rect class="bar" x="{x0:.2f}" y="{y(b.count):.2f}" width="{max(x1 - x0 - 0.5, 0.8):.2f}" '
                     f'height="{top + plot_h - y(b.count):.2f}" fill="{BAR}" data-low="{b.low:g}" '
-                    f'data-high="{b.high:g}" data-count="{b.count}"{_attrs(b.data)}>'
+                    f'data-high="{b.high:g}" data-count="{b.count}">'
                     f"<title>{escape(b.title)}</title></rect>")
     for marker in markers:
         mx = x(marker.value)

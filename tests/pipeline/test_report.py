@@ -389,8 +389,8 @@ def test_the_page_renders_in_a_headless_browser(page, tmp_path):
     probed = tmp_path / "probed.html"
     probed.write_text(html.replace("</head>", PROBE_HEAD + "</head>").replace("</body>", PROBE_BODY + "</body>"),
                       encoding="utf-8")
-    done = subprocess.run([browser, "--headless", "--no-sandbox", "--disable-gpu", "--dump-dom",
-                           probed.as_uri()], capture_output=True, text=True, timeout=120)
+    flags = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--dump-dom"]
+    done = subprocess.run([browser, *flags, probed.as_uri()], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr[-2000:]
     probe = Page(done.stdout).text_in["probe"]
     assert probe, f"the probe script did not run: {done.stdout[:500]}"
