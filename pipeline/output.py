@@ -31,6 +31,7 @@ SUCCESS_FILE = "_SUCCESS"
 BASE_COLUMNS = ("id", "embedding", "n_tokens", "truncated", "n_chunks", "text_hash")
 TEXT_COLUMN = "text"
 STAGING_DIR = "_temporary"
+REPORT_FILE = "report.html"  # written by `python -m pipeline.report`, never by the job
 
 
 def part_file_names(shard_index: int, part: int) -> tuple[str, str]:
@@ -53,12 +54,16 @@ def staged_name(name: str) -> str:
 
 
 def output_patterns() -> list[str]:
-    """Globs, relative to the output directory, of every file a run writes; _SUCCESS first."""
+    """Globs, relative to the output directory, of every file a run writes, and its report; _SUCCESS first.
+
+    The report describes one run, so cleaning up before the next removes it too.
+    """
     return [
         SUCCESS_FILE,
         f"{EMBEDDINGS_PREFIX}-*{EMBEDDINGS_SUFFIX}",
         f"{FAILED_DIR}/{FAILED_PREFIX}-*{FAILED_SUFFIX}",
         f"{STAGING_DIR}/*",
+        REPORT_FILE,
     ]
 
 

@@ -1,0 +1,238 @@
+"""What the run report shows, read from a finished output: its manifest and one streaming pass over its Parquet files.
+
+Memory stays bounded whatever the corpus size: files are read one at a time, a few columns and
+a few thousand rows at a time; token counts and vector norms are tallied by value (norms rounded
+to float16, about 3 significant digits), and near-duplicates are looked for in a fixed-size
+sample. Works on every filesystem Beam knows (local, gs://, ...) and on fsspec's (memory://, ...).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import BinaryIO
+
+import numpy as np
+
+from pipeline.output import SUCCESS_FILE
+from pipeline.shards import beam_filesystem_knows
+
+logger = logging.getLogger(__name__)
+
+NEAR_DUPLICATE = 0.99  # cosine similarity from which two vectors count as near-duplicates
+SAMPLE_SEED = 20261127  # fixed, so the same output always gives the same sample and the same page
+ROWS_PER_READ = 4096
+COLUMNS = ("id", "embedding", "n_tokens", "truncated")
+_FLOAT16_MAX = 65504.0
+
+
+class NotAFinishedRun(Exception):
+    """The path holds no finished output of this job (no `_SUCCESS`, or not our manifest, or a file is missing)."""
+
+
+def join(output: str, name: str) -> str:
+    """A file of the output; output may be a local path or a URL."""
+    return f"{output.rstrip('/')}/{name}"
+
+
+def open_file(path: str, mode: str = "rb") -> BinaryIO:
+    """Open a file for reading ("rb") or writing ("wb") with Beam's filesystems, or fsspec's for other schemes."""
+    if beam_filesystem_knows(path):
+        from apache_beam.io.filesystem import CompressionTypes
+        from apache_beam.io.filesystems import FileSystems
+
+        if mode == "wb":
+            return FileSystems.create(path, compression_type=CompressionTypes.UNCOMPRESSED)
+        return FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED)
+    import fsspec
+
+    return fsspec.open(path, mode).open()
+
+
+def read_manifest(output: str) -> dict:
+    """The output's `_SUCCESS` manifest; raises NotAFinishedRun unless it is one this job wrote."""
+    path = join(output, SUCCESS_FILE)
+    try:
+        with open_file(path) as f:
+            text = f.read().decode("utf-8")
+    except (OSError, ValueError) as exc:  # missing: Beam raises BeamIOError (an OSError), fsspec FileNotFoundError
+        raise NotAFinishedRun(f"{output} has no readable {SUCCESS_FILE}: not a finished run of this job "
+                              f"(still running, failed, or not its output)") from exc
+    try:
+        manifest = json.loads(text)
+        ok = (isinstance(manifest, dict) and isinstance(manifest.get("counts"), dict)
+              and isinstance(manifest.get("settings"), dict) and isinstance(manifest.get("shards"), list)
+              and isinstance(manifest.get("files", {}).get("embeddings"), list))
+    except (ValueError, AttributeError):
+        ok = False
+    if not ok:
+        raise NotAFinishedRun(f"{path} is not this job's manifest (expected JSON with counts, settings, shards "
+                              "and files)")
+    return manifest
+
+
+@dataclass
+class Tally:
+    """Counts by value, for histograms drawn after the pass (the values seen so far need no range up front)."""
+
+    counts: Counter = field(default_factory=Counter)
+    low: float = float("inf")
+    high: float = float("-inf")
+
+    def add(self, values: np.ndarray, exact: np.ndarray | None = None) -> None:
+        """Count values; exact (same length) gives the true min and max when values are rounded."""
+        if not len(values):
+            return
+        keys, counts = np.unique(values, return_counts=True)
+        self.counts.update(dict(zip(keys.tolist(), counts.tolist(), strict=True)))
+        seen = values if exact is None else exact
+        self.low = min(self.low, float(seen.min()))
+        self.high = max(self.high, float(seen.max()))
+
+    @property
+    def total(self) -> int:
+        return sum(self.counts.values())
+
+
+class Sample:
+    """A fixed-size uniform sample of rows: each row gets a seeded random key, the smallest keys stay.
+
+    The files are read in the manifest's order and their rows are fixed by the input, so the
+    same output always yields the same sample.
+    """
+
+    def __init__(self, size: int, seed: int = SAMPLE_SEED) -> None:
+        self.size = size
+        self._rng = np.random.default_rng(seed)
+        self._keys = np.empty(0)
+        self._ids: list[str] = []
+        self._vectors: np.ndarray | None = None
+
+    def offer(self, ids, vectors: np.ndarray) -> None:
+        """ids: a pyarrow string array (only sampled ones are converted); vectors: float32 [n, dim]."""
+        keys = self._rng.random(len(vectors))
+        if self.size <= 0:
+            return
+        chosen = np.flatnonzero(keys < self._keys.max()) if len(self._keys) >= self.size else np.arange(len(keys))
+        if not len(chosen):
+            return
+        new_ids = ids.take(chosen).to_pylist()
+        all_keys = np.concatenate([self._keys, keys[chosen]])
+        all_ids = self._ids + new_ids
+        new_vectors = vectors[chosen]
+        all_vectors = new_vectors if self._vectors is None else np.concatenate([self._vectors, new_vectors])
+        if len(all_keys) > self.size:
+            keep = np.argpartition(all_keys, self.size - 1)[: self.size]
+            all_keys, all_vectors = all_keys[keep], all_vectors[keep]
+            all_ids = [all_ids[i] for i in keep]
+        self._keys, self._ids, self._vectors = all_keys, all_ids, all_vectors
+
+    def rows(self) -> tuple[list[str], np.ndarray]:
+        """(ids, vectors) of the sample in key order, so the result does not depend on merge order."""
+        if self._vectors is None:
+            return [], np.zeros((0, 0), dtype=np.float32)
+        order = np.argsort(self._keys, kind="stable")
+        return [self._ids[i] for i in order], self._vectors[order]
+
+
+@dataclass(frozen=True)
+class NearDuplicates:
+    """Near-duplicates within a sample: which rows have one, each row's nearest neighbour, a few example pairs."""
+
+    sample_size: int
+    has_duplicate: np.ndarray  # bool [sample_size]
+    nearest: np.ndarray  # float32 [sample_size]: cosine similarity to the most similar other row
+    pairs: int  # pairs (i < j) at or above the threshold
+    examples: list[tuple[str, str, float]]  # (id, id, cosine), most similar first
+
+    @property
+    def share(self) -> float:
+        return float(self.has_duplicate.mean()) if self.sample_size else 0.0
+
+
+def near_duplicates(ids: list[str], vectors: np.ndarray, threshold: float = NEAR_DUPLICATE, block: int = 256,
+                    examples: int = 5) -> NearDuplicates:
+    """Compare every row of the sample with every other by cosine similarity, block rows at a time.
+
+    Memory is block x len(vectors) floats. Zero vectors are similar to nothing. Example pairs are the
+    most similar, ties broken by position in the sample.
+    """
+    n = len(ids)
+    norms = np.linalg.norm(vectors, axis=1, keepdims=True) if n else np.zeros((0, 1))
+    unit = np.divide(vectors, norms, out=np.zeros_like(vectors, dtype=np.float32), where=norms > 0)
+    has_duplicate = np.zeros(n, dtype=bool)
+    nearest = np.full(n, np.nan, dtype=np.float32)
+    found: list[tuple[float, int, int]] = []
+    pairs = 0
+    for start in range(0, n, block):
+        stop = min(start + block, n)
+        sims = unit[start:stop] @ unit.T
+        sims[np.arange(stop - start), np.arange(start, stop)] = -np.inf  # a row is not its own duplicate
+        if n > 1:
+            nearest[start:stop] = sims.max(axis=1)
+        hits = sims >= threshold
+        has_duplicate[start:stop] = hits.any(axis=1)
+        rows, cols = np.nonzero(hits)
+        rows = rows + start
+        later = cols > rows
+        rows, cols = rows[later], cols[later]
+        pairs += len(rows)
+        if len(rows):
+            top = np.lexsort((cols, rows, -sims[rows - start, cols]))[:examples]
+            found += [(float(sims[rows[k] - start, cols[k]]), int(rows[k]), int(cols[k])) for k in top]
+            found = sorted(found, key=lambda item: (-item[0], item[1], item[2]))[:examples]
+    return NearDuplicates(n, has_duplicate, nearest, pairs, [(ids[i], ids[j], s) for s, i, j in found])
+
+
+@dataclass
+class RunData:
+    """Everything the page draws from the Parquet files (the rest comes from the manifest)."""
+
+    rows: int = 0
+    truncated: int = 0
+    tokens: Tally = field(default_factory=Tally)
+    norms: Tally = field(default_factory=Tally)
+    duplicates: NearDuplicates | None = None
+    files: int = 0
+
+
+def read_run(output: str, manifest: dict, sample_size: int) -> RunData:
+    """One pass over the embeddings files the manifest lists, a file at a time."""
+    import pyarrow.parquet as pq
+
+    data = RunData()
+    sample = Sample(sample_size)
+    for name in manifest["files"]["embeddings"]:
+        path = join(output, name)
+        try:
+            f = open_file(path)
+        except (OSError, ValueError) as exc:
+            raise NotAFinishedRun(f"{path} is listed in {SUCCESS_FILE} but cannot be read: {exc}") from exc
+        with f:
+            parquet = pq.ParquetFile(f)
+            missing = [c for c in COLUMNS if c not in parquet.schema_arrow.names]
+            if missing:
+                raise NotAFinishedRun(f"{path} lacks the column(s) {', '.join(missing)}: not this job's output")
+            for batch in parquet.iter_batches(batch_size=ROWS_PER_READ, columns=list(COLUMNS)):
+                _add_batch(data, sample, batch)
+        data.files += 1
+        logger.debug("read %s (%d rows so far)", path, data.rows)
+    ids, vectors = sample.rows()
+    data.duplicates = near_duplicates(ids, vectors)
+    return data
+
+
+def _add_batch(data: RunData, sample: Sample, batch) -> None:
+    n_tokens = batch.column("n_tokens").to_numpy(zero_copy_only=False)
+    truncated = batch.column("truncated").to_numpy(zero_copy_only=False)
+    embedding = batch.column("embedding")
+    dim = embedding.type.list_size
+    vectors = embedding.flatten().to_numpy(zero_copy_only=False).reshape(-1, dim).astype(np.float32, copy=False)
+    norms = np.sqrt(np.einsum("ij,ij->i", vectors, vectors, dtype=np.float64))
+    data.rows += len(n_tokens)
+    data.truncated += int(truncated.sum())
+    data.tokens.add(n_tokens.astype(np.int64))
+    data.norms.add(np.minimum(norms, _FLOAT16_MAX).astype(np.float16).astype(np.float64), exact=norms)
+    sample.offer(batch.column("id"), vectors)
