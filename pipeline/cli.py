@@ -19,6 +19,7 @@ from encoders.declare import AUTO, Setting, declared, from_mapping, parse_auto_i
 from pipeline.config import JobConfig, compared_settings, job_config
 from pipeline.errors import JobConfigError
 from pipeline.interrupt import JobInterrupted, interruptible
+from pipeline.logs import configure_logging
 from pipeline.preflight import preflight_checks
 from pipeline.settings import JobSettings
 
@@ -121,9 +122,7 @@ def prepare(argv: list[str]) -> tuple[JobConfig, object, bool]:
 def main(argv: list[str] | None = None) -> int:
     """Run the CLI; returns the process exit code."""
     argv = sys.argv[1:] if argv is None else argv
-    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    for ours in ("pipeline", "encoders"):
-        logging.getLogger(ours).setLevel(logging.INFO)
+    configure_logging()
     try:
         with interruptible():
             config, options, local = prepare(argv)

@@ -72,7 +72,10 @@ def parquet_bytes(table: pa.Table) -> bytes:
     import pyarrow.parquet as pq
 
     sink = pa.BufferOutputStream()
-    pq.write_table(table, sink)
+    if table.num_rows:
+        pq.write_table(table, sink)
+    else:  # the schema and no row group: a row group of 0 rows makes datasets' reader fail (batch size 0)
+        pq.ParquetWriter(sink, table.schema).close()
     return sink.getvalue().to_pybytes()
 
 

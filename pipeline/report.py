@@ -11,24 +11,17 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 import math
 import sys
 from html import escape
 
 import numpy as np
 
+from pipeline.finished import NotAFinishedRun, join, read_manifest
+from pipeline.logs import configure_logging
 from pipeline.output import FAILED_DIR, REPORT_FILE
-from pipeline.report_data import (
-    NEAR_DUPLICATE,
-    NotAFinishedRun,
-    RunData,
-    Tally,
-    join,
-    open_file,
-    read_manifest,
-    read_run,
-)
+from pipeline.report_data import NEAR_DUPLICATE, RunData, Tally, read_run
+from pipeline.shards import open_file
 from pipeline.svg import OUTCOME_COLOURS, Bin, Marker, histogram, horizontal_bars, nice_step, number, stacked_bars
 
 DEFAULT_SAMPLE = 2000
@@ -60,7 +53,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     """Run the CLI; returns the process exit code."""
     args = build_parser().parse_args(sys.argv[1:] if argv is None else argv)
-    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    configure_logging()
     target = args.to or join(args.output, REPORT_FILE)
     try:
         manifest = read_manifest(args.output)

@@ -8,16 +8,14 @@ sample. Works on every filesystem Beam knows (local, gs://, ...) and on fsspec's
 
 from __future__ import annotations
 
-import json
 import logging
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import BinaryIO
 
 import numpy as np
 
-from pipeline.output import SUCCESS_FILE
-from pipeline.shards import beam_filesystem_knows
+from pipeline.finished import NotAFinishedRun, embeddings_files
+from pipeline.shards import open_file
 
 logger = logging.getLogger(__name__)
 
@@ -26,51 +24,6 @@ SAMPLE_SEED = 20261127  # fixed, so the same output always gives the same sample
 ROWS_PER_READ = 4096
 COLUMNS = ("id", "embedding", "n_tokens", "truncated")
 _FLOAT16_MAX = 65504.0
-
-
-class NotAFinishedRun(Exception):
-    """The path holds no finished output of this job (no `_SUCCESS`, or not our manifest, or a file is missing)."""
-
-
-def join(output: str, name: str) -> str:
-    """A file of the output; output may be a local path or a URL."""
-    return f"{output.rstrip('/')}/{name}"
-
-
-def open_file(path: str, mode: str = "rb") -> BinaryIO:
-    """Open a file for reading ("rb") or writing ("wb") with Beam's filesystems, or fsspec's for other schemes."""
-    if beam_filesystem_knows(path):
-        from apache_beam.io.filesystem import CompressionTypes
-        from apache_beam.io.filesystems import FileSystems
-
-        if mode == "wb":
-            return FileSystems.create(path, compression_type=CompressionTypes.UNCOMPRESSED)
-        return FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED)
-    import fsspec
-
-    return fsspec.open(path, mode).open()
-
-
-def read_manifest(output: str) -> dict:
-    """The output's `_SUCCESS` manifest; raises NotAFinishedRun unless it is one this job wrote."""
-    path = join(output, SUCCESS_FILE)
-    try:
-        with open_file(path) as f:
-            text = f.read().decode("utf-8")
-    except (OSError, ValueError) as exc:  # missing: Beam raises BeamIOError (an OSError), fsspec FileNotFoundError
-        raise NotAFinishedRun(f"{output} has no readable {SUCCESS_FILE}: not a finished run of this job "
-                              f"(still running, failed, or not its output)") from exc
-    try:
-        manifest = json.loads(text)
-        ok = (isinstance(manifest, dict) and isinstance(manifest.get("counts"), dict)
-              and isinstance(manifest.get("settings"), dict) and isinstance(manifest.get("shards"), list)
-              and isinstance(manifest.get("files", {}).get("embeddings"), list))
-    except (ValueError, AttributeError):
-        ok = False
-    if not ok:
-        raise NotAFinishedRun(f"{path} is not this job's manifest (expected JSON with counts, settings, shards "
-                              "and files)")
-    return manifest
 
 
 @dataclass
@@ -204,13 +157,8 @@ def read_run(output: str, manifest: dict, sample_size: int) -> RunData:
 
     data = RunData()
     sample = Sample(sample_size)
-    for name in manifest["files"]["embeddings"]:
-        path = join(output, name)
-        try:
-            f = open_file(path)
-        except (OSError, ValueError) as exc:
-            raise NotAFinishedRun(f"{path} is listed in {SUCCESS_FILE} but cannot be read: {exc}") from exc
-        with f:
+    for path in embeddings_files(output, manifest):
+        with open_file(path) as f:
             parquet = pq.ParquetFile(f)
             missing = [c for c in COLUMNS if c not in parquet.schema_arrow.names]
             if missing:

@@ -18,19 +18,19 @@ import sys
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
-import fsspec
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
-from apache_beam.io.filesystems import FileSystems
 
 import encoders
 from encoders import EncoderConfigError, EncoderSpec, build_encoder, model_fingerprint, resolved_once
 from encoders.declare import VECTORS, from_mapping, from_metadata
-from pipeline.output import STAGING_DIR, SUCCESS_FILE
+from pipeline.finished import NotAFinishedRun, embeddings_files, read_manifest
+from pipeline.logs import configure_logging
+from pipeline.output import SUCCESS_FILE
 from pipeline.records import normalize_text
-from pipeline.shards import beam_filesystem_knows, open_file
+from pipeline.shards import open_file
 
 logger = logging.getLogger(__name__)
 
@@ -108,11 +108,13 @@ def open_output(path: str) -> Output:
     with another model fingerprint than the others.
     """
     path = path.rstrip("/")
-    manifest = _read_manifest(path)
-    names = manifest["files"]["embeddings"]
-    if not names:
+    try:
+        manifest = read_manifest(path)
+        files = embeddings_files(path, manifest)
+    except NotAFinishedRun as exc:
+        raise SearchError(str(exc)) from None
+    if not files:
         raise SearchError(f"{path}/{SUCCESS_FILE} lists no embeddings files")
-    files = tuple(_join(path, name) for name in names)
     first: dict[str, str] | None = None
     dim = 0
     with_text = set()
@@ -134,47 +136,8 @@ def open_output(path: str) -> Output:
     return Output(path, files, first, dim, frozenset(with_text))
 
 
-def _join(directory: str, name: str) -> str:
-    return f"{directory}/{name}"
-
-
-# Beam's filesystems where Beam knows the path (as the job wrote it), fsspec for the rest (memory://, ...).
-def _exists(path: str) -> bool:
-    if beam_filesystem_knows(path):
-        return FileSystems.exists(path)
-    fs, inner = fsspec.core.url_to_fs(path)
-    return fs.exists(inner)
-
-
-def _has_files_under(directory: str) -> bool:
-    if beam_filesystem_knows(directory):
-        return bool(FileSystems.match([_join(directory, "*")])[0].metadata_list)
-    fs, inner = fsspec.core.url_to_fs(directory)
-    return bool(fs.glob(_join(inner, "*")))
-
-
-def _read_manifest(path: str) -> dict:
-    success = _join(path, SUCCESS_FILE)
-    if not _exists(success):
-        if _has_files_under(_join(path, STAGING_DIR)):
-            raise SearchError(f"{path} is not finished: {STAGING_DIR}/ holds files but there is no {SUCCESS_FILE} "
-                              "(the job is still running or was stopped; rerun it)")
-        raise SearchError(f"{path} is not an output of this job: there is no {SUCCESS_FILE}")
-    try:
-        with open_file(success) as f:
-            manifest = json.loads(f.read().decode("utf-8"))
-        names = manifest["files"]["embeddings"]
-        if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
-            raise TypeError("files.embeddings is not a list of names")
-    except (OSError, ValueError, KeyError, TypeError) as exc:
-        raise SearchError(f"{success} is not a manifest of this job ({type(exc).__name__}: {exc})") from None
-    return manifest
-
-
 def _footer(file: str) -> tuple[dict[str, str], pa.Schema]:
     """A file's key-value metadata (the Arrow schema's own key left out) and schema, checked to be ours."""
-    if not _exists(file):
-        raise SearchError(f"{file} is listed in {SUCCESS_FILE} but missing")
     try:
         with open_file(file) as f:
             schema = pq.ParquetFile(f).schema_arrow
@@ -314,9 +277,7 @@ def search(argv: Sequence[str]) -> str:
 def main(argv: list[str] | None = None) -> int:
     """Run the CLI; returns the process exit code."""
     argv = sys.argv[1:] if argv is None else argv
-    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    for ours in ("pipeline", "encoders"):
-        logging.getLogger(ours).setLevel(logging.INFO)
+    configure_logging()
     try:
         printed = search(argv)
     except (SearchError, EncoderConfigError) as exc:

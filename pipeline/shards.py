@@ -129,16 +129,18 @@ def open_shard(path: str) -> tuple[BinaryIO, BinaryIO]:
     return _decompressed(raw, path), raw
 
 
-def open_file(path: str) -> BinaryIO:
-    """A file's stored bytes (never decompressed), seekable, on any filesystem Beam or fsspec knows."""
+def open_file(path: str, mode: str = "rb") -> BinaryIO:
+    """A file's stored bytes (never decompressed) on any filesystem Beam or fsspec knows: "rb" (seekable) or "wb"."""
     if beam_filesystem_knows(path):
         from apache_beam.io.filesystem import CompressionTypes
         from apache_beam.io.filesystems import FileSystems
 
+        if mode == "wb":
+            return FileSystems.create(path, compression_type=CompressionTypes.UNCOMPRESSED)
         return FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED)
     import fsspec
 
-    return fsspec.open(path, "rb").open()
+    return fsspec.open(path, mode).open()
 
 
 def _decompressed(raw: BinaryIO, path: str) -> BinaryIO:

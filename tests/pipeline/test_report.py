@@ -314,7 +314,7 @@ def test_a_file_the_manifest_lists_but_is_gone_exits_2(finished_run, tmp_path, c
     shutil.copytree(finished_run, copy)
     (copy / read_manifest(copy)["files"]["embeddings"][0]).unlink()
     assert report_main([str(copy)]) == 2
-    assert "is listed in _SUCCESS but cannot be read" in capsys.readouterr().err
+    assert "is listed in _SUCCESS but missing" in capsys.readouterr().err
 
 
 def test_a_page_that_cannot_be_written_exits_2(finished_run, tmp_path, capsys):
