@@ -125,3 +125,13 @@ def test_incremental_job_with_ids_builds_for_dataflow():
     steps = {t.unique_name for t in submit_job(config, options).job.proto_pipeline.components.transforms.values()}
     assert {"Decide/ReadKeys", "Decide/ListEarlierFiles", "Decide/ReadEarlierKeys", "Decide/GroupById",
             "Decide/JoinDecisions", "CopyReused", "Read", "Commit"} <= steps
+
+
+def test_a_job_keeping_fields_through_a_snapshot_builds_for_dataflow():
+    config, options, _ = prepare([*DRY_RUN, "--input", "gs://bucket/in/*.jsonl", "--output", "gs://bucket/out/dt=x",
+                                  "--id_field", "id", "--keep_fields", "lang,stars", "--keep_text",
+                                  "--skip_existing", "gs://bucket/out/dt=w/*.parquet", "--snapshot"])
+    assert config.job.keep_fields == ("lang", "stars") and config.job.keep_text
+    steps = {t.unique_name for t in submit_job(config, options).job.proto_pipeline.components.transforms.values()}
+    assert {"KeptColumns/ObserveKeptTypes", "KeptColumns/DecideKeptTypes", "CopyReused/JoinKeptValues",
+            "CopyReused/CopyRows", "Read", "EmbedAndStage"} <= steps
