@@ -46,10 +46,9 @@ class EncoderSpec:
         None, "Keras HDF5 weights file of a fine-tuned TFBertMainLayer model, loaded by layer name",
         VECTORS, metavar="FILE", group=_MODEL)
     hub_preprocessor: str | None = setting(
-        None, "with --backend hub: a TF Hub BERT preprocessing model (URL, local or gs:// directory) that "
-        "tokenizes instead of the encoder's vocab, as in Hub's recipe preprocessor -> encoder (e.g. "
-        "bert_zh_preprocess for bert_zh_L-12_H-768_A-12); its tokenizer case-folds with NFKC. Needs "
-        "tensorflow-text: pip install '.[hub-preprocessing]'",
+        None, "with --backend hub: tokenize with this TF Hub BERT preprocessing model (URL, local or gs:// "
+        "directory) instead of the encoder's vocabulary, as Hub's recipe preprocessor -> encoder does (e.g. "
+        "bert_zh_preprocess); needs pip install '.[hub-preprocessing]'",
         VECTORS, metavar="URL_OR_DIR", group=_MODEL)
     pooling: str | None = setting(
         None, "how token vectors become one vector: mean (masked, padding ignored), cls, pooler (BERT's tanh "
