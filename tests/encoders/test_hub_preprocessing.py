@@ -54,6 +54,7 @@ def test_token_ids_equal_the_preprocessors_own_packing(build, encoder, length):
 def test_token_ids_equal_the_module_called_on_strings(encoder):
     import tensorflow as tf
     import tensorflow_hub as hub
+    import tensorflow_text  # noqa: F401 - the preprocessor's ops
 
     texts = example_texts()
     called = hub.load(str(PREPROCESSOR))(tf.constant(texts))
@@ -98,6 +99,7 @@ def test_token_counts_and_truncation_follow_the_preprocessors_tokens(build):
 def test_chunk_mode_embeds_every_window_of_the_preprocessors_tokens(build, minilm_hub_dict):
     import tensorflow as tf
     import tensorflow_hub as hub
+    import tensorflow_text  # noqa: F401 - the preprocessor's ops
 
     chunked = build(max_seq_length=64, long_text="chunk", chunk_overlap=8)
     out = chunked.encode([LONG, FULL_WIDTH[0]])
