@@ -44,7 +44,7 @@ def check_location(location: str) -> None:
 
 @functools.lru_cache(maxsize=2)
 def load_preprocessor(location: str):
-    """The loaded preprocessing SavedModel; once per process and location (launch inspection, then the encoder)."""
+    """The loaded preprocessing SavedModel; once per process and location (encoders built in a process share it)."""
     import tensorflow_hub as hub
     import tensorflow_text  # noqa: F401 - registers the ops the module's graph uses
 
