@@ -1,5 +1,8 @@
 """--hub_preprocessor through the whole job: examples/ + full-width text get Hub's preprocessor -> encoder vectors."""
 
+import subprocess
+import sys
+
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
@@ -61,3 +64,15 @@ def test_chunk_mode_runs_with_the_preprocessors_tokens(run_cli, corpus, minilm_h
 def test_with_the_transformers_backend_the_job_stops_at_launch_with_one_line(run_cli, corpus, tmp_path):
     code, _, err = run_cli("--input", corpus, "--output", tmp_path / "out", "--hub_preprocessor", PREPROCESSOR)
     assert code == 2 and err.strip().count("\n") == 0 and "--hub_preprocessor applies only to --backend hub" in err
+
+
+def test_without_tensorflow_text_the_job_stops_at_launch_naming_the_extra(corpus, minilm_hub_dict, tmp_path):
+    # A None entry in sys.modules is how Python itself marks a module as not importable.
+    script = ("import sys; sys.modules['tensorflow_text'] = None; from pipeline.cli import main; "
+              "sys.exit(main(sys.argv[1:]))")
+    argv = ["--input", corpus, "--output", tmp_path / "out", "--backend", "hub", "--model", minilm_hub_dict,
+            "--hub_preprocessor", PREPROCESSOR]
+    proc = subprocess.run([sys.executable, "-c", script, *map(str, argv)], capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 2 and proc.stderr.strip().count("\n") == 0
+    assert "pip install '.[hub-preprocessing]'" in proc.stderr
