@@ -27,6 +27,8 @@ setup(
     ],
     extras_require={
         "test": ["pytest>=8", "hypothesis>=6.100", "ruff>=0.6"],
+        # --hub_preprocessor: TF Hub preprocessing models use TF Text ops (its minor version follows TensorFlow's).
+        "hub-preprocessing": ["tensorflow-text>=2.21,<2.22"],
     },
     entry_points={"console_scripts": ["embed-texts=pipeline.cli:main"]},
 )

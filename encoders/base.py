@@ -22,7 +22,7 @@ from encoders.batching import batch_rows, pad_batch, pad_runs, plan_batches
 from encoders.errors import EncoderConfigError
 from encoders.registry import get_backend
 from encoders.spec import EncoderSpec
-from encoders.tokenization import WordPieceTokenizer, cut_windows
+from encoders.tokenization import Tokenizer, cut_windows
 
 logger = logging.getLogger(__name__)
 
@@ -103,7 +103,7 @@ class _Failed:
 class Encoder(abc.ABC):
     """Turns texts into vectors. Thread-safe: one instance serves a worker's threads."""
 
-    def __init__(self, spec: EncoderSpec, tokenizer: WordPieceTokenizer) -> None:
+    def __init__(self, spec: EncoderSpec, tokenizer: Tokenizer) -> None:
         import tensorflow as tf
 
         self.spec = spec

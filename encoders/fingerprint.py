@@ -24,7 +24,7 @@ _IDENTIFYING_SUFFIXES = (".json", ".txt", ".h5", ".safetensors", ".pb", ".index"
 def model_fingerprint(spec: EncoderSpec, version: str) -> str:
     """Hex digest of a resolved spec's model, weights and vector settings, and the encoder version.
 
-    A local model directory is identified by its config and vocab contents and a sample of
+    A local model (or --hub_preprocessor) directory is identified by its config and vocab contents and a sample of
     its weight files (size, first and last MiB), so replacing the weights in place changes it;
     a remote model, name or URL by its name. Cached: computed once per process and spec.
     """
@@ -33,6 +33,8 @@ def model_fingerprint(spec: EncoderSpec, version: str) -> str:
     # precision stay within cosine 0.999 of float32 (tests/encoders/test_backends.py), so reusing them is safe.
     identity = values(spec, [VECTORS])
     identity["model"] = _model_identity(spec.model)
+    if spec.hub_preprocessor:  # by content too: its vocabulary and graph decide the token ids
+        identity["hub_preprocessor"] = _model_identity(spec.hub_preprocessor)
     if spec.weights and "://" not in spec.weights:
         identity["weights"] = _file_identity(Path(spec.weights))
     identity["version"] = version

@@ -3,21 +3,27 @@
 Serves both signature families: the newer dict one (`input_word_ids`, `input_mask`,
 `input_type_ids` -> dict with `pooled_output`, `sequence_output`) and the older list one
 (`[input_word_ids, input_mask, segment_ids]` -> `[pooled_output, sequence_output]`). The
-tokenizer comes from the module's own `vocab_file` asset and `do_lower_case` flag.
+tokenizer comes from the module's own `vocab_file` asset and `do_lower_case` flag, or with
+--hub_preprocessor from a Hub preprocessing model (`encoders.hub_preprocessing`).
 """
 
 from __future__ import annotations
 
-import re
 from typing import TYPE_CHECKING
 
 from encoders.base import Encoder
 from encoders.declare import AUTO
 from encoders.errors import EncoderConfigError
+from encoders.hub_preprocessing import (
+    HubPreprocessorTokenizer,
+    check_location,
+    check_tensorflow_text,
+    read_preprocessor,
+)
 from encoders.model_source import ModelSource, resolve_hub_handle
 from encoders.registry import Backend, ModelShape, register_backend
 from encoders.spec import EncoderSpec
-from encoders.tokenization import WordPieceTokenizer
+from encoders.tokenization import Tokenizer, WordPieceTokenizer
 
 if TYPE_CHECKING:
     import tensorflow as tf
@@ -37,10 +43,17 @@ def check(source: ModelSource, spec: EncoderSpec) -> None:
     if spec.precision not in ("float32", AUTO):  # auto means float32 here (`encoders.auto`)
         raise EncoderConfigError("--precision other than float32 needs --backend transformers "
                                  "(a Hub SavedModel's dtypes are fixed when it is exported)")
+    if spec.hub_preprocessor is not None:
+        check_tensorflow_text()
+        check_location(spec.hub_preprocessor)
 
 
 def inspect(source: ModelSource, spec: EncoderSpec) -> ModelShape:
-    """Shape of the position embedding table, read from the SavedModel's variables index (no graph loaded)."""
+    """Shape of the position embedding table, read from the SavedModel's variables index (no graph loaded).
+
+    With --hub_preprocessor, also reads the preprocessor's files: its vocabulary must fit the
+    word-embedding table, and its length becomes the default --max_seq_length.
+    """
     import tensorflow as tf
 
     directory = resolve_hub_handle(source.location) if source.kind == "url" else source.location
@@ -50,10 +63,31 @@ def inspect(source: ModelSource, spec: EncoderSpec) -> ModelShape:
         variables = _saved_variable_shapes(f"{directory}/variables/variables")
     except Exception as exc:  # noqa: BLE001 - any failure means the module is unusable
         raise EncoderConfigError(f"cannot read the variables of {source.location}: {exc}") from exc
-    for path, shape in variables.items():
-        if re.search(r"position_embedding", path) and len(shape) == 2:
-            return ModelShape(int(shape[0]), int(shape[1]))
-    raise EncoderConfigError(f"no position embedding table in {source.location}; is it a BERT encoder?")
+    positions = [shape for path, shape in variables.items() if "position_embedding" in path and len(shape) == 2]
+    if not positions:
+        raise EncoderConfigError(f"no position embedding table in {source.location}; is it a BERT encoder?")
+    max_positions, dim = (int(n) for n in positions[0])
+    if spec.hub_preprocessor is None:
+        return ModelShape(max_positions, dim)
+    facts = read_preprocessor(spec.hub_preprocessor)
+    rows = _word_embedding_rows(variables, dim)
+    if facts.vocab_size is not None and rows is not None and facts.vocab_size != rows:
+        raise EncoderConfigError(
+            f"--hub_preprocessor {spec.hub_preprocessor} has a {facts.vocab_size}-token vocabulary but the encoder's "
+            f"word-embedding table has {rows} rows: they are not a pair"
+        )
+    return ModelShape(max_positions, dim, packed_length=facts.seq_length)
+
+
+def _word_embedding_rows(variables: dict[str, list[int]], dim: int) -> int | None:
+    """Rows of the word-embedding table: the tallest [rows, dim] table under an embeddings path.
+
+    Exporters name it differently (transformers: bert/embeddings/weight, Model Garden:
+    word_embeddings/embeddings); position and token-type tables are far shorter than a vocabulary.
+    """
+    rows = [int(shape[0]) for path, shape in variables.items()
+            if "embedding" in path.lower() and len(shape) == 2 and int(shape[1]) == dim]
+    return max(rows, default=None)
 
 
 def _saved_variable_shapes(checkpoint: str) -> dict[str, list[int]]:
@@ -99,7 +133,9 @@ class HubEncoder(Encoder):
         except Exception as exc:  # noqa: BLE001 - any load failure means the module is unusable
             raise EncoderConfigError(f"cannot load TF Hub module {spec.model}: {exc}") from exc
         module = self._layer.resolved_object
-        super().__init__(spec, _module_tokenizer(module, spec.model))
+        tokenizer: Tokenizer = HubPreprocessorTokenizer(spec.hub_preprocessor) if spec.hub_preprocessor \
+            else _module_tokenizer(module, spec.model)
+        super().__init__(spec, tokenizer)
         self._family = _signature_family(module)
         probe = tf.constant([[self.tokenizer.cls_id, self.tokenizer.sep_id]], dtype=tf.int32)
         sequence_output, _ = self._forward(probe, tf.ones_like(probe))

@@ -20,6 +20,7 @@ class ModelShape:
     dim: int  # width of its token vectors
     intermediate: int | None = None  # width of the feed-forward layer, when the files say (sizes GPU batches)
     heads: int | None = None  # attention heads, when the files say
+    packed_length: int | None = None  # what the model's own preprocessing packs to (a Hub preprocessor's length)
 
 
 @dataclass(frozen=True)

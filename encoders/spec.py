@@ -2,7 +2,8 @@
 
 Pooling, normalisation and maximum length default to what the model directory's own
 sentence-transformers config says (see `encoders.pooling.model_pooling_config`); without it:
-mean pooling, no normalisation, and the model's maximum length.
+mean pooling, no normalisation, and the model's maximum length. With --hub_preprocessor the
+length defaults to the preprocessor's own, as in the Hub recipe.
 """
 
 from __future__ import annotations
@@ -44,6 +45,11 @@ class EncoderSpec:
     weights: str | None = setting(
         None, "Keras HDF5 weights file of a fine-tuned TFBertMainLayer model, loaded by layer name",
         VECTORS, metavar="FILE", group=_MODEL)
+    hub_preprocessor: str | None = setting(
+        None, "with --backend hub: tokenize with this TF Hub BERT preprocessing model (URL, local or gs:// "
+        "directory) instead of the encoder's vocabulary, as Hub's recipe preprocessor -> encoder does (e.g. "
+        "bert_zh_preprocess); needs pip install '.[hub-preprocessing]'",
+        VECTORS, metavar="URL_OR_DIR", group=_MODEL)
     pooling: str | None = setting(
         None, "how token vectors become one vector: mean (masked, padding ignored), cls, pooler (BERT's tanh "
         "pooler over [CLS]), max (default: the model's own config, else mean)",
@@ -52,8 +58,8 @@ class EncoderSpec:
         None, "L2-normalise vectors (default: the model's own config, else off)", VECTORS,
         negation=("no_normalize", "do not L2-normalise"), group=_MODEL)
     max_seq_length: int | None = setting(
-        None, "tokens per text incl. [CLS]/[SEP]; longer texts are truncated (default: the model's own config, "
-        "else its maximum)", VECTORS, minimum=2, metavar="N", group=_MODEL)
+        None, "tokens per text incl. [CLS]/[SEP]; longer texts are truncated (default: --hub_preprocessor's own "
+        "length, else the model's own config, else its maximum)", VECTORS, minimum=2, metavar="N", group=_MODEL)
     long_text: str = setting(
         "truncate", "a text longer than --max_seq_length: truncate keeps its first tokens and sets `truncated`; "
         "chunk embeds every window and averages them weighted by tokens, setting `n_chunks` (default: truncate)",
@@ -112,8 +118,8 @@ def resolve_spec(spec: EncoderSpec | None = None, /, **settings) -> EncoderSpec:
     source = check_settings(spec)
     shape = get_backend(spec.backend).inspect(source, spec)
     own = model_pooling_config(source)
-    length = spec.max_seq_length or (min(own.max_seq_length, shape.max_positions) if own.max_seq_length
-                                     else shape.max_positions)
+    default = shape.packed_length or own.max_seq_length  # a preprocessor's length is the Hub recipe's
+    length = spec.max_seq_length or (min(default, shape.max_positions) if default else shape.max_positions)
     if not 2 <= length <= shape.max_positions:
         raise EncoderConfigError(
             f"--max_seq_length must be between 2 and {shape.max_positions} for this model, got {length}"

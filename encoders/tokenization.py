@@ -3,10 +3,12 @@
 The tokenizer is built from a vocab file and the lowercasing flag, which both a
 transformers model directory and a Hub BERT module carry, so the two backends
 tokenize identically. CJK characters become one token each, as in bert-base-chinese.
+`Tokenizer` is what the encoder needs of any tokenizer (also `encoders.hub_preprocessing`'s).
 """
 
 from __future__ import annotations
 
+import abc
 import itertools
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -49,6 +51,21 @@ class TokenRuns:
     starts: np.ndarray  # int64 [texts], offset of each text's first token in flat
     lengths: np.ndarray  # int64 [texts], tokens of each text
 
+    @classmethod
+    def from_lengths(cls, flat: np.ndarray, lengths: np.ndarray) -> TokenRuns:
+        """Runs laid end to end in flat, lengths[i] tokens for text i."""
+        lengths = np.asarray(lengths, dtype=np.int64)
+        starts = np.zeros(len(lengths), dtype=np.int64)
+        np.cumsum(lengths[:-1], out=starts[1:])
+        return cls(np.asarray(flat, dtype=np.int32), starts, lengths)
+
+    @classmethod
+    def from_lists(cls, ids: Sequence[Sequence[int]]) -> TokenRuns:
+        """Runs of per-text id lists."""
+        lengths = np.fromiter(map(len, ids), dtype=np.int64, count=len(ids))
+        return cls.from_lengths(np.fromiter(itertools.chain.from_iterable(ids), dtype=np.int32,
+                                            count=int(lengths.sum())), lengths)
+
 
 def cut_windows(lengths: np.ndarray, size: int, stride: int) -> tuple[np.ndarray, ...]:
     """Windows of at most size tokens, stride apart, covering each text of the given token counts.
@@ -64,8 +81,48 @@ def cut_windows(lengths: np.ndarray, size: int, stride: int) -> tuple[np.ndarray
     return owner, starts, np.minimum(size, lengths[owner] - starts), counts.astype(np.int32)
 
 
+class Tokenizer(abc.ABC):
+    """What the encoder needs of a tokenizer: token runs without specials, and the special ids.
 
-class WordPieceTokenizer:
+    Packing ([CLS] body [SEP], first tokens kept, then padding) is the encoder's, shared by all tokenizers.
+    """
+
+    cls_id: int
+    sep_id: int
+    pad_id: int
+    vocab_size: int | None  # ids run below this (None when the tokenizer cannot say)
+
+    @abc.abstractmethod
+    def token_runs(self, texts: Sequence[str]) -> TokenRuns:
+        """Token ids of each text, no special tokens, no truncation. Thread-safe."""
+
+    def tokenize(self, texts: Sequence[str], max_seq_length: int) -> Tokenized:
+        """Tokenize a batch as lists; texts longer than max_seq_length keep their first tokens.
+
+        The per-text list form of what the encoder does with arrays (`token_runs`), for inspection and tests.
+        """
+        runs = self.token_runs(texts)
+        body = np.minimum(runs.lengths, max_seq_length - 2)
+        return Tokenized(self._with_specials(runs.flat, runs.starts, body), (body + 2).astype(np.int32),
+                         runs.lengths > max_seq_length - 2)
+
+    def windows(self, texts: Sequence[str], max_seq_length: int, overlap: int) -> Windowed:
+        """Cut each text into windows of max_seq_length tokens ([CLS]/[SEP] included) sharing overlap tokens.
+
+        A text that fits is one window, identical to what `tokenize` gives it. List form of `cut_windows`.
+        """
+        runs = self.token_runs(texts)
+        size = max_seq_length - 2
+        owner, starts, lengths, n_chunks = cut_windows(runs.lengths, size, size - overlap)
+        token_ids = self._with_specials(runs.flat, runs.starts[owner] + starts, lengths)
+        return Windowed(token_ids, owner, (runs.lengths + 2).astype(np.int32), n_chunks)
+
+    def _with_specials(self, flat: np.ndarray, starts: np.ndarray, lengths: np.ndarray) -> list[list[int]]:
+        return [[self.cls_id, *flat[start:start + n].tolist(), self.sep_id]
+                for start, n in zip(starts.tolist(), lengths.tolist(), strict=True)]
+
+
+class WordPieceTokenizer(Tokenizer):
     """Fast BERT tokenizer; thread-safe for encode calls."""
 
     def __init__(
@@ -104,37 +161,7 @@ class WordPieceTokenizer:
     def token_runs(self, texts: Sequence[str]) -> TokenRuns:
         """Tokenize a batch with `tokenizers`' own threads; no special tokens, no truncation."""
         encodings = self._tokenizer.encode_batch(list(texts), add_special_tokens=False)
-        ids = [encoding.ids for encoding in encodings]
-        lengths = np.fromiter(map(len, ids), dtype=np.int64, count=len(ids))
-        flat = np.fromiter(itertools.chain.from_iterable(ids), dtype=np.int32, count=int(lengths.sum()))
-        starts = np.zeros(len(ids), dtype=np.int64)
-        np.cumsum(lengths[:-1], out=starts[1:])
-        return TokenRuns(flat, starts, lengths)
-
-    def tokenize(self, texts: Sequence[str], max_seq_length: int) -> Tokenized:
-        """Tokenize a batch as lists; texts longer than max_seq_length keep their first tokens.
-
-        The per-text list form of what the encoder does with arrays (`token_runs`), for inspection and tests.
-        """
-        runs = self.token_runs(texts)
-        body = np.minimum(runs.lengths, max_seq_length - 2)
-        return Tokenized(self._with_specials(runs.flat, runs.starts, body), (body + 2).astype(np.int32),
-                         runs.lengths > max_seq_length - 2)
-
-    def windows(self, texts: Sequence[str], max_seq_length: int, overlap: int) -> Windowed:
-        """Cut each text into windows of max_seq_length tokens ([CLS]/[SEP] included) sharing overlap tokens.
-
-        A text that fits is one window, identical to what `tokenize` gives it. List form of `cut_windows`.
-        """
-        runs = self.token_runs(texts)
-        size = max_seq_length - 2
-        owner, starts, lengths, n_chunks = cut_windows(runs.lengths, size, size - overlap)
-        token_ids = self._with_specials(runs.flat, runs.starts[owner] + starts, lengths)
-        return Windowed(token_ids, owner, (runs.lengths + 2).astype(np.int32), n_chunks)
-
-    def _with_specials(self, flat: np.ndarray, starts: np.ndarray, lengths: np.ndarray) -> list[list[int]]:
-        return [[self.cls_id, *flat[start:start + n].tolist(), self.sep_id]
-                for start, n in zip(starts.tolist(), lengths.tolist(), strict=True)]
+        return TokenRuns.from_lists([encoding.ids for encoding in encodings])
 
     def tokens(self, text: str) -> list[str]:
         """The WordPiece strings of one text, without special tokens (for inspection)."""

@@ -36,6 +36,8 @@ def check(source: ModelSource, spec: EncoderSpec) -> None:
         raise EncoderConfigError(
             f"--backend transformers cannot load the URL {source.location}; use --backend hub for TF Hub handles"
         )
+    if spec.hub_preprocessor is not None:
+        raise EncoderConfigError("--hub_preprocessor applies only to --backend hub (it feeds a TF Hub encoder)")
     if spec.weights is not None and "://" not in spec.weights and not is_local_file(spec.weights):
         raise EncoderConfigError(f"weights file not found: {spec.weights}")
 

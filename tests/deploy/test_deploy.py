@@ -208,3 +208,12 @@ def test_airflow_dag_loads_in_a_real_airflow_and_launches_what_the_scheduler_doe
     argv = launcher_argv([f"--{k}={v}" for k, v in launch["parameters"].items()]) + DRY_RUN
     config, _, _ = prepare(argv)
     assert config.output.endswith("dt=2026-11-25")
+
+
+def test_worker_image_and_make_install_include_the_hub_preprocessing_extra():
+    run = " ".join(args for op, args in dockerfile(DEPLOY / "worker" / "Dockerfile") if op == "RUN")
+    makefile = (REPO / "Makefile").read_text().splitlines()
+    install = next(line for line in makefile if "pip install" in line and " -e " in line)
+    pins = dict(line.split("==") for line in (REPO / "constraints.txt").read_text().split() if "==" in line)
+    assert '".[hub-preprocessing]"' in run and "hub-preprocessing" in install
+    assert pins["tensorflow-text"] == version("tensorflow-text")
