@@ -31,7 +31,7 @@ def check_tensorflow_text(module: str = TENSORFLOW_TEXT) -> None:
     if importlib.util.find_spec(module) is None:
         raise EncoderConfigError(
             f"--hub_preprocessor needs tensorflow-text, which is not installed: pip install '.[{EXTRA}]' "
-            f"(or pip install tensorflow-text==2.21.1)"
+            "(the version constraints.txt pins)"
         )
 
 
