@@ -33,7 +33,11 @@ def model_fingerprint(spec: EncoderSpec, version: str) -> str:
     # precision stay within cosine 0.999 of float32 (tests/encoders/test_backends.py), so reusing them is safe.
     identity = values(spec, [VECTORS])
     identity["model"] = _model_identity(spec.model)
-    if spec.hub_preprocessor:  # by content too: its vocabulary and graph decide the token ids
+    # A vector setting added later is left out while unset, so outputs of earlier versions keep their
+    # fingerprint (--skip_existing still reuses them). --hub_preprocessor is identified by content too:
+    # its vocabulary and graph decide the token ids.
+    del identity["hub_preprocessor"]
+    if spec.hub_preprocessor:
         identity["hub_preprocessor"] = _model_identity(spec.hub_preprocessor)
     if spec.weights and "://" not in spec.weights:
         identity["weights"] = _file_identity(Path(spec.weights))

@@ -71,10 +71,10 @@ def inspect(source: ModelSource, spec: EncoderSpec) -> ModelShape:
         return ModelShape(max_positions, dim)
     facts = read_preprocessor(spec.hub_preprocessor)
     rows = _word_embedding_rows(variables, dim)
-    if facts.vocab_size is not None and rows is not None and facts.vocab_size != rows:
+    if facts.vocab_size is not None and rows is not None and facts.vocab_size > rows:  # a padded table is fine
         raise EncoderConfigError(
             f"--hub_preprocessor {spec.hub_preprocessor} has a {facts.vocab_size}-token vocabulary but the encoder's "
-            f"word-embedding table has {rows} rows: they are not a pair"
+            f"word-embedding table has only {rows} rows: they are not a pair"
         )
     return ModelShape(max_positions, dim, packed_length=facts.seq_length)
 

@@ -37,7 +37,7 @@ def check_tensorflow_text(module: str = TENSORFLOW_TEXT) -> None:
 
 def check_location(location: str) -> None:
     """A --hub_preprocessor value must be a URL, a remote path or an existing local directory."""
-    if "://" not in location and not Path(location).expanduser().is_dir():
+    if "://" not in location and not Path(location).is_dir():
         raise EncoderConfigError(f"--hub_preprocessor {location}: no such directory (give a TF Hub URL, "
                                  "a local directory or a gs:// path)")
 
@@ -106,8 +106,6 @@ class HubPreprocessorTokenizer(Tokenizer):
         empty = tf.RaggedTensor.from_row_lengths(tf.zeros([0], tf.int32), tf.constant([0], tf.int64))
         packed = self._module.bert_pack_inputs([empty], seq_length=tf.constant(3))["input_word_ids"]
         self.cls_id, self.sep_id, self.pad_id = (int(i) for i in packed[0])
-        special = getattr(self._module.tokenize, "get_special_tokens_dict", None)  # Model Garden exports have it
-        self.vocab_size = int(special()["vocab_size"]) if special is not None else None
 
     def token_runs(self, texts: Sequence[str]) -> TokenRuns:
         import tensorflow as tf

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 import encoders
 from encoders import EncoderSpec, check_settings, model_fingerprint, resolve_spec, resolved_once
-from encoders.declare import RECORDED, RECORDS, VECTORS, names, values
+from encoders.declare import RECORDED, RECORDS, VECTORS, declared, json_value, names, values
 from pipeline.errors import JobConfigError
 from pipeline.settings import JobSettings
 from pipeline.shards import Shard, beam_filesystem_knows
@@ -62,9 +62,14 @@ def recorded_settings(job: JobSettings, encoder: EncoderSpec) -> dict[str, objec
 
 
 def compared_settings(settings: dict[str, object]) -> dict[str, object]:
-    """The part of a manifest's settings that a rerun must match to replace a finished run quietly."""
+    """The part of a manifest's settings that a rerun must match to replace a finished run quietly.
+
+    A setting the manifest lacks (written by a version before the setting existed) counts as its
+    declared default, so a rerun that does not use it replaces that run as before.
+    """
     compared = (*names(EncoderSpec, [VECTORS, RECORDS]), *names(JobSettings, [VECTORS, RECORDS]))
-    return {k: settings.get(k) for k in compared}
+    defaults = {item.name: json_value(item.default) for cls in (EncoderSpec, JobSettings) for item in declared(cls)}
+    return {k: settings.get(k, defaults[k]) for k in compared}
 
 
 def job_config(job: JobSettings, spec: EncoderSpec, distributed: bool = False, progress: str = "off",

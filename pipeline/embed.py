@@ -31,7 +31,7 @@ from apache_beam.utils.windowed_value import WindowedValue
 
 from encoders import Embeddings, Encoder, EncoderSpec, build_encoder, resolved_once
 from pipeline.incremental import text_hash
-from pipeline.kept import NOTHING_KEPT, KeptColumns
+from pipeline.kept import KeptColumns
 from pipeline.manifest import PartStats
 from pipeline.output import embeddings_table, output_schema, parquet_bytes, part_file_names, staged_name, write_file
 from pipeline.progress import PROGRESS
@@ -57,20 +57,17 @@ class Staging:
 class EmbedParts(beam.PTransform):
     """Parts -> PartStats: each part embedded and its Parquet (and dead-letter) file staged.
 
-    kept: the run's `KeptColumns`, or a side input holding it.
+    kept: a side input holding the run's `KeptColumns` (the output's extra columns).
     """
 
-    def __init__(self, encoder: EncoderSpec, staging: Staging,
-                 kept: KeptColumns | beam.pvalue.AsSingleton = NOTHING_KEPT) -> None:
+    def __init__(self, encoder: EncoderSpec, staging: Staging, kept: beam.pvalue.AsSingleton) -> None:
         super().__init__()
         self._encoder = encoder
         self._staging = staging
         self._kept = kept
 
     def expand(self, parts: beam.PCollection) -> beam.PCollection:
-        if isinstance(self._kept, KeptColumns):
-            return parts | "EmbedPart" >> beam.ParDo(_EmbedPartFn(self._encoder, self._staging, self._kept))
-        return parts | "EmbedPart" >> beam.ParDo(_EmbedPartFn(self._encoder, self._staging, None), kept=self._kept)
+        return parts | "EmbedPart" >> beam.ParDo(_EmbedPartFn(self._encoder, self._staging), kept=self._kept)
 
 
 class _SharedEncoder:
@@ -89,10 +86,9 @@ class _EmbedPartFn(beam.DoFn):
     token budget, so larger groups mean less padding; the group size bounds the memory it holds.
     """
 
-    def __init__(self, encoder: EncoderSpec, staging: Staging, kept: KeptColumns | None) -> None:
+    def __init__(self, encoder: EncoderSpec, staging: Staging) -> None:
         self._spec = encoder
         self._staging = staging
-        self._kept = kept  # None: given to process as a side input
         self._schemas: dict[KeptColumns, pa.Schema] = {}
         self._shared: _SharedEncoder | None = None
         self._writes: _Writes | None = None
@@ -123,8 +119,7 @@ class _EmbedPartFn(beam.DoFn):
             self._schemas[kept] = output_schema(self._spec, kept.output_fields(), self._shared.encoder.spec.precision)
         return self._schemas[kept]
 
-    def process(self, part: Part, kept: KeptColumns | None = None) -> Iterator[PartStats]:
-        kept = self._kept or kept
+    def process(self, part: Part, kept: KeptColumns) -> Iterator[PartStats]:
         schema = self._schema(kept)
         encoder = self._shared.encoder
         if self._report_build:

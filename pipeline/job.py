@@ -13,7 +13,7 @@ from apache_beam.runners.runner import PipelineResult
 from pipeline.commit import Commit, CommitSettings, PrepareOutput
 from pipeline.config import JobConfig
 from pipeline.embed import EmbedParts, Staging
-from pipeline.kept import DecideKeptColumns, KeptColumns
+from pipeline.kept import DecideKeptColumns
 from pipeline.keys import CopyReused, DecideRecords, Reuse
 from pipeline.output import SUCCESS_FILE, clear_previous_output
 from pipeline.progress import PROGRESS
@@ -30,9 +30,8 @@ def build_pipeline(p: beam.Pipeline, config: JobConfig, started_at: float) -> be
         # prepares the output, and every write waits for the output to be ready.
         ready = beam.pvalue.AsSingleton(p | "PrepareOutput" >> PrepareOutput(job, encoder))
     shards = p | "ListShards" >> ListShards(job, config.shards)
-    kept = KeptColumns(text=job.keep_text)
-    if job.keep_fields:  # one type per kept column for the whole run, from the shards (`pipeline.kept`)
-        kept = beam.pvalue.AsSingleton(shards | "KeptColumns" >> DecideKeptColumns(input_format, job.keep_text))
+    # The output's extra columns, one type each for the whole run (`pipeline.kept`).
+    kept = beam.pvalue.AsSingleton(shards | "KeptColumns" >> DecideKeptColumns(input_format, job.keep_text))
     decided = {}
     reuse = Reuse(job.skip_existing, job.snapshot, encoder, job.output) if job.skip_existing else None
     if job.id_field or reuse:
@@ -41,10 +40,12 @@ def build_pipeline(p: beam.Pipeline, config: JobConfig, started_at: float) -> be
     else:
         to_read = shards | "NoDecisions" >> beam.MapTuple(lambda index, shard: (index, shard, None))
     progress = ProgressSettings(config.progress, sum(s.size for s in config.shards or ()))
-    read = to_read | "Read" >> ReadParts(input_format, progress, PartLimits(job.records_per_file), kept, ready)
+    reused_rows = job.snapshot and bool(job.keep_fields or job.keep_text)
+    read = to_read | "Read" >> ReadParts(input_format, progress, PartLimits(job.records_per_file), kept, reused_rows,
+                                         ready)
     copied = None
     if "copies" in decided:
-        rows = read[REUSED_ROWS] if job.keep_fields or job.keep_text else None
+        rows = read[REUSED_ROWS] if reused_rows else None
         copied = decided["copies"] | "CopyReused" >> CopyReused(reuse, kept, rows, ready)
     parts = read.parts
     if config.distributed:

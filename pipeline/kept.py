@@ -6,13 +6,16 @@ front, so the type of a JSON field is decided from its values in the first `SAMP
 each shard: one JSON kind gives its Arrow type (string, int64, float64, bool), ints and floats give
 float64, any other mix gives string (numbers and booleans as their JSON text). Objects and arrays are
 kept as JSON text. A later value that does not fit its column (a string in an int64 column) makes its
-record a dead letter `kept_field_type`, never a crash and never a silently dropped value.
+record a dead letter `kept_field_type`, never a crash and never a silently dropped value. Parquet
+shards whose types do not unify stop a run at launch; on a worker (where JSON shards meet them) the
+column becomes string, with values that are not strings as their JSON text.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -24,6 +27,8 @@ from pipeline.output import TEXT_COLUMN
 from pipeline.readers import shard_outcomes
 from pipeline.records import InputFormat, Record
 from pipeline.shards import Shard, open_shard
+
+logger = logging.getLogger(__name__)
 
 SAMPLE_RECORDS = 1000
 _INT64 = (-(2**63), 2**63 - 1)
@@ -40,10 +45,6 @@ class KeptColumns:
 
     fields: tuple[pa.Field, ...] = ()
     text: bool = False
-
-    @property
-    def names(self) -> tuple[str, ...]:
-        return tuple(f.name for f in self.fields)
 
     def output_fields(self) -> list[pa.Field]:
         """Schema fields after the job's own columns."""
@@ -67,9 +68,6 @@ class KeptColumns:
         if self.text:
             columns.append(pa.array(list(texts or ()), type=pa.string()))
         return columns
-
-
-NOTHING_KEPT = KeptColumns()
 
 
 def observe_shard(shard: Shard, fmt: InputFormat, limit: int = SAMPLE_RECORDS) -> dict[str, set[pa.DataType]]:
@@ -107,9 +105,24 @@ def merge_observed(observed: Iterable[Mapping[str, set[pa.DataType]]]) -> dict[s
     return merged
 
 
-def decide_columns(names: Sequence[str], observed: Mapping[str, set[pa.DataType]], text: bool) -> KeptColumns:
-    """The run's kept columns from what the shards showed; raises KeptTypeError when types cannot be unified."""
-    return KeptColumns(tuple(pa.field(name, _column_type(name, observed.get(name, set()))) for name in names), text)
+def decide_columns(names: Sequence[str], observed: Mapping[str, set[pa.DataType]], text: bool,
+                   strict: bool = True) -> KeptColumns:
+    """The run's kept columns from what the shards showed.
+
+    Types that cannot be unified raise KeptTypeError when strict (at launch), else make a string column
+    (on a worker, where raising would fail the job after the launch checks passed).
+    """
+    fields = []
+    for name in names:
+        try:
+            column = _column_type(name, observed.get(name, set()))
+        except KeptTypeError as exc:
+            if strict:
+                raise
+            logger.warning("%s; kept as a string column (values that are not strings as JSON text)", exc)
+            column = pa.string()
+        fields.append(pa.field(name, column))
+    return KeptColumns(tuple(fields), text)
 
 
 def json_type(value: object) -> pa.DataType:
@@ -148,10 +161,13 @@ def _fit(value: object, column: pa.DataType) -> tuple[object, bool]:
     if column == pa.string():
         if isinstance(value, str):
             return value, True
-        if isinstance(value, (bool, int, float)):  # a JSON scalar in a column of mixed kinds
-            return json.dumps(value) if not isinstance(value, float) or math.isfinite(value) else str(value), True
-        return value, False
+        if isinstance(value, float) and not math.isfinite(value):
+            return str(value), True
+        # A JSON scalar in a column of mixed kinds, or a value of a type that did not unify: its JSON text.
+        return json.dumps(value, ensure_ascii=False, default=str), True
     if column == pa.int64():
+        if isinstance(value, float) and value.is_integer():  # JSON's 3.0 in a column of ints
+            value = int(value)
         ok = isinstance(value, int) and not isinstance(value, bool) and _INT64[0] <= value <= _INT64[1]
         return value, ok
     if column == pa.float64():
@@ -172,7 +188,10 @@ def _preview(value: object, limit: int = 60) -> str:
 
 
 class DecideKeptColumns(beam.PTransform):
-    """(index, Shard) -> the run's one `KeptColumns` (for a singleton side input), from every shard's start."""
+    """(index, Shard) -> the run's one `KeptColumns` (for a singleton side input).
+
+    With --keep_fields, from every shard's start (or header, or schema); otherwise fixed.
+    """
 
     def __init__(self, input_format: InputFormat, keep_text: bool) -> None:
         super().__init__()
@@ -181,9 +200,11 @@ class DecideKeptColumns(beam.PTransform):
 
     def expand(self, shards: beam.PCollection) -> beam.PCollection:
         fmt, names, text = self._input_format, self._input_format.keep_fields, self._keep_text
+        if not names:
+            return shards.pipeline | "NoFieldsKept" >> beam.Create([KeptColumns(text=text)])
         return (
             shards
             | "ObserveKeptTypes" >> beam.MapTuple(lambda _, shard: observe_shard(shard, fmt))
             | "MergeKeptTypes" >> beam.CombineGlobally(merge_observed)
-            | "DecideKeptTypes" >> beam.Map(lambda observed: decide_columns(names, observed, text))
+            | "DecideKeptTypes" >> beam.Map(lambda observed: decide_columns(names, observed, text, strict=False))
         )

@@ -184,19 +184,16 @@ class CopyReused(beam.PTransform):
     Each earlier file's reused rows become one file of this output (staged, deterministic name). With
     kept columns, the rows take them from this run's input, not the earlier output: `rows` holds
     (id, (kept values, text)) of every reused record from the reading stage (`pipeline.read.REUSED_ROWS`);
-    a reused record that became a dead letter there has none and is not copied. kept is the run's
-    `KeptColumns` or a side input holding it; `ready` holds back writes until the output is prepared.
+    a reused record that became a dead letter there has none and is not copied. kept is a side input
+    holding the run's `KeptColumns`; `ready` holds back writes until the output is prepared.
     """
 
-    def __init__(self, reuse: Reuse, kept: KeptColumns | beam.pvalue.AsSingleton,
-                 rows: beam.PCollection | None = None, ready: beam.pvalue.AsSingleton | None = None) -> None:
+    def __init__(self, reuse: Reuse, kept: beam.pvalue.AsSingleton, rows: beam.PCollection | None = None,
+                 ready: beam.pvalue.AsSingleton | None = None) -> None:
         super().__init__()
         self._reuse = reuse
-        self._kept = kept
         self._rows = rows
-        self._side_inputs = {"ready": ready} if ready is not None else {}
-        if not isinstance(kept, KeptColumns):
-            self._side_inputs["kept"] = kept
+        self._side_inputs = {"kept": kept, **({"ready": ready} if ready is not None else {})}
 
     def expand(self, copies: beam.PCollection) -> beam.PCollection:
         if self._rows is None:
@@ -208,8 +205,7 @@ class CopyReused(beam.PTransform):
                 | "JoinKeptValues" >> beam.CoGroupByKey()
                 | "WithKeptValues" >> beam.FlatMap(_with_row)
             )
-        fixed = self._kept if isinstance(self._kept, KeptColumns) else None
-        copy = _CopyReusedFn(self._reuse.encoder, self._reuse.output, fixed)
+        copy = _CopyReusedFn(self._reuse.encoder, self._reuse.output)
         return (
             by_file
             | "GroupByEarlierFile" >> beam.GroupByKey()
@@ -227,17 +223,15 @@ def _with_row(joined: tuple[str, dict]) -> Iterator[tuple[tuple[int, str], tuple
 class _CopyReusedFn(beam.DoFn):
     """Copy the reused rows of one earlier file into this run's output, kept columns from this run's input."""
 
-    def __init__(self, encoder: EncoderSpec, output: str, kept: KeptColumns | None) -> None:
+    def __init__(self, encoder: EncoderSpec, output: str) -> None:
         self._encoder = encoder
         self._output = output
-        self._kept = kept  # None: given to process as a side input
 
-    def process(self, element: tuple[tuple[int, str], Iterable[tuple[str, tuple | None]]], ready: object = None,
-                kept: KeptColumns | None = None) -> Iterator[tuple[str, int]]:
+    def process(self, element: tuple[tuple[int, str], Iterable[tuple[str, tuple | None]]], kept: KeptColumns,
+                ready: object = None) -> Iterator[tuple[str, int]]:
         import pyarrow.compute as pc
         import pyarrow.parquet as pq
 
-        kept = self._kept or kept
         schema = output_schema(self._encoder, kept.output_fields())
         (index, path), found = element
         values = dict(found)

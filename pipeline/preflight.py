@@ -16,6 +16,7 @@ from pathlib import Path
 
 from apache_beam.io.filesystems import FileSystems
 
+from pipeline.config import compared_settings
 from pipeline.errors import JobConfigError
 from pipeline.kept import KeptTypeError, decide_columns, merge_observed, observe_shard
 from pipeline.output import SUCCESS_FILE, clear_previous_output
@@ -79,9 +80,10 @@ def check_previous_run(output: str, compared: dict[str, object]) -> None:
     except (OSError, ValueError, KeyError, TypeError) as exc:
         logger.warning("%s cannot be read (%s); treating --output as an unfinished run and starting over", path, exc)
         return
-    changed = [k for k, v in compared.items() if previous.get(k) != v]
+    before = compared_settings(previous)
+    changed = [k for k, v in compared.items() if before[k] != v]
     if changed:
-        shown = ", ".join(f"{k}: {previous.get(k)!r} -> {compared[k]!r}" for k in changed[:3])
+        shown = ", ".join(f"{k}: {before[k]!r} -> {compared[k]!r}" for k in changed[:3])
         raise JobConfigError(
             f"--output {output} holds a finished run with different settings ({shown}); pass --overwrite to replace it"
         )

@@ -12,7 +12,7 @@ import apache_beam as beam
 from apache_beam.metrics import Metrics
 
 from pipeline.incremental import REUSED
-from pipeline.kept import NOTHING_KEPT, KeptColumns
+from pipeline.kept import KeptColumns
 from pipeline.manifest import ShardStats
 from pipeline.preflight import list_shards
 from pipeline.progress import PROGRESS
@@ -95,20 +95,18 @@ class ReadParts(beam.PTransform):
     """(shard index, Shard, decisions or None) -> Parts (main), ShardStats (tag SHARD_STATS), reused rows.
 
     decisions, {line: decision} from `pipeline.keys`, leave out reused records and turn later
-    occurrences of an id into dead letters. With kept columns, each reused record's own values go
-    to REUSED_ROWS as (id, (kept values, text)): a --snapshot copy takes them from this run's input.
-    kept is the run's `KeptColumns`, or a side input holding it (types decided from the shards).
-    `ready`, when given, is a side input the reading waits for (the output prepared by a worker).
+    occurrences of an id into dead letters. kept is a side input holding the run's `KeptColumns`
+    (`pipeline.kept.DecideKeptColumns`). With reused_rows (--snapshot with kept columns), each reused
+    record's own values go to REUSED_ROWS as (id, (kept values, text)): its copy takes them from this
+    run's input. `ready`, when given, is a side input the reading waits for (the output prepared by a worker).
     """
 
     def __init__(self, input_format: InputFormat, progress: ProgressSettings, limits: PartLimits,
-                 kept: KeptColumns | beam.pvalue.AsSingleton = NOTHING_KEPT,
+                 kept: beam.pvalue.AsSingleton, reused_rows: bool = False,
                  ready: beam.pvalue.AsSingleton | None = None) -> None:
         super().__init__()
-        self._fn = _ReadShardFn(input_format, progress, limits, kept if isinstance(kept, KeptColumns) else None)
-        self._side_inputs = {"ready": ready} if ready is not None else {}
-        if not isinstance(kept, KeptColumns):
-            self._side_inputs["kept"] = kept
+        self._fn = _ReadShardFn(input_format, progress, limits, reused_rows)
+        self._side_inputs = {"kept": kept, **({"ready": ready} if ready is not None else {})}
 
     def expand(self, shards: beam.PCollection) -> beam.pvalue.DoOutputsTuple:
         read = beam.ParDo(self._fn, **self._side_inputs).with_outputs(SHARD_STATS, REUSED_ROWS, main="parts")
@@ -124,20 +122,18 @@ class _ReadShardFn(beam.DoFn):
     """
 
     def __init__(self, input_format: InputFormat, progress: ProgressSettings, limits: PartLimits,
-                 kept: KeptColumns | None) -> None:
+                 reused_rows: bool) -> None:
         self._input_format = input_format
         self._progress = progress
         self._limits = limits
-        self._kept = kept  # None: given to process as a side input
+        self._reused_rows = reused_rows
         self._lines = Metrics.counter(METRICS_NAMESPACE, "lines_read")
 
     def setup(self) -> None:
         PROGRESS.start(self._progress.mode, self._progress.total_bytes)
 
-    def process(self, element: tuple[int, Shard, Mapping | None], ready: object = None,
-                kept: KeptColumns | None = None) -> Iterator:
+    def process(self, element: tuple[int, Shard, Mapping | None], kept: KeptColumns, ready: object = None) -> Iterator:
         shard_index, shard, decisions = element
-        kept = self._kept or kept
         fmt = dataclasses.replace(self._input_format, format=shard.format)
         read = skipped = removed = parts = chars = reused = 0
         ids: list[str] = []
@@ -178,7 +174,7 @@ class _ReadShardFn(beam.DoFn):
                 dead.append(_misfit(outcome, misfit))
             elif decision is not None and isinstance(outcome, Record):
                 reused += 1
-                if kept.fields or kept.text:
+                if self._reused_rows:
                     yield beam.pvalue.TaggedOutput(REUSED_ROWS, (outcome.id, (row, outcome.text)))
             elif isinstance(outcome, Record):
                 ids.append(outcome.id)

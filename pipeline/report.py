@@ -16,7 +16,9 @@ import sys
 from html import escape
 
 import numpy as np
+import pyarrow as pa
 
+from pipeline.errors import CommandError, OneLineErrorParser
 from pipeline.finished import NotAFinishedRun, join, read_manifest
 from pipeline.logs import configure_logging
 from pipeline.output import FAILED_DIR, REPORT_FILE
@@ -41,7 +43,7 @@ code { background: #f3f3f3; padding: 0 3px; } .note { color: #555; font-size: 90
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m pipeline.report",
+    parser = OneLineErrorParser(prog="python -m pipeline.report",
                                      description="Write an HTML report of a finished embedding run.")
     parser.add_argument("output", metavar="OUTPUT", help="the job's --output (local path, gs://, memory://, ...)")
     parser.add_argument("--to", metavar="FILE", help=f"where to write the page (default: OUTPUT/{REPORT_FILE})")
@@ -52,13 +54,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     """Run the CLI; returns the process exit code."""
-    args = build_parser().parse_args(sys.argv[1:] if argv is None else argv)
     configure_logging()
-    target = args.to or join(args.output, REPORT_FILE)
     try:
+        args = build_parser().parse_args(sys.argv[1:] if argv is None else argv)
+        target = args.to or join(args.output, REPORT_FILE)
         manifest = read_manifest(args.output)
         data = read_run(args.output, manifest, max(args.sample, 0))
-    except NotAFinishedRun as exc:
+    except (CommandError, NotAFinishedRun, OSError, pa.ArrowException) as exc:  # unreadable files too
         print(f"error: {exc}", file=sys.stderr)
         return 2
     page = render(args.output, manifest, data)
@@ -270,8 +272,9 @@ def _duplicates(data: RunData) -> str:
     if dup is None or dup.sample_size < 2:
         return head + "<p>Fewer than two vectors: nothing to compare.</p></section>"
     sampled = "every vector" if dup.sample_size == data.rows else f"a seeded sample of {dup.sample_size:,} vectors"
-    nearest = dup.nearest[~np.isnan(dup.nearest)]
-    low = max(math.floor(float(nearest.min()) * 20) / 20, -1.0)
+    # float32 sums put an exact copy at 1.0000001: clip, and keep the axis at least 0.05 wide.
+    nearest = np.clip(dup.nearest[~np.isnan(dup.nearest)], -1.0, 1.0)
+    low = max(min(math.floor(float(nearest.min()) * 20) / 20, 0.95), -1.0)
     width = (1.0 - low) / 40
     counts = np.bincount(np.clip(((nearest - low) / width).astype(int), 0, 39), minlength=40)
     bins = [Bin(low + i * width, low + (i + 1) * width, int(c),

@@ -26,27 +26,21 @@ import pyarrow.parquet as pq
 import encoders
 from encoders import EncoderConfigError, EncoderSpec, build_encoder, model_fingerprint, resolved_once
 from encoders.declare import VECTORS, from_mapping, from_metadata
+from pipeline.errors import CommandError, OneLineErrorParser
 from pipeline.finished import NotAFinishedRun, embeddings_files, read_manifest
 from pipeline.logs import configure_logging
-from pipeline.output import SUCCESS_FILE
+from pipeline.output import SUCCESS_FILE, TEXT_COLUMN
 from pipeline.records import normalize_text
 from pipeline.shards import open_file
 
 logger = logging.getLogger(__name__)
 
 FORMATS = ("text", "json")
-TEXT_COLUMN = "text"  # written by --keep_text: the text as embedded
 TEXT_WIDTH = 80  # characters of kept text shown per row in --format text
 BATCH_ROWS = 4096  # rows scored at once: 4096 x 384 floats is 6 MB
 
 
-class SearchError(Exception):
-    """The search cannot run as asked; the message says why, on one line."""
-
-
-class _OneLineErrorParser(argparse.ArgumentParser):
-    def error(self, message: str) -> None:  # one line, no usage dump: the contract for exit 2
-        raise SearchError(message)
+SearchError = CommandError  # the search cannot run as asked (exit 2, one line)
 
 
 @dataclass(frozen=True)
@@ -57,7 +51,7 @@ class Output:
     files: tuple[str, ...]  # full paths, in the manifest's order
     metadata: dict[str, str]  # the Parquet key-value metadata they share (model_fingerprint included)
     dim: int
-    with_text: frozenset[str]  # the files that keep the text (rows reused from an older run may not)
+    with_text: frozenset[str]  # the files that keep the text (--keep_text; every file of one run, or none)
 
 
 @dataclass(frozen=True)
@@ -242,7 +236,7 @@ def _one_line(text: str, width: int) -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = _OneLineErrorParser(
+    parser = OneLineErrorParser(
         prog="python -m pipeline.search",
         description="Print the rows of a finished output nearest a query text (embedded with the settings the "
                     "output records) or nearest a row already in it (--id), by cosine similarity.",
@@ -280,7 +274,7 @@ def main(argv: list[str] | None = None) -> int:
     configure_logging()
     try:
         printed = search(argv)
-    except (SearchError, EncoderConfigError) as exc:
+    except (SearchError, EncoderConfigError, OSError, pa.ArrowException) as exc:  # unreadable files too
         print(f"error: {exc}", file=sys.stderr)
         return 2
     print(printed)

@@ -43,7 +43,8 @@ class JobSettings:
         "utf-8", "text encoding of the shards; undecodable lines go to failed/ (default: utf-8)", RECORDS,
         metavar="E", group=_IO)
     max_chars: int = setting(
-        DEFAULT_MAX_CHARS, f"a text longer than this goes to failed/ as too_long (default: {DEFAULT_MAX_CHARS})",
+        DEFAULT_MAX_CHARS, "a text longer than this (with its kept fields: --keep_fields) goes to failed/ as "
+        f"too_long (default: {DEFAULT_MAX_CHARS})",
         RECORDS, minimum=1, metavar="N", group=_IO)
     keep_fields: tuple[str, ...] = setting(
         (), "fields of each input record copied into its output row, comma-separated or repeated: JSON values "

@@ -73,7 +73,8 @@ def test_a_field_of_mixed_kinds_is_text_and_the_schema_is_the_same_in_every_file
 
 def test_a_value_that_does_not_fit_its_column_after_the_sample_is_a_dead_letter(tmp_path, embed):
     rows = [{"id": f"r{i}", "text": f"text {i}", "year": 2000 + i} for i in range(SAMPLE_RECORDS)]
-    rows += [{"id": "late", "text": "late text", "year": "unknown"}, {"id": "fine", "text": "ok", "year": 1999}]
+    rows += [{"id": "late", "text": "late text", "year": "unknown"}, {"id": "fine", "text": "ok", "year": 1999},
+             {"id": "whole", "text": "a float", "year": 1998.0}]
     write_jsonl(tmp_path / "a.jsonl", rows)
     code, err, out = embed(tmp_path / "a.jsonl", "--id_field", "id", "--keep_fields", "year")
     assert code == 0, err
@@ -81,10 +82,10 @@ def test_a_value_that_does_not_fit_its_column_after_the_sample_is_a_dead_letter(
     assert dead["reason"] == "kept_field_type" and dead["id"] == "late"
     assert "'year'" in dead["detail"] and "int64" in dead["detail"]
     manifest = read_manifest(out)
-    assert manifest["counts"] == {"read": SAMPLE_RECORDS + 2, "embedded": SAMPLE_RECORDS + 1, "skipped": 0,
+    assert manifest["counts"] == {"read": SAMPLE_RECORDS + 3, "embedded": SAMPLE_RECORDS + 2, "skipped": 0,
                                   "failed": 1}
     assert read_embeddings(out).schema.field("year").type == pa.int64()
-    assert rows_by_id(out)["fine"]["year"] == 1999
+    assert (rows_by_id(out)["fine"]["year"], rows_by_id(out)["whole"]["year"]) == (1999, 1998)
 
 
 def test_csv_columns_are_kept_as_strings_and_an_unknown_column_is_a_config_error(tmp_path, embed):
@@ -138,6 +139,19 @@ def test_parquet_shards_whose_types_unify_share_one_type_and_others_are_a_config
     pq.write_table(pa.table({"text": ["b"], "n": pa.array([{"x": 1}])}), tmp_path / "bad" / "b.parquet")
     code, err, _ = embed(tmp_path / "bad" / "*.parquet", "--keep_fields", "n", output="bad-out")
     assert code == 2 and "--keep_fields 'n' has types that do not unify" in err
+
+
+def test_a_json_field_whose_type_no_parquet_shard_shares_becomes_json_text_not_a_failed_job(tmp_path, embed):
+    author = pa.struct([("name", pa.string())])
+    pq.write_table(pa.table({"text": ["from parquet"], "who": pa.array([{"name": "li"}], author)}),
+                   tmp_path / "a.parquet")
+    write_jsonl(tmp_path / "b.jsonl", [{"text": "from json", "who": "wang"}])
+    code, err, out = embed(tmp_path / "*.*", "--keep_fields", "who", "--keep_text")
+    assert code == 0, err
+    table = read_embeddings(out)
+    assert table.schema.field("who").type == pa.string()
+    assert {row["text"]: row["who"] for row in table.to_pylist()} == {"from parquet": '{"name": "li"}',
+                                                                       "from json": "wang"}
 
 
 def test_keep_text_stores_the_text_as_embedded_and_a_chunked_document_whole(tmp_path, embed):
@@ -254,3 +268,18 @@ def test_a_reused_record_whose_kept_value_does_not_fit_is_a_dead_letter_not_a_co
     table = read_embeddings(day2)
     assert f"r{SAMPLE_RECORDS}" not in table.column("id").to_pylist()
     assert sorted(table.column("views").to_pylist()) == list(range(SAMPLE_RECORDS))
+
+
+def test_a_run_of_a_version_before_these_settings_is_replaced_by_the_same_command(tmp_path, embed):
+    write_jsonl(tmp_path / "a.jsonl", [{"text": "t", "a": 1}])
+    code, err, out = embed(tmp_path / "a.jsonl")
+    assert code == 0, err
+    manifest = read_manifest(out)
+    for name in ("keep_fields", "keep_text", "hub_preprocessor"):  # what an earlier version did not record
+        del manifest["settings"][name]
+    (out / "_SUCCESS").write_text(json.dumps(manifest), encoding="utf-8")
+    code, err, _ = embed(tmp_path / "a.jsonl")
+    assert code == 0, err
+    (out / "_SUCCESS").write_text(json.dumps(manifest), encoding="utf-8")
+    code, err, _ = embed(tmp_path / "a.jsonl", "--keep_text")
+    assert code == 2 and "keep_text: False -> True" in err

@@ -17,7 +17,8 @@ import pytest
 
 from pipeline.cli import main as run_job
 from pipeline.report import main as report_main
-from pipeline.report_data import near_duplicates
+from pipeline.report import render
+from pipeline.report_data import near_duplicates, read_run
 from tests.pipeline.conftest import read_embeddings, read_manifest
 
 REPO = Path(__file__).resolve().parents[2]
@@ -216,6 +217,21 @@ def test_a_normalised_run_has_all_norms_in_one_bar_at_one(tiny_bert_dir, tmp_pat
     assert int(bar["data-count"]) == 3
     assert float(bar["data-low"]) < 1 < float(bar["data-high"])
     assert "The run normalised the vectors" in parsed.text_in["fig-norms"]
+
+
+def test_a_sample_where_every_vector_has_an_exact_copy_draws_finite_bins(finished_run):
+    """float32 puts some exact copies at 1.0000001: the axis must not collapse to zero width."""
+    vectors = np.zeros((4, 8), np.float32)
+    vectors[:, :2] = [[2, 3], [2, 3], [3, 4], [3, 4]]
+    manifest = read_manifest(finished_run)
+    data = read_run(str(finished_run), manifest, 0)
+    data.duplicates = near_duplicates(["a", "b", "c", "d"], vectors)
+    assert data.duplicates.nearest.min() >= 1.0
+    parsed = Page(render(str(finished_run), manifest, data))
+    bars = parsed.in_figure("fig-duplicates", "rect", "bar")
+    assert sum(int(b["data-count"]) for b in bars) == 4
+    assert all(np.isfinite(float(b["data-low"])) and float(b["data-low"]) < float(b["data-high"]) for b in bars)
+    assert "4 of 4 (100.0%)" in parsed.text_in["near-duplicate-share"]
 
 
 def test_header_names_the_model_and_run_times(page, finished_run):
