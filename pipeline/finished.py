@@ -9,9 +9,13 @@ is gone. Local paths and everything Beam knows go through Beam's filesystems, ot
 from __future__ import annotations
 
 import json
+from concurrent.futures import ThreadPoolExecutor
 
 from pipeline.output import STAGING_DIR, SUCCESS_FILE
 from pipeline.shards import beam_filesystem_knows, open_file
+
+# Files looked at at once: on an object store each look is a round trip, so thousands of files need overlap.
+LOOK_THREADS = 8
 
 
 class NotAFinishedRun(Exception):
@@ -71,7 +75,8 @@ def read_manifest(output: str) -> dict:
 def embeddings_files(output: str, manifest: dict) -> tuple[str, ...]:
     """The paths of the embeddings files the manifest lists; NotAFinishedRun if one is gone."""
     files = tuple(join(output, name) for name in manifest["files"]["embeddings"])
-    for file in files:
-        if not exists(file):
-            raise NotAFinishedRun(f"{file} is listed in {SUCCESS_FILE} but missing")
+    with ThreadPoolExecutor(max_workers=LOOK_THREADS) as pool:
+        for file, found in zip(files, pool.map(exists, files), strict=True):
+            if not found:
+                raise NotAFinishedRun(f"{file} is listed in {SUCCESS_FILE} but missing")
     return files

@@ -16,6 +16,7 @@ import json
 import logging
 import sys
 from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
@@ -27,7 +28,7 @@ import encoders
 from encoders import EncoderConfigError, EncoderSpec, build_encoder, model_fingerprint, resolved_once
 from encoders.declare import VECTORS, from_mapping, from_metadata
 from pipeline.errors import CommandError, OneLineErrorParser
-from pipeline.finished import NotAFinishedRun, embeddings_files, read_manifest
+from pipeline.finished import LOOK_THREADS, NotAFinishedRun, embeddings_files, read_manifest
 from pipeline.logs import configure_logging
 from pipeline.output import SUCCESS_FILE, TEXT_COLUMN
 from pipeline.records import normalize_text
@@ -112,8 +113,9 @@ def open_output(path: str) -> Output:
     first: dict[str, str] | None = None
     dim = 0
     with_text = set()
-    for file in files:
-        metadata, schema = _footer(file)
+    with ThreadPoolExecutor(max_workers=LOOK_THREADS) as pool:
+        footers = list(pool.map(_footer, files))
+    for file, (metadata, schema) in zip(files, footers, strict=True):
         if first is None:
             first = metadata
         elif metadata["model_fingerprint"] != first["model_fingerprint"]:
