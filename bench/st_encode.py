@@ -26,17 +26,24 @@ def load_model(max_seq_length: int):
     return model
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--corpus", required=True)
+def model_and_texts(description: str, input_flag: str, output: bool = False) -> tuple[argparse.Namespace, object,
+                                                                                      list[str]]:
+    """(arguments, model, texts) from the command line shared by the sentence-transformers scripts."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument(f"--{input_flag}", dest="input", required=True, help="text file, one document per line")
     parser.add_argument("--max_seq_length", type=int, required=True)
     parser.add_argument("--batch_size", type=int, default=32)
+    if output:
+        parser.add_argument("--output", required=True, help="Parquet file to write")
     args = parser.parse_args()
+    return args, load_model(args.max_seq_length), Path(args.input).read_text(encoding="utf-8").splitlines()
+
+
+def main() -> None:
+    args, model, texts = model_and_texts(__doc__.split("\n")[0], "corpus")
     import sentence_transformers
     import torch
 
-    model = load_model(args.max_seq_length)
-    texts = Path(args.corpus).read_text(encoding="utf-8").splitlines()
     model.encode(texts[:64], batch_size=args.batch_size)
     start = time.perf_counter()
     model.encode(texts, batch_size=args.batch_size)

@@ -8,26 +8,16 @@ job names a plain-text record) and `embedding` (fixed-size list of float32). The
 (Transformer, Pooling, Normalize) decide pooling and normalisation, as they do for any user of the package.
 """
 
-import argparse
-from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 # Run as a script, so bench/ is on sys.path: one definition of where the model lives.
-from st_encode import load_model
+from st_encode import model_and_texts
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--input", required=True)
-    parser.add_argument("--output", required=True)
-    parser.add_argument("--max_seq_length", type=int, required=True)
-    parser.add_argument("--batch_size", type=int, default=32)
-    args = parser.parse_args()
-
-    model = load_model(args.max_seq_length)
-    texts = Path(args.input).read_text(encoding="utf-8").splitlines()
+    args, model, texts = model_and_texts(__doc__.split("\n")[0], "input", output=True)
     vectors = model.encode(texts, batch_size=args.batch_size, convert_to_numpy=True)
     embedding = pa.FixedSizeListArray.from_arrays(pa.array(vectors.reshape(-1), type=pa.float32()), vectors.shape[1])
     ids = pa.array([f"{args.input}:{line}" for line in range(1, len(texts) + 1)], type=pa.string())

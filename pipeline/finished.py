@@ -9,6 +9,7 @@ is gone. Local paths and everything Beam knows go through Beam's filesystems, ot
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 
 from pipeline.output import STAGING_DIR, SUCCESS_FILE
@@ -16,6 +17,7 @@ from pipeline.shards import beam_filesystem_knows, open_file
 
 # Files looked at at once: on an object store each look is a round trip, so thousands of files need overlap.
 LOOK_THREADS = 8
+ROWS_PER_BATCH = 4096  # rows read at once: 4096 x 384 float32 is 6 MB
 
 
 class NotAFinishedRun(Exception):
@@ -80,3 +82,18 @@ def embeddings_files(output: str, manifest: dict) -> tuple[str, ...]:
             if not found:
                 raise NotAFinishedRun(f"{file} is listed in {SUCCESS_FILE} but missing")
     return files
+
+
+def row_batches(file: str, columns: Sequence[str]) -> Iterator:
+    """One embeddings file's rows, ROWS_PER_BATCH at a time, only these columns (so memory is bounded).
+
+    Raises NotAFinishedRun when the file lacks one of them.
+    """
+    import pyarrow.parquet as pq
+
+    with open_file(file) as f:
+        parquet = pq.ParquetFile(f)
+        missing = [c for c in columns if c not in parquet.schema_arrow.names]
+        if missing:
+            raise NotAFinishedRun(f"{file} lacks the column(s) {', '.join(missing)}: not this job's output")
+        yield from parquet.iter_batches(batch_size=ROWS_PER_BATCH, columns=list(columns))

@@ -14,14 +14,12 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from pipeline.finished import NotAFinishedRun, embeddings_files
-from pipeline.shards import open_file
+from pipeline.finished import embeddings_files, row_batches
 
 logger = logging.getLogger(__name__)
 
 NEAR_DUPLICATE = 0.99  # cosine similarity from which two vectors count as near-duplicates
 SAMPLE_SEED = 20261127  # fixed, so the same output always gives the same sample and the same page
-ROWS_PER_READ = 4096
 COLUMNS = ("id", "embedding", "n_tokens", "truncated")
 _FLOAT16_MAX = 65504.0
 
@@ -153,18 +151,11 @@ class RunData:
 
 def read_run(output: str, manifest: dict, sample_size: int) -> RunData:
     """One pass over the embeddings files the manifest lists, a file at a time."""
-    import pyarrow.parquet as pq
-
     data = RunData()
     sample = Sample(sample_size)
     for path in embeddings_files(output, manifest):
-        with open_file(path) as f:
-            parquet = pq.ParquetFile(f)
-            missing = [c for c in COLUMNS if c not in parquet.schema_arrow.names]
-            if missing:
-                raise NotAFinishedRun(f"{path} lacks the column(s) {', '.join(missing)}: not this job's output")
-            for batch in parquet.iter_batches(batch_size=ROWS_PER_READ, columns=list(COLUMNS)):
-                _add_batch(data, sample, batch)
+        for batch in row_batches(path, COLUMNS):
+            _add_batch(data, sample, batch)
         data.files += 1
         logger.debug("read %s (%d rows so far)", path, data.rows)
     ids, vectors = sample.rows()

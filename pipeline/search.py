@@ -28,7 +28,7 @@ import encoders
 from encoders import EncoderConfigError, EncoderSpec, build_encoder, model_fingerprint, resolved_once
 from encoders.declare import VECTORS, from_mapping, from_metadata
 from pipeline.errors import CommandError, OneLineErrorParser
-from pipeline.finished import LOOK_THREADS, NotAFinishedRun, embeddings_files, read_manifest
+from pipeline.finished import LOOK_THREADS, NotAFinishedRun, embeddings_files, read_manifest, row_batches
 from pipeline.logs import configure_logging
 from pipeline.output import SUCCESS_FILE, TEXT_COLUMN
 from pipeline.records import normalize_text
@@ -38,7 +38,6 @@ logger = logging.getLogger(__name__)
 
 FORMATS = ("text", "json")
 TEXT_WIDTH = 80  # characters of kept text shown per row in --format text
-BATCH_ROWS = 4096  # rows scored at once: 4096 x 384 floats is 6 MB
 
 
 SearchError = CommandError  # the search cannot run as asked (exit 2, one line)
@@ -178,11 +177,9 @@ def embed_query(spec: EncoderSpec, text: str) -> np.ndarray:
 
 
 def _batches(output: Output, columns: list[str]) -> Iterator[pa.RecordBatch]:
-    """The output's rows, BATCH_ROWS at a time, file by file; the text column only from files that have it."""
+    """The output's rows, a batch at a time, file by file; the text column only from files that have it."""
     for file in output.files:
-        wanted = [c for c in columns if c != TEXT_COLUMN or file in output.with_text]
-        with open_file(file) as f:
-            yield from pq.ParquetFile(f).iter_batches(batch_size=BATCH_ROWS, columns=wanted)
+        yield from row_batches(file, [c for c in columns if c != TEXT_COLUMN or file in output.with_text])
 
 
 def _vectors(batch: pa.RecordBatch, dim: int) -> np.ndarray:
@@ -276,7 +273,7 @@ def main(argv: list[str] | None = None) -> int:
     configure_logging()
     try:
         printed = search(argv)
-    except (SearchError, EncoderConfigError, OSError, pa.ArrowException) as exc:  # unreadable files too
+    except (SearchError, NotAFinishedRun, EncoderConfigError, OSError, pa.ArrowException) as exc:  # unreadable too
         print(f"error: {exc}", file=sys.stderr)
         return 2
     print(printed)

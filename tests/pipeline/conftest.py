@@ -8,16 +8,21 @@ import pytest
 from pipeline.cli import main
 
 
-@pytest.fixture
-def run_cli(capsys):
-    """Run `python -m pipeline ARGS` in this process; returns (exit code, stdout, stderr)."""
+def in_process(command, capsys):
+    """Run one of our commands' main(argv) in this process: a function of ARGS returning (exit code, stdout, stderr)."""
 
     def run(*args):
-        code = main([str(a) for a in args])
+        code = command([str(a) for a in args])
         captured = capsys.readouterr()
         return code, captured.out, captured.err
 
     return run
+
+
+@pytest.fixture
+def run_cli(capsys):
+    """Run `python -m pipeline ARGS` in this process; returns (exit code, stdout, stderr)."""
+    return in_process(main, capsys)
 
 
 def read_manifest(output: Path) -> dict:

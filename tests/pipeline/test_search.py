@@ -12,7 +12,7 @@ import pytest
 from encoders import build_encoder, model_fingerprint, resolve_spec
 from pipeline.cli import main as run_job
 from pipeline.search import TopK, main, open_output, recorded_spec
-from tests.pipeline.conftest import read_embeddings, read_manifest
+from tests.pipeline.conftest import in_process, read_embeddings, read_manifest
 
 LONG = "今天天气很好我们去公园散步吧你好世界" * 2  # 36 characters: more than one 16-token window
 TINY_TEXTS = [
@@ -31,13 +31,7 @@ MINILM_TEXTS = [
 @pytest.fixture
 def search(capsys):
     """Run `python -m pipeline.search ARGS` in this process; returns (exit code, stdout, stderr)."""
-
-    def run(*args):
-        code = main([str(a) for a in args])
-        captured = capsys.readouterr()
-        return code, captured.out, captured.err
-
-    return run
+    return in_process(main, capsys)
 
 
 def _embed_corpus(root, texts, *flags):
