@@ -12,6 +12,8 @@ from __future__ import annotations
 import dataclasses
 import functools
 import json
+import os
+import re
 import typing
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
@@ -22,6 +24,10 @@ RECORDS = "records"  # which records are read and how: manifest, rerun check
 RECORDED = "recorded"  # speed or file layout only: manifest
 RUN = "run"  # this invocation only (where to write, whether to replace): not recorded
 ROLES = (VECTORS, RECORDS, RECORDED, RUN)
+# What kind of place a str setting names (`Declaration.path`). A local one means the launcher's disk: it is
+# made absolute at launch (`absolute_path`), so a worker with another working directory reads the same file.
+PATH = "path"  # a file, directory or glob: local unless it has a scheme (gs://, s3://, memory://, ...)
+MODEL_PATH = "model path"  # the same, or a model name or URL: local only when it names an existing path
 # The value of a setting chosen when the encoder is built, on the machine that runs it (`encoders.auto`):
 # a choice of a str setting, or the flag's text for an int setting declared with auto=True (held as None).
 AUTO = "auto"
@@ -41,6 +47,7 @@ class Declaration:
     negation: tuple[str, str] | None = None  # (flag, help) setting a bool | None field to False
     pattern: str | None = None  # a regular expression the text of a value matches (for forms, e.g. a date)
     auto: bool = False  # an int | None setting whose flag also takes AUTO, held as None (a str one lists AUTO)
+    path: str | None = None  # PATH or MODEL_PATH: the value names a place, local ones are made absolute
 
     def allowed(self) -> tuple[str, ...] | None:
         return self.choices() if callable(self.choices) else self.choices
@@ -102,6 +109,62 @@ def _kind(hint: object) -> tuple[type, bool]:
 def parse_auto_int(text: str) -> int | None:
     """The value of an int setting declared with auto=True from its flag's text: None for AUTO, else the int."""
     return None if text == AUTO else int(text)
+
+
+def is_local_path(value: str, kind: str, base: str) -> bool:
+    """Whether a value of a setting declared with path=kind names a place on this machine's disk.
+
+    base: the directory a relative value is relative to (the launcher's working directory).
+    """
+    if "://" in value:
+        return False
+    if kind == MODEL_PATH:
+        return os.path.exists(os.path.join(base, os.path.expanduser(value)))
+    return True
+
+
+def absolute_path(value: str, kind: str, base: str) -> str:
+    """A local value (see `is_local_path`) as an absolute path from base; any other value unchanged.
+
+    Only the directories before a glob's first wildcard are normalised (`a/./b/*` -> `/base/a/b/*`):
+    `..` after a wildcard keeps its meaning.
+    """
+    if not is_local_path(value, kind, base):
+        return value
+    joined = os.path.join(base, os.path.expanduser(value))
+    wildcard = re.search(r"[*?\[]", joined)
+    if wildcard is None:
+        return os.path.normpath(joined)
+    cut = joined.rfind("/", 0, wildcard.start())
+    head = os.path.normpath(joined[:cut] or "/")
+    return head.rstrip("/") + joined[cut:]
+
+
+def local_paths(instance: object, base: str) -> list[tuple[Setting, str]]:
+    """(setting, value) of every set path setting of instance whose value is on this machine's disk."""
+    found = []
+    for item in declared(type(instance)):
+        value = getattr(instance, item.name)
+        if item.declaration.path is None or not value:
+            continue
+        for one in value if isinstance(value, tuple) else (value,):
+            if is_local_path(one, item.declaration.path, base):
+                found.append((item, one))
+    return found
+
+
+def with_absolute_paths(given: Mapping[str, object], cls: type, base: str) -> dict[str, object]:
+    """given ({name: value}, e.g. parsed flags or a manifest's settings) with the path settings of cls made absolute."""
+    fixed = dict(given)
+    for item in declared(cls):
+        kind, value = item.declaration.path, given.get(item.name)
+        if kind is None or not value:
+            continue
+        if isinstance(value, (tuple, list)):
+            fixed[item.name] = type(value)(absolute_path(v, kind, base) for v in value)
+        else:
+            fixed[item.name] = absolute_path(value, kind, base)
+    return fixed
 
 
 def check_declared(instance: object, error: type[Exception]) -> None:

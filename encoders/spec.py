@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from encoders.auto import BFLOAT16_MIN_SPEEDUP, CPU_TOKEN_BUDGET
-from encoders.declare import AUTO, RECORDED, VECTORS, check_declared, setting
+from encoders.declare import AUTO, MODEL_PATH, PATH, RECORDED, VECTORS, check_declared, setting
 from encoders.errors import EncoderConfigError
 from encoders.model_source import EMBEDDED_MODEL, ModelSource, parse_model_source
 from encoders.pooling import POOLING_METHODS, model_pooling_config
@@ -41,15 +41,15 @@ class EncoderSpec:
         VECTORS, choices=backend_names, group=_MODEL)
     model: str | None = setting(
         None, "model name, local or gs:// directory, or TF Hub URL (default: the embedded all-MiniLM-L6-v2)",
-        VECTORS, metavar="NAME_OR_PATH", group=_MODEL)
+        VECTORS, metavar="NAME_OR_PATH", group=_MODEL, path=MODEL_PATH)
     weights: str | None = setting(
         None, "Keras HDF5 weights file of a fine-tuned TFBertMainLayer model, loaded by layer name",
-        VECTORS, metavar="FILE", group=_MODEL)
+        VECTORS, metavar="FILE", group=_MODEL, path=PATH)
     hub_preprocessor: str | None = setting(
         None, "with --backend hub: tokenize with this TF Hub BERT preprocessing model (URL, local or gs:// "
         "directory) instead of the encoder's vocabulary, as Hub's recipe preprocessor -> encoder does (e.g. "
         "bert_zh_preprocess); needs pip install '.[hub-preprocessing]'",
-        VECTORS, metavar="URL_OR_DIR", group=_MODEL)
+        VECTORS, metavar="URL_OR_DIR", group=_MODEL, path=PATH)
     pooling: str | None = setting(
         None, "how token vectors become one vector: mean (masked, padding ignored), cls, pooler (BERT's tanh "
         "pooler over [CLS]), max (default: the model's own config, else mean)",

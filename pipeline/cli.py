@@ -10,16 +10,18 @@ import argparse
 import dataclasses
 import datetime
 import logging
+import os
 import re
 import sys
 import time
 
 from encoders import EncoderConfigError, EncoderSpec
-from encoders.declare import AUTO, Setting, declared, from_mapping, parse_auto_int
+from encoders.declare import AUTO, Setting, declared, from_mapping, local_paths, parse_auto_int, with_absolute_paths
 from pipeline.config import JobConfig, compared_settings, job_config
 from pipeline.errors import JobConfigError
 from pipeline.interrupt import JobInterrupted, interruptible
 from pipeline.logs import configure_logging
+from pipeline.outcome import is_dataflow, submitted, summary, wait_for_job, waits
 from pipeline.preflight import preflight_checks
 from pipeline.settings import JobSettings
 
@@ -34,7 +36,7 @@ class _OneLineErrorParser(argparse.ArgumentParser):
         raise JobConfigError(message)
 
 
-GROUPS = ("input and output", "model", "batching")  # --help's sections, in this order
+GROUPS = ("input and output", "model", "batching", "running")  # --help's sections, in this order
 SETTINGS_CLASSES = (JobSettings, EncoderSpec)
 
 
@@ -85,15 +87,21 @@ def _auto_int(text: str) -> int | None:
         raise argparse.ArgumentTypeError(f"expected a whole number or {AUTO}, got {text!r}") from None
 
 
-def settings_from_args(args: argparse.Namespace) -> tuple[JobSettings, EncoderSpec]:
-    """The typed settings from parsed flags, with {run_date}/{previous_date} filled in the paths."""
+def settings_from_args(args: argparse.Namespace, base: str | None = None) -> tuple[JobSettings, EncoderSpec]:
+    """The typed settings from parsed flags, with {run_date}/{previous_date} filled in the paths.
+
+    Local paths are made absolute from base (default: the working directory), so a worker that runs
+    in another directory reads the same files and the manifest says where they were.
+    """
+    base = base or os.getcwd()
     given = vars(args)
     run_date = parse_run_date(given.get("run_date"))
     dated = {name: expand_dates(given[name], run_date) if given.get(name) else given.get(name)
              for name in ("output", "skip_existing")}
     inputs = tuple(expand_dates(i, run_date) for i in given.get("inputs") or ())
-    job = from_mapping(JobSettings, {**given, **dated, "inputs": inputs, "run_date": run_date.isoformat()})
-    return job, from_mapping(EncoderSpec, given)
+    given = {**given, **dated, "inputs": inputs, "run_date": run_date.isoformat()}
+    job = from_mapping(JobSettings, with_absolute_paths(given, JobSettings, base))
+    return job, from_mapping(EncoderSpec, with_absolute_paths(given, EncoderSpec, base))
 
 
 def prepare(argv: list[str]) -> tuple[JobConfig, object, bool]:
@@ -106,11 +114,15 @@ def prepare(argv: list[str]) -> tuple[JobConfig, object, bool]:
     options = _beam_options(beam_args)
     local, progress = _execution(options, args.progress)
     _check_dataflow_options(options)
-    job, spec = settings_from_args(args)
-    config = job_config(job, spec, distributed=not local, progress=progress)
+    base = os.getcwd()
+    job, spec = settings_from_args(args, base)
+    if is_dataflow(options):
+        _refuse_local_paths((job, spec), base)
+    config = job_config(job, spec, distributed=not local, progress=progress, launch_dir=base)
     if local:
-        config = dataclasses.replace(config, shards=preflight_checks(job, compared_settings(config.settings())))
-    if not local and spec.model is None:
+        compared = compared_settings(config.settings(), base)
+        config = dataclasses.replace(config, shards=preflight_checks(job, compared, base))
+    if is_dataflow(options) and spec.model is None:
         from apache_beam.options.pipeline_options import WorkerOptions
 
         if not options.view_as(WorkerOptions).sdk_container_image:
@@ -139,8 +151,10 @@ def main(argv: list[str] | None = None) -> int:
         with interruptible(config.output):
             if not local:
                 result = submit_job(config, options)
-                print(submitted(result, config.output))
-                return 0
+                print(submitted(result, config.output, options))
+                if not waits(config.job.wait, is_dataflow(options), result):
+                    return 0
+                return wait_for_job(result, config.output, started)
             manifest = run_job(config, options)
     except JobInterrupted as exc:
         print(exc, file=sys.stderr)
@@ -153,11 +167,19 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+def _refuse_local_paths(settings: tuple[object, ...], base: str) -> None:
+    """Dataflow's workers cannot read the launcher's disk: a local path is a config error, found before submitting."""
+    for instance in settings:
+        for item, value in local_paths(instance, base):
+            raise JobConfigError(f"--{item.flag} {value} is on this machine's disk, which Dataflow's workers "
+                                 "cannot read: copy it to Cloud Storage and give its gs:// path")
+
+
 def _check_dataflow_options(options) -> None:
     """What Dataflow would reject after the job is built, checked offline (Beam's validator calls GCS)."""
-    from apache_beam.options.pipeline_options import GoogleCloudOptions, StandardOptions
+    from apache_beam.options.pipeline_options import GoogleCloudOptions
 
-    if options.view_as(StandardOptions).runner not in ("DataflowRunner", "dataflow"):
+    if not is_dataflow(options):
         return
     cloud = options.view_as(GoogleCloudOptions)
     if not cloud.project or not re.fullmatch(r"[a-z][-a-z0-9:.]{4,61}[a-z0-9]", cloud.project):
@@ -182,20 +204,6 @@ def expand_dates(pattern: str, run_date: datetime.date) -> str:
     """Fill {run_date} and {previous_date} (the day before) as YYYY-MM-DD; other braces are left alone."""
     previous = run_date - datetime.timedelta(days=1)
     return pattern.replace("{run_date}", run_date.isoformat()).replace("{previous_date}", previous.isoformat())
-
-
-def submitted(result, output: str) -> str:
-    """What to tell the user after handing the job to a distributed runner."""
-    job = getattr(result, "job", None)
-    proto = getattr(job, "proto", None)
-    if proto is not None and not getattr(proto, "id", ""):
-        transforms = job.proto_pipeline.components.transforms.values()
-        steps = sorted(t.unique_name for t in transforms if t.unique_name and "/" not in t.unique_name
-                       and not t.unique_name.startswith("ref_"))
-        return (f"dry run: built Dataflow job {proto.name!r} with steps {', '.join(steps)}; "
-                "nothing was submitted")
-    job_id = getattr(result, "job_id", lambda: None)()
-    return f"submitted job {job_id or ''}; {output}/_SUCCESS appears when it has finished".replace("job ;", "job;")
 
 
 def _beam_options(beam_args: list[str]):
@@ -239,26 +247,3 @@ def _beam_flags() -> set[str]:
         except argparse.ArgumentError:
             continue  # a flag defined twice by two classes; the first definition is enough
     return {flag for action in parser._actions for flag in action.option_strings}
-
-
-def summary(manifest: dict, seconds: float, output: str) -> str:
-    """A few lines for the terminal: counts, throughput, where the output is."""
-    counts = manifest["counts"]
-    reused = f", {counts['reused']} reused" if counts.get("reused") else ""
-    rate = counts["embedded"] / seconds if seconds > 0 else 0.0
-    lines = [
-        f"embedded {counts['embedded']} of {counts['read']} records "
-        f"({counts['skipped']} skipped, {counts['failed']} failed{reused}) in {seconds:.1f} s ({rate:.1f} texts/s)",
-        f"model {manifest['settings']['model']} ({manifest['settings']['backend']}, "
-        f"{manifest['settings']['pooling']} pooling, dim {manifest['settings']['dim']})",
-        f"output: {output} ({len(manifest['files']['embeddings'])} Parquet files)",
-    ]
-    perf = manifest.get("performance", {})
-    if perf.get("batches"):
-        lines.insert(1, f"{perf['real_tokens_per_second']:,.0f} real tokens/s, padding efficiency "
-                        f"{perf['padding_efficiency']:.2f}, {perf['batches']} batches, encoder built "
-                        f"{perf['encoder_builds']}x in {perf['worker_processes']} worker process(es)")
-    if counts["failed"]:
-        reasons = ", ".join(f"{k}: {v}" for k, v in manifest["failed_by_reason"].items())
-        lines.append(f"failed records ({reasons}) are listed in {output}/failed/")
-    return "\n".join(lines)

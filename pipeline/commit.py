@@ -34,17 +34,20 @@ class PrepareOutput(beam.PTransform):
     Local runs do the same from the launcher (`pipeline.preflight`).
     """
 
-    def __init__(self, job: JobSettings, encoder: EncoderSpec) -> None:
+    def __init__(self, job: JobSettings, encoder: EncoderSpec, launch_dir: str) -> None:
         super().__init__()
         self._job = job
         self._encoder = encoder
+        self._launch_dir = launch_dir
 
     def expand(self, pbegin: beam.pvalue.PBegin) -> beam.PCollection:
-        return pbegin | "Start" >> beam.Create([None]) | "Prepare" >> beam.Map(_prepare, self._job, self._encoder)
+        return (pbegin | "Start" >> beam.Create([None])
+                | "Prepare" >> beam.Map(_prepare, self._job, self._encoder, self._launch_dir))
 
 
-def _prepare(_, job: JobSettings, encoder: EncoderSpec) -> bool:
-    prepare_output(job.output, compared_settings(recorded_settings(job, encoder)), job.overwrite)
+def _prepare(_, job: JobSettings, encoder: EncoderSpec, launch_dir: str) -> bool:
+    compared = compared_settings(recorded_settings(job, encoder), launch_dir)
+    prepare_output(job.output, compared, job.overwrite, launch_dir)
     return True
 
 

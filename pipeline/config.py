@@ -6,11 +6,12 @@ Built once on the launcher (`job_config`) and carried to workers; storage is tou
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 
 import encoders
 from encoders import EncoderSpec, check_settings, model_fingerprint, resolve_spec, resolved_once
-from encoders.declare import RECORDED, RECORDS, VECTORS, declared, json_value, names, values
+from encoders.declare import RECORDED, RECORDS, VECTORS, declared, json_value, names, values, with_absolute_paths
 from pipeline.errors import JobConfigError
 from pipeline.settings import JobSettings
 from pipeline.shards import Shard, beam_filesystem_knows
@@ -25,6 +26,7 @@ class JobConfig:
     shards: tuple[Shard, ...] | None = None  # None: listed by the job's first step, on a worker
     distributed: bool = False  # a distributed runner: reshuffle between stages, list and prepare on workers
     progress: str = "off"  # terminal | log | off
+    launch_dir: str = "/"  # the launcher's working directory: relative paths an earlier run recorded are from it
 
     @property
     def output(self) -> str:
@@ -61,19 +63,24 @@ def recorded_settings(job: JobSettings, encoder: EncoderSpec) -> dict[str, objec
     }
 
 
-def compared_settings(settings: dict[str, object]) -> dict[str, object]:
+def compared_settings(settings: dict[str, object], base: str) -> dict[str, object]:
     """The part of a manifest's settings that a rerun must match to replace a finished run quietly.
 
     A setting the manifest lacks (written by a version before the setting existed) counts as its
-    declared default, so a rerun that does not use it replaces that run as before.
+    declared default, so a rerun that does not use it replaces that run as before. Local paths are
+    compared as absolute paths, relative ones taken from base (the launcher's working directory):
+    earlier versions recorded them as given.
     """
     compared = (*names(EncoderSpec, [VECTORS, RECORDS]), *names(JobSettings, [VECTORS, RECORDS]))
     defaults = {item.name: json_value(item.default) for cls in (EncoderSpec, JobSettings) for item in declared(cls)}
-    return {k: settings.get(k, defaults[k]) for k in compared}
+    found = {k: settings.get(k, defaults[k]) for k in compared}
+    for cls in (EncoderSpec, JobSettings):
+        found = with_absolute_paths(found, cls, base)
+    return found
 
 
 def job_config(job: JobSettings, spec: EncoderSpec, distributed: bool = False, progress: str = "off",
-               shards: tuple[Shard, ...] | None = None) -> JobConfig:
+               shards: tuple[Shard, ...] | None = None, launch_dir: str | None = None) -> JobConfig:
     """Check what needs no storage and resolve the encoder when its model is local.
 
     A job for a distributed runner with a remote model resolves it on its workers (the launcher
@@ -84,4 +91,4 @@ def job_config(job: JobSettings, spec: EncoderSpec, distributed: bool = False, p
     source = check_settings(spec)
     if not distributed or source.is_local:
         spec = resolve_spec(spec)
-    return JobConfig(job, spec, shards, distributed, progress)
+    return JobConfig(job, spec, shards, distributed, progress, launch_dir or os.getcwd())

@@ -28,7 +28,7 @@ def build_pipeline(p: beam.Pipeline, config: JobConfig, started_at: float) -> be
     if config.shards is None:
         # Submitted from a launcher that need not see the data: a worker lists the inputs and
         # prepares the output, and every write waits for the output to be ready.
-        ready = beam.pvalue.AsSingleton(p | "PrepareOutput" >> PrepareOutput(job, encoder))
+        ready = beam.pvalue.AsSingleton(p | "PrepareOutput" >> PrepareOutput(job, encoder, config.launch_dir))
     shards = p | "ListShards" >> ListShards(job, config.shards)
     # The output's extra columns, one type each for the whole run (`pipeline.kept`).
     kept = beam.pvalue.AsSingleton(shards | "KeptColumns" >> DecideKeptColumns(input_format, job.keep_text))

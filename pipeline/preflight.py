@@ -28,15 +28,16 @@ from pipeline.shards import Shard, match_shards, open_shard
 logger = logging.getLogger(__name__)
 
 
-def preflight_checks(job: JobSettings, compared: dict[str, object]) -> tuple[Shard, ...]:
+def preflight_checks(job: JobSettings, compared: dict[str, object], base: str) -> tuple[Shard, ...]:
     """What the launcher of a local run checks before anything starts; returns the input shards.
 
-    compared: `pipeline.config.compared_settings` of this run, for the finished-run check.
+    compared: `pipeline.config.compared_settings` of this run, for the finished-run check; base: the
+    launcher's working directory.
     """
     check_output_writable(job.output)
     shards = list_shards(job)
     if not job.overwrite:
-        check_previous_run(job.output, compared)
+        check_previous_run(job.output, compared, base)
     return shards
 
 
@@ -62,10 +63,11 @@ def check_output_writable(output: str) -> None:
         raise JobConfigError(f"--output {output} is not writable: {exc.strerror or exc}") from None
 
 
-def check_previous_run(output: str, compared: dict[str, object]) -> None:
+def check_previous_run(output: str, compared: dict[str, object], base: str) -> None:
     """Refuse to replace a finished run whose compared settings differ (the caller skips this for --overwrite).
 
-    compared: `pipeline.config.compared_settings` of this run. A `_SUCCESS` that cannot be read
+    compared: `pipeline.config.compared_settings` of this run; base: the launcher's working directory, which
+    relative paths in an earlier manifest are read from. A `_SUCCESS` that cannot be read
     (a crash while writing it, a hand edit) does not prove a finished run: it is treated as an
     unfinished one, which the run cleans up.
     """
@@ -80,7 +82,7 @@ def check_previous_run(output: str, compared: dict[str, object]) -> None:
     except (OSError, ValueError, KeyError, TypeError) as exc:
         logger.warning("%s cannot be read (%s); treating --output as an unfinished run and starting over", path, exc)
         return
-    before = compared_settings(previous)
+    before = compared_settings(previous, base)
     changed = [k for k, v in compared.items() if before[k] != v]
     if changed:
         shown = ", ".join(f"{k}: {before[k]!r} -> {compared[k]!r}" for k in changed[:3])
@@ -89,10 +91,10 @@ def check_previous_run(output: str, compared: dict[str, object]) -> None:
         )
 
 
-def prepare_output(output: str, compared: dict[str, object], overwrite: bool) -> None:
+def prepare_output(output: str, compared: dict[str, object], overwrite: bool, base: str) -> None:
     """Check the previous run (unless overwrite), then remove what it left: before anything is written."""
     if not overwrite:
-        check_previous_run(output, compared)
+        check_previous_run(output, compared, base)
     clear_previous_output(output)
 
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 import codecs
 from dataclasses import dataclass
 
-from encoders.declare import RECORDED, RECORDS, RUN, check_declared, setting
+from encoders.declare import PATH, RECORDED, RECORDS, RUN, check_declared, setting
 from pipeline.errors import JobConfigError
 from pipeline.output import BASE_COLUMNS, TEXT_COLUMN
 from pipeline.progress import MODES as PROGRESS_MODES
@@ -26,9 +26,10 @@ class JobSettings:
     inputs: tuple[str, ...] = setting(
         (), "glob of input shards: local path, gs://, s3:// (with apache-beam[aws]), memory:// or any fsspec "
         "filesystem; .gz/.bz2/.zst are decompressed (repeatable)", RECORDS,
-        flag="input", metavar="PATTERN", group=_IO)
+        flag="input", metavar="PATTERN", group=_IO, path=PATH)
     output: str | None = setting(
-        None, "output directory for Parquet files, failed/ and _SUCCESS", RUN, metavar="DIR", group=_IO)
+        None, "output directory for Parquet files, failed/ and _SUCCESS", RUN, metavar="DIR", group=_IO,
+        path=PATH)
     format: str = setting(
         "auto", "text: one document per line; jsonl: one JSON object per line; csv/tsv: a header row, then one "
         "record per row; parquet; auto: by extension (.jsonl/.ndjson/.json, .csv, .tsv, .parquet; text otherwise; "
@@ -63,7 +64,7 @@ class JobSettings:
     skip_existing: str | None = setting(
         None, "glob of earlier output Parquet files (e.g. gs://b/out/dt={previous_date}/*.parquet): a record whose "
         "id and text are already there under the same model fingerprint is not embedded again (counted as reused)",
-        RECORDED, metavar="PATTERN", group=_IO)
+        RECORDED, metavar="PATTERN", group=_IO, path=PATH)
     snapshot: bool = setting(
         False, "with --skip_existing: copy the reused rows into this output, so it holds every record", RECORDED,
         group=_IO)
@@ -77,6 +78,12 @@ class JobSettings:
         "auto", "local runs: show texts/s, tokens/s and share of input read; auto: in place on a terminal, log "
         "lines otherwise, off on distributed runners (default: auto)", RUN, choices=("auto", *PROGRESS_MODES),
         group="batching")
+    wait: bool | None = setting(
+        None, "runners that run the job elsewhere (PortableRunner, Dataflow, ...): wait for the job's end, print "
+        "its summary and exit 0 or 1 by its result (default: wait, except on Dataflow, where the launcher "
+        "returns once the job is submitted)", RUN,
+        negation=("no_wait", "return once the job is submitted; OUTPUT/_SUCCESS appears when it has finished"),
+        group="running")
 
     def __post_init__(self) -> None:
         check_declared(self, JobConfigError)

@@ -69,7 +69,8 @@ def test_false_means_the_negation_for_every_switch_pair():
         for value, expected in (("false", False), ("true", True)):
             argv = launcher_argv([*io, f"--{item.flag}={value}"]) + DRY_RUN
             config, _, _ = prepare(argv)
-            assert getattr(config.encoder_spec, item.name) is expected, (item.flag, value)
+            owner = config.job if hasattr(config.job, item.name) else config.encoder_spec
+            assert getattr(owner, item.name) is expected, (item.flag, value)
     config, _, _ = prepare(launcher_argv(io) + DRY_RUN)
     assert config.encoder_spec.normalize is True  # not given: the default model's own config normalises
 

@@ -1,9 +1,21 @@
 """Reading settings back from Parquet metadata text: the inverse of how `encoders.declare` writes them."""
 
+import os
 from dataclasses import dataclass
 
 from encoders import EncoderSpec
-from encoders.declare import RUN, VECTORS, from_mapping, from_metadata, metadata_text, setting, values
+from encoders.declare import (
+    MODEL_PATH,
+    PATH,
+    RUN,
+    VECTORS,
+    absolute_path,
+    from_mapping,
+    from_metadata,
+    metadata_text,
+    setting,
+    values,
+)
 
 
 @dataclass(frozen=True)
@@ -38,3 +50,22 @@ def test_an_encoder_spec_round_trips_through_metadata_text():
     spec = EncoderSpec(model="some/dir", pooling="cls", normalize=True, max_seq_length=32, long_text="chunk",
                        chunk_overlap=4, dim=64)
     assert from_mapping(EncoderSpec, from_metadata(EncoderSpec, _written(spec), [VECTORS])) == spec
+
+
+def test_a_local_path_is_made_absolute_from_the_launchers_directory():
+    assert absolute_path("in/*.txt", PATH, "/launch") == "/launch/in/*.txt"
+    assert absolute_path("./in/../data/a.txt", PATH, "/launch") == "/launch/data/a.txt"
+    assert absolute_path("/abs/x", PATH, "/launch") == "/abs/x"
+    assert absolute_path("~/x", PATH, "/launch") == os.path.expanduser("~/x")
+
+
+def test_only_the_directories_before_a_wildcard_are_normalised():
+    assert absolute_path("./a/*/../b.txt", PATH, "/launch") == "/launch/a/*/../b.txt"
+
+
+def test_paths_with_a_scheme_and_model_names_are_left_as_given(tmp_path):
+    for value in ("gs://b/in/*.txt", "memory://x/y", "https://tfhub.dev/m/1"):
+        assert absolute_path(value, PATH, "/launch") == value
+    assert absolute_path("bert-base-chinese", MODEL_PATH, str(tmp_path)) == "bert-base-chinese"
+    (tmp_path / "bert-base-chinese").mkdir()  # a directory of that name wins, as --model reads it
+    assert absolute_path("bert-base-chinese", MODEL_PATH, str(tmp_path)) == f"{tmp_path}/bert-base-chinese"

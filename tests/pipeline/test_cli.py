@@ -7,7 +7,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from encoders.declare import declared
+from encoders.declare import absolute_path, declared
 from pipeline.cli import SETTINGS_CLASSES, build_parser, settings_from_args
 from pipeline.errors import JobConfigError
 from pipeline.settings import JobSettings
@@ -42,19 +42,24 @@ def test_every_declared_setting_reaches_the_typed_settings_from_its_flag(item):
     argv = [w for name, ws in base.items() if name != item.name for w in ws] + words + NEEDS.get(item.name, [])
     args, unknown = build_parser().parse_known_args(argv)
     assert unknown == []
-    job, spec = settings_from_args(args)
+    job, spec = settings_from_args(args, "/launch")
     owner = job if item.name in {i.name for i in declared(JobSettings)} else spec
+    kind = item.declaration.path
+    if kind:  # a local path is made absolute from the launcher's directory
+        expected = (tuple(absolute_path(v, kind, "/launch") for v in expected) if isinstance(expected, tuple)
+                    else absolute_path(expected, kind, "/launch"))
     assert getattr(owner, item.name) == expected
     assert item.declaration.help.split(";")[0][:30] in " ".join(build_parser().format_help().split())
 
 
 def test_negation_flags_set_false_and_default_leaves_the_choice_to_the_model():
-    for item in (i for cls in SETTINGS_CLASSES for i in declared(cls) if i.declaration.negation):
-        negation = f"--{item.declaration.negation[0]}"
-        args, _ = build_parser().parse_known_args(["--input", "x", "--output", "o", negation])
-        assert getattr(settings_from_args(args)[1], item.name) is False
-        args, _ = build_parser().parse_known_args(["--input", "x", "--output", "o"])
-        assert getattr(settings_from_args(args)[1], item.name) is None
+    for index, cls in enumerate(SETTINGS_CLASSES):
+        for item in (i for i in declared(cls) if i.declaration.negation):
+            negation = f"--{item.declaration.negation[0]}"
+            args, _ = build_parser().parse_known_args(["--input", "x", "--output", "o", negation])
+            assert getattr(settings_from_args(args)[index], item.name) is False
+            args, _ = build_parser().parse_known_args(["--input", "x", "--output", "o"])
+            assert getattr(settings_from_args(args)[index], item.name) is None
 
 
 def test_run_date_help_names_every_flag_it_fills():
@@ -67,14 +72,14 @@ def test_run_date_help_names_every_flag_it_fills():
             continue
         args, _ = build_parser().parse_known_args([*words, f"--{item.flag}", "x/{previous_date}"])
         try:
-            filled = getattr(settings_from_args(args)[0], item.name) == "x/2026-11-24"
+            filled = getattr(settings_from_args(args, "/b")[0], item.name) in ("x/2026-11-24", "/b/x/2026-11-24")
         except JobConfigError:
             continue  # not a path (e.g. --encoding)
         help_text = next(i for i in declared(JobSettings) if i.name == "run_date").declaration.help
         assert filled == (f"--{item.flag}" in help_text), item.flag
     args, _ = build_parser().parse_known_args(words)
-    job = settings_from_args(args)[0]
-    assert job.inputs == ("i/2026-11-25",) and job.output == "o/2026-11-25"
+    job = settings_from_args(args, "/b")[0]
+    assert job.inputs == ("/b/i/2026-11-25",) and job.output == "/b/o/2026-11-25"
 
 
 @pytest.fixture

@@ -1,0 +1,153 @@
+"""What the launcher tells the user at the end: a finished run's summary, a submitted job, a waited-for job's result.
+
+A job handed to a runner that runs it elsewhere (PortableRunner, Dataflow, Flink, ...) is waited for by
+default except on Dataflow, whose jobs outlive the launcher by design; the launcher then exits 0 or 1 by
+the job's result, as a local run does, so a script or scheduler sees a failed job fail.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import time
+
+from pipeline.output import SUCCESS_FILE
+
+logger = logging.getLogger(__name__)
+
+_CONSOLE = "https://console.cloud.google.com/dataflow/jobs/{region}/{job_id}?project={project}"
+# The last line of a worker's traceback that names an exception, e.g.
+# "pipeline.errors.JobConfigError: no file matches --input x/* [while running 'ListShards/List']".
+_EXCEPTION_LINE = re.compile(r"^(?:[A-Za-z_][\w.]*\.)?([A-Z]\w*(?:Error|Exception|Exit|Interrupt|Failure)): (.+)$")
+
+
+def summary(manifest: dict, seconds: float, output: str) -> str:
+    """A few lines for the terminal: counts, throughput, where the output is."""
+    counts = manifest["counts"]
+    reused = f", {counts['reused']} reused" if counts.get("reused") else ""
+    rate = counts["embedded"] / seconds if seconds > 0 else 0.0
+    lines = [
+        f"embedded {counts['embedded']} of {counts['read']} records "
+        f"({counts['skipped']} skipped, {counts['failed']} failed{reused}) in {seconds:.1f} s ({rate:.1f} texts/s)",
+        f"model {manifest['settings']['model']} ({manifest['settings']['backend']}, "
+        f"{manifest['settings']['pooling']} pooling, dim {manifest['settings']['dim']})",
+        f"output: {output} ({len(manifest['files']['embeddings'])} Parquet files)",
+    ]
+    perf = manifest.get("performance", {})
+    if perf.get("batches"):
+        lines.insert(1, f"{perf['real_tokens_per_second']:,.0f} real tokens/s, padding efficiency "
+                        f"{perf['padding_efficiency']:.2f}, {perf['batches']} batches, encoder built "
+                        f"{perf['encoder_builds']}x in {perf['worker_processes']} worker process(es)")
+    if counts["failed"]:
+        reasons = ", ".join(f"{k}: {v}" for k, v in manifest["failed_by_reason"].items())
+        lines.append(f"failed records ({reasons}) are listed in {output}/failed/")
+    return "\n".join(lines)
+
+
+def is_dry_run(result) -> bool:
+    """Whether a Dataflow result is a --dry_run's: the job was built, not sent."""
+    proto = getattr(getattr(result, "job", None), "proto", None)
+    return proto is not None and not getattr(proto, "id", "")
+
+
+def submitted(result, output: str, options) -> str:
+    """What to tell the user after handing the job to a runner that runs it elsewhere."""
+    if is_dry_run(result):
+        job = result.job
+        transforms = job.proto_pipeline.components.transforms.values()
+        steps = sorted(t.unique_name for t in transforms if t.unique_name and "/" not in t.unique_name
+                       and not t.unique_name.startswith("ref_"))
+        return (f"dry run: built Dataflow job {job.proto.name!r} with steps {', '.join(steps)}; "
+                "nothing was submitted")
+    job_id = _job_id(result)
+    line = f"submitted job {job_id}".rstrip() + f"; {output}/{SUCCESS_FILE} appears when it has finished"
+    console = console_url(job_id, options)
+    return f"{line}\n{console}" if console else line
+
+
+def is_dataflow(options) -> bool:
+    """Whether the Beam options choose Google Cloud Dataflow."""
+    from apache_beam.options.pipeline_options import StandardOptions
+
+    runner = options.view_as(StandardOptions).runner
+    name = runner if isinstance(runner, str) or runner is None else type(runner).__name__
+    return name in ("DataflowRunner", "dataflow")
+
+
+def console_url(job_id: str, options) -> str | None:
+    """The Dataflow console page of a submitted job, or None for other runners."""
+    from apache_beam.options.pipeline_options import GoogleCloudOptions
+
+    if not job_id or not is_dataflow(options):
+        return None
+    cloud = options.view_as(GoogleCloudOptions)
+    return _CONSOLE.format(region=cloud.region, job_id=job_id, project=cloud.project)
+
+
+def waits(wait: bool | None, dataflow: bool, result) -> bool:
+    """Whether the launcher waits for a submitted job: --wait/--no_wait, else on every runner but Dataflow."""
+    if is_dry_run(result):
+        return False
+    return not dataflow if wait is None else wait
+
+
+def wait_for_job(result, output: str, started: float) -> int:
+    """Wait for a submitted job's end; print its summary (exit code 0) or one line on why it failed (1).
+
+    started: `time.monotonic()` when the launcher started, for the summary's texts/s.
+    """
+    from apache_beam.io.filesystems import FileSystems
+    from apache_beam.runners.runner import PipelineState
+
+    from pipeline.interrupt import caused_by_interrupt
+
+    job_id = _job_id(result)
+    committed = FileSystems.join(output, SUCCESS_FILE)
+    try:
+        state = result.wait_until_finish()
+    except Exception as exc:  # noqa: BLE001 - the runner's report of a failed job: exit 1 with its cause
+        if caused_by_interrupt(exc):
+            raise
+        logger.debug("job %s failed", job_id, exc_info=True)
+        return _failed(f"job {job_id} failed: {failure_line(str(exc))}", committed)
+    if state != PipelineState.DONE:
+        return _failed(f"job {job_id} ended in state {state}", committed)
+    try:
+        with FileSystems.open(committed) as f:
+            manifest = json.loads(f.read().decode("utf-8"))
+    except (OSError, ValueError) as exc:
+        print(f"error: job {job_id} finished but {committed} cannot be read: {exc}")
+        return 1
+    print(summary(manifest, time.monotonic() - started, output))
+    return 0
+
+
+def _failed(line: str, committed: str) -> int:
+    import sys
+
+    from apache_beam.io.filesystems import FileSystems
+
+    try:
+        finished = FileSystems.exists(committed)
+    except Exception:  # noqa: BLE001 - an unreachable store: do not claim either way
+        finished = None
+    after = {True: f"; {committed} is from an earlier run", False: f"; nothing was committed (no {committed})",
+             None: ""}[finished]
+    print(f"error: {line}{after}", file=sys.stderr)
+    return 1
+
+
+def failure_line(text: str) -> str:
+    """One line from a runner's failure report: the last exception a worker raised, else the report's last line."""
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    for line in reversed(lines):
+        found = _EXCEPTION_LINE.match(line)
+        if found:
+            return f"{found.group(1)}: {found.group(2)}"
+    return lines[-1] if lines else "no reason given"
+
+
+def _job_id(result) -> str:
+    job_id = getattr(result, "job_id", None)
+    return (job_id() if callable(job_id) else getattr(result, "_job_id", None)) or ""
