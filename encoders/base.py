@@ -267,6 +267,13 @@ class Encoder(abc.ABC):
         """Run the compiled graph on already padded int32 [batch, seq] arrays; float32 [batch, dim]."""
         return self._embed(input_ids, input_mask).numpy()
 
+    def device_function(self):
+        """The traced tf ConcreteFunction every batch runs (what `embed_token_ids` calls), for inspecting its graph.
+
+        One trace serves every batch shape: its inputs are int32 [batch, seq] ids and mask of any size.
+        """
+        return self._embed.get_concrete_function()
+
     def warm_up(self) -> None:
         """Trace (and under XLA compile) every bucket shape now rather than mid-job."""
         from encoders.batching import BUCKET_LENGTHS
