@@ -20,6 +20,7 @@ from pipeline.config import JobConfig, compared_settings, job_config
 from pipeline.errors import JobConfigError
 from pipeline.interrupt import JobInterrupted, interruptible
 from pipeline.logs import configure_logging
+from pipeline.placement import check_placement, describe_hints
 from pipeline.preflight import preflight_checks
 from pipeline.settings import JobSettings
 
@@ -34,7 +35,7 @@ class _OneLineErrorParser(argparse.ArgumentParser):
         raise JobConfigError(message)
 
 
-GROUPS = ("input and output", "model", "batching")  # --help's sections, in this order
+GROUPS = ("input and output", "model", "batching", "Dataflow")  # --help's sections, in this order
 SETTINGS_CLASSES = (JobSettings, EncoderSpec)
 
 
@@ -107,6 +108,7 @@ def prepare(argv: list[str]) -> tuple[JobConfig, object, bool]:
     local, progress = _execution(options, args.progress)
     _check_dataflow_options(options)
     job, spec = settings_from_args(args)
+    _check_embed_accelerator(job, options, local)
     config = job_config(job, spec, distributed=not local, progress=progress)
     if local:
         config = dataclasses.replace(config, shards=preflight_checks(job, compared_settings(config.settings())))
@@ -168,6 +170,16 @@ def _check_dataflow_options(options) -> None:
         raise JobConfigError("the DataflowRunner needs --temp_location gs://BUCKET/tmp")
 
 
+def _check_embed_accelerator(job: JobSettings, options, local: bool) -> None:
+    """--embed_accelerator against the Beam options it must not be combined with (`pipeline.placement`)."""
+    from apache_beam.options.pipeline_options import GoogleCloudOptions, StandardOptions, WorkerOptions
+
+    check_placement(job.embed_accelerator, local=local,
+                    service_options=options.view_as(GoogleCloudOptions).dataflow_service_options or (),
+                    resource_hints=options.view_as(StandardOptions).resource_hints or (),
+                    machine_type=options.view_as(WorkerOptions).machine_type)
+
+
 def parse_run_date(value: str | None) -> datetime.date:
     """--run_date as a date; today in UTC when unset (a nightly scheduler's run date)."""
     if value is None:
@@ -192,8 +204,9 @@ def submitted(result, output: str) -> str:
         transforms = job.proto_pipeline.components.transforms.values()
         steps = sorted(t.unique_name for t in transforms if t.unique_name and "/" not in t.unique_name
                        and not t.unique_name.startswith("ref_"))
+        hints = describe_hints(job.proto_pipeline)
         return (f"dry run: built Dataflow job {proto.name!r} with steps {', '.join(steps)}; "
-                "nothing was submitted")
+                f"{hints + '; ' if hints else ''}nothing was submitted")
     job_id = getattr(result, "job_id", lambda: None)()
     return f"submitted job {job_id or ''}; {output}/_SUCCESS appears when it has finished".replace("job ;", "job;")
 
