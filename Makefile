@@ -53,15 +53,19 @@ lint: $(STAMP)
 	$(BIN)/ruff check encoders pipeline tests scripts bench deploy setup.py
 
 # Regenerate what is derived from the settings declarations: the Flex Template metadata, the
-# scheduler's launch request (with deploy/dataflow-gpu.flags) and README's flag table
-# (tests fail when they drift).
+# scheduler's launch requests (GPUs on every worker: deploy/dataflow-gpu.flags; on the embedding step
+# alone: deploy/dataflow-gpu-rightfit.flags) and README's flag table (tests fail when they drift).
+NIGHTLY_PARAMETERS := --parameter 'input=gs://BUCKET/corpus/*.jsonl.gz' \
+  --parameter 'output=gs://BUCKET/embeddings/dt={run_date}' \
+  --parameter 'skip_existing=gs://BUCKET/embeddings/dt={previous_date}/*.parquet' --parameter snapshot=true \
+  --parameter text_field=text --parameter id_field=id
+
 deploy-files: $(STAMP)
 	$(BIN)/python -m pipeline.template metadata > deploy/flex-template/metadata.json
 	$(BIN)/python -m pipeline.template readme README.md
-	$(BIN)/python -m pipeline.template launch-body \
-	  --parameter 'input=gs://BUCKET/corpus/*.jsonl.gz' --parameter 'output=gs://BUCKET/embeddings/dt={run_date}' \
-	  --parameter 'skip_existing=gs://BUCKET/embeddings/dt={previous_date}/*.parquet' --parameter snapshot=true \
-	  --parameter text_field=text --parameter id_field=id > deploy/scheduler/launch-body.json
+	$(BIN)/python -m pipeline.template launch-body $(NIGHTLY_PARAMETERS) > deploy/scheduler/launch-body.json
+	$(BIN)/python -m pipeline.template launch-body --flags deploy/dataflow-gpu-rightfit.flags $(NIGHTLY_PARAMETERS) \
+	  > deploy/scheduler/launch-body-rightfit.json
 
 constraints: $(STAMP)
 	(echo "# Exact versions tested together (Python 3.11). Used as pip -c; setup.py holds the ranges."; \

@@ -22,6 +22,7 @@ from pipeline.errors import JobConfigError
 from pipeline.interrupt import JobInterrupted, interruptible
 from pipeline.logs import configure_logging
 from pipeline.outcome import is_dataflow, submitted, summary, wait_for_job, waits
+from pipeline.placement import check_placement
 from pipeline.preflight import preflight_checks
 from pipeline.settings import JobSettings
 
@@ -36,7 +37,7 @@ class _OneLineErrorParser(argparse.ArgumentParser):
         raise JobConfigError(message)
 
 
-GROUPS = ("input and output", "model", "batching", "running")  # --help's sections, in this order
+GROUPS = ("input and output", "model", "batching", "running", "Dataflow")  # --help's sections, in this order
 SETTINGS_CLASSES = (JobSettings, EncoderSpec)
 
 
@@ -118,6 +119,7 @@ def prepare(argv: list[str]) -> tuple[JobConfig, object, bool]:
     job, spec = settings_from_args(args, base)
     if is_dataflow(options):
         _refuse_local_paths((job, spec), base)
+    _check_embed_accelerator(job, options, local)
     config = job_config(job, spec, distributed=not local, progress=progress, launch_dir=base)
     if local:
         compared = compared_settings(config.settings(), base)
@@ -188,6 +190,16 @@ def _check_dataflow_options(options) -> None:
         raise JobConfigError("the DataflowRunner needs --region, e.g. --region us-central1")
     if not (cloud.temp_location or "").startswith("gs://"):
         raise JobConfigError("the DataflowRunner needs --temp_location gs://BUCKET/tmp")
+
+
+def _check_embed_accelerator(job: JobSettings, options, local: bool) -> None:
+    """--embed_accelerator against the Beam options it must not be combined with (`pipeline.placement`)."""
+    from apache_beam.options.pipeline_options import GoogleCloudOptions, StandardOptions, WorkerOptions
+
+    check_placement(job.embed_accelerator, local=local,
+                    service_options=options.view_as(GoogleCloudOptions).dataflow_service_options or (),
+                    resource_hints=options.view_as(StandardOptions).resource_hints or (),
+                    machine_type=options.view_as(WorkerOptions).machine_type)
 
 
 def parse_run_date(value: str | None) -> datetime.date:

@@ -48,12 +48,19 @@ def build_pipeline(p: beam.Pipeline, config: JobConfig, started_at: float) -> be
         rows = read[REUSED_ROWS] if reused_rows else None
         copied = decided["copies"] | "CopyReused" >> CopyReused(reuse, kept, rows, ready)
     parts = read.parts
+    embed = EmbedParts(encoder, Staging(job.output, job.group_size), kept)
     if config.distributed:
         # Distributed runners shuffle on disk and spread a big shard's parts over workers.
         # Local runners hold a shuffled PCollection in memory, so there reading and
         # embedding stay fused and stream.
         parts = parts | "SpreadParts" >> beam.Reshuffle()
-    part_stats = parts | "EmbedAndStage" >> EmbedParts(encoder, Staging(job.output, job.group_size), kept)
+        if job.embed_accelerator:
+            # Right fitting (`pipeline.placement`): only this step asks for GPU workers. Beam gives a hinted
+            # transform an environment of its own, and never fuses stages of different environments, so
+            # records cross from the default workers to the GPU ones at the reshuffle above. Not on local
+            # runners: there the same split would end the streaming and hold every part in memory.
+            embed = embed.with_resource_hints(accelerator=job.embed_accelerator)
+    part_stats = parts | "EmbedAndStage" >> embed
     commit = Commit(CommitSettings(job, encoder, started_at), read[SHARD_STATS], part_stats,
                     decided.get("existing"), copied)
     return p | "Commit" >> commit

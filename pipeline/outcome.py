@@ -13,6 +13,7 @@ import re
 import time
 
 from pipeline.output import SUCCESS_FILE
+from pipeline.placement import describe_hints
 
 logger = logging.getLogger(__name__)
 
@@ -58,8 +59,9 @@ def submitted(result, output: str, options) -> str:
         transforms = job.proto_pipeline.components.transforms.values()
         steps = sorted(t.unique_name for t in transforms if t.unique_name and "/" not in t.unique_name
                        and not t.unique_name.startswith("ref_"))
+        hints = describe_hints(job.proto_pipeline)
         return (f"dry run: built Dataflow job {job.proto.name!r} with steps {', '.join(steps)}; "
-                "nothing was submitted")
+                f"{hints + '; ' if hints else ''}nothing was submitted")
     job_id = _job_id(result)
     line = f"submitted job {job_id}".rstrip() + f"; {output}/{SUCCESS_FILE} appears when it has finished"
     console = console_url(job_id, options)

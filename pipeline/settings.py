@@ -11,12 +11,14 @@ from dataclasses import dataclass
 from encoders.declare import PATH, RECORDED, RECORDS, RUN, check_declared, setting
 from pipeline.errors import JobConfigError
 from pipeline.output import BASE_COLUMNS, TEXT_COLUMN
+from pipeline.placement import ACCELERATOR_EXAMPLE, ACCELERATOR_PATTERN, parse_accelerator
 from pipeline.progress import MODES as PROGRESS_MODES
 from pipeline.records import DEFAULT_MAX_CHARS, InputFormat
 from pipeline.shards import FORMATS
 
 DEFAULT_TEXT_FIELD = "text"
 _IO = "input and output"
+DATAFLOW = "Dataflow"
 
 
 @dataclass(frozen=True)
@@ -84,6 +86,14 @@ class JobSettings:
         "returns once the job is submitted)", RUN,
         negation=("no_wait", "return once the job is submitted; OUTPUT/_SUCCESS appears when it has finished"),
         group="running")
+    # Recorded, not compared: where the embedding runs changes neither the vectors nor the records, so a rerun
+    # with or without it replaces a finished run quietly; the manifest keeps it beside the numbers it explains.
+    embed_accelerator: str | None = setting(
+        None, "Dataflow right fitting: Beam's accelerator resource hint on the embedding step alone, e.g. "
+        f"{ACCELERATOR_EXAMPLE}; listing, the key pass, reading and the commit stay on the default workers "
+        "(--machine_type, a CPU type). Not with worker_accelerator in --dataflow_service_options; local runs "
+        "ignore it",
+        RECORDED, metavar="HINT", pattern=ACCELERATOR_PATTERN, group=DATAFLOW)
 
     def __post_init__(self) -> None:
         check_declared(self, JobConfigError)
@@ -105,6 +115,8 @@ class JobSettings:
         if self.skip_existing and self.skip_existing.startswith(self.output.rstrip("/") + "/"):
             raise JobConfigError("--skip_existing must point at earlier outputs, not into --output, "
                                  "which a run clears first")
+        if self.embed_accelerator is not None:
+            parse_accelerator(self.embed_accelerator)
 
     def _check_kept(self) -> None:
         for name in self.keep_fields:

@@ -1,11 +1,14 @@
 """Files derived from the settings declarations: Flex Template metadata.json, launch requests, README's flag table.
 
 Everything here is derived from the settings declarations (`pipeline.settings`, `encoders.spec`)
-and from deploy/dataflow-gpu.flags, so the template, the Cloud Scheduler request and the Airflow
-DAG cannot drift from the flags the job takes.
+and from the deploy flags files (deploy/dataflow-gpu.flags: every worker has a GPU;
+deploy/dataflow-gpu-rightfit.flags: only the embedding step's workers do), so the template, the Cloud
+Scheduler requests and the Airflow DAG cannot drift from the flags the job takes.
 
     python -m pipeline.template metadata               > deploy/flex-template/metadata.json
     python -m pipeline.template launch-body [options]  > deploy/scheduler/launch-body.json
+    python -m pipeline.template launch-body --flags deploy/dataflow-gpu-rightfit.flags [options]
+                                                       > deploy/scheduler/launch-body-rightfit.json
     python -m pipeline.template readme README.md       (rewrites the flag table between its markers)
 """
 
@@ -140,7 +143,7 @@ def launcher_argv(argv: Sequence[str]) -> list[str]:
 
 
 def read_gpu_flags(path: Path = GPU_FLAGS_FILE) -> list[str]:
-    """The Beam flags for GPU workers, one per line (comments and blank lines skipped)."""
+    """The Beam flags (and job settings) of a deploy flags file, one per line (comments and blank lines skipped)."""
     return [line.strip() for line in path.read_text().splitlines() if line.strip() and not line.startswith("#")]
 
 
@@ -188,6 +191,7 @@ def main(argv: list[str] | None = None) -> int:
     body.add_argument("--temp_location", default="gs://BUCKET/tmp")
     body.add_argument("--sdk_container_image", default="REGION-docker.pkg.dev/PROJECT/embedding/worker:0.1.0")
     body.add_argument("--parameter", action="append", default=[], metavar="NAME=VALUE")
+    body.add_argument("--flags", type=Path, default=GPU_FLAGS_FILE, help="the Beam flags file (default: %(default)s)")
     args = parser.parse_args(argv)
     if args.command == "readme":
         args.path.write_text(with_flags_table(args.path.read_text(encoding="utf-8")), encoding="utf-8")
@@ -196,7 +200,7 @@ def main(argv: list[str] | None = None) -> int:
         document = template_metadata()
     else:
         parameters = dict(p.split("=", 1) for p in args.parameter)
-        flags = [*read_gpu_flags(), f"--sdk_container_image={args.sdk_container_image}"]
+        flags = [*read_gpu_flags(args.flags), f"--sdk_container_image={args.sdk_container_image}"]
         document = launch_body(args.job_name, args.template, parameters, flags, args.temp_location)
     json.dump(document, sys.stdout, indent=2, ensure_ascii=False)
     sys.stdout.write("\n")

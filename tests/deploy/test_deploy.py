@@ -75,19 +75,65 @@ def test_false_means_the_negation_for_every_switch_pair():
     assert config.encoder_spec.normalize is True  # not given: the default model's own config normalises
 
 
-def committed_body() -> dict:
-    return json.loads((DEPLOY / "scheduler" / "launch-body.json").read_text())
+def committed_body(name: str = "launch-body.json") -> dict:
+    return json.loads((DEPLOY / "scheduler" / name).read_text())
 
 
-def test_scheduler_body_is_built_from_the_gpu_flags_and_template_parameters():
-    body = committed_body()["launchParameter"]
+RIGHTFIT_FLAGS = DEPLOY / "dataflow-gpu-rightfit.flags"
+# Each scheduler request and the flags file it is generated from (`make deploy-files`).
+REQUESTS = [("launch-body.json", DEPLOY / "dataflow-gpu.flags"), ("launch-body-rightfit.json", RIGHTFIT_FLAGS)]
+
+
+@pytest.mark.parametrize(("body_file", "flags_file"), REQUESTS)
+def test_scheduler_body_is_built_from_the_gpu_flags_and_template_parameters(body_file, flags_file):
+    body = committed_body(body_file)["launchParameter"]
     names = {p["name"] for p in template_metadata()["parameters"]}
     assert set(body["parameters"]) <= names
-    own = {k: v for k, v in body["parameters"].items() if k != "dataflow_service_options"}
-    flags = [*read_gpu_flags(), f"--sdk_container_image={body['environment']['sdkContainerImage']}"]
+    own_flags = {item.lstrip("-").partition("=")[0] for item in read_gpu_flags(flags_file)}
+    own = {k: v for k, v in body["parameters"].items() if k not in own_flags}  # the nightly's own parameters
+    flags = [*read_gpu_flags(flags_file), f"--sdk_container_image={body['environment']['sdkContainerImage']}"]
     rebuilt = launch_body(body["jobName"], body["containerSpecGcsPath"], own, flags,
                           body["environment"]["tempLocation"])
-    assert rebuilt == committed_body()
+    assert rebuilt == committed_body(body_file)
+
+
+def test_both_scheduler_requests_launch_the_same_nightly_job():
+    """The right-fitted request differs only in where the GPUs are: the embedding step's hint, a CPU default pool."""
+    every, rightfit = (committed_body(name)["launchParameter"] for name, _ in REQUESTS)
+    assert "worker_accelerator" in every["parameters"].pop("dataflow_service_options")
+    assert rightfit["parameters"].pop("embed_accelerator").startswith("type:nvidia-l4;count:1;")
+    assert every["parameters"] == rightfit["parameters"]
+    assert (every["environment"].pop("machineType"), rightfit["environment"].pop("machineType")) == \
+        ("g2-standard-8", "n2-standard-2")
+    assert every["environment"] == rightfit["environment"]
+
+
+def test_right_fitted_flags_build_a_dataflow_job_with_gpus_on_the_embedding_step_alone():
+    """The flags file as the README's command line uses it; the dry run's own proto says where the hint is."""
+    from apache_beam.runners.dataflow.internal import apiclient
+
+    from pipeline.job import submit_job
+    from pipeline.placement import hinted_steps
+
+    flags = read_gpu_flags(RIGHTFIT_FLAGS)
+    assert not any("worker_accelerator" in flag for flag in flags)
+    io = ["--input", "gs://bucket/in/*.jsonl", "--output", "gs://bucket/out", "--id_field", "id"]
+    config, options, local = prepare([*DRY_RUN, *io, *flags])
+    assert not local and config.job.embed_accelerator
+    job = submit_job(config, options).job
+    assert hinted_steps(job.proto_pipeline) == {("accelerator", config.job.embed_accelerator): ["EmbedAndStage"]}
+    env = apiclient.Environment(packages=[], options=job.options, environment_version="8",
+                                proto_pipeline_staged_url="gs://bucket/tmp/pipeline.pb",
+                                proto_pipeline=job.proto_pipeline).proto
+    assert list(env.service_options) == [] and env.worker_pools[0].machine_type == "n2-standard-2"
+
+
+def test_the_program_accepts_what_the_right_fitted_scheduler_launches():
+    parameters = committed_body("launch-body-rightfit.json")["launchParameter"]["parameters"]
+    argv = launcher_argv([f"--{k}={v}" for k, v in parameters.items()]) + DRY_RUN + ["--run_date", "2026-11-25"]
+    config, _, local = prepare(argv)
+    assert not local and config.job.embed_accelerator == parameters["embed_accelerator"]
+    assert config.output.endswith("dt=2026-11-25") and config.job.snapshot
 
 
 def test_the_program_accepts_what_the_scheduler_launches():

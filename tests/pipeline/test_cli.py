@@ -13,7 +13,7 @@ from pipeline.errors import JobConfigError
 from pipeline.settings import JobSettings
 
 SAMPLE_VALUES = {str: "x-1", int: 3, tuple: ("a/*.txt", "b/*.txt")}
-SAMPLE_BY_NAME = {"encoding": "latin-1"}
+SAMPLE_BY_NAME = {"encoding": "latin-1", "embed_accelerator": "type:nvidia-l4;count:1"}
 NEEDS = {"snapshot": ["--skip_existing", "old/*.parquet"]}  # settings that only make sense with another
 
 
@@ -29,7 +29,7 @@ def _flag_args(item) -> tuple[list[str], object]:
     value = SAMPLE_BY_NAME.get(item.name, SAMPLE_VALUES[item.kind])
     if item.kind is tuple:
         return [w for v in value for w in (flag, v)], value
-    if item.declaration.pattern:  # a date
+    if item.declaration.pattern and item.name not in SAMPLE_BY_NAME:  # a date
         return [flag, "2026-11-25"], "2026-11-25"
     return [flag, str(value)], value
 

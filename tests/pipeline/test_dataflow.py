@@ -135,3 +135,81 @@ def test_a_job_keeping_fields_through_a_snapshot_builds_for_dataflow():
     steps = {t.unique_name for t in submit_job(config, options).job.proto_pipeline.components.transforms.values()}
     assert {"KeptColumns/ObserveKeptTypes", "KeptColumns/DecideKeptTypes", "CopyReused/JoinKeptValues",
             "CopyReused/CopyRows", "Read", "EmbedAndStage"} <= steps
+
+
+RIGHTFIT = "type:nvidia-l4;count:1;machine_type:g2-standard-8;install-nvidia-driver"
+
+
+def test_embed_accelerator_puts_the_hint_on_the_embedding_step_alone_right_after_the_reshuffle():
+    from pipeline.placement import hinted_steps
+
+    config, options, _ = prepare([*DRY_RUN, *IO, "--embed_accelerator", RIGHTFIT, "--machine_type", "n2-standard-2"])
+    proto = submit_job(config, options).job.proto_pipeline
+    assert hinted_steps(proto) == {("accelerator", RIGHTFIT): ["EmbedAndStage"]}
+    transforms = proto.components.transforms
+    by_output = {pc: t.unique_name for t in transforms.values() for pc in t.outputs.values()}
+    (embed,) = [t for t in transforms.values() if t.unique_name == "EmbedAndStage"]
+    (fed_by,) = {by_output[pc] for pc in embed.inputs.values() if by_output[pc] != "KeptColumns/DecideKeptTypes"}
+    assert fed_by.startswith("SpreadParts")  # records cross from the default workers to the GPU ones here
+    hinted = proto.components.environments[embed.environment_id]
+    assert hinted.resource_hints["beam:resources:accelerator:v1"] == RIGHTFIT.encode()
+    default = [t.environment_id for t in transforms.values() if t.unique_name == "Read"]
+    assert default and not proto.components.environments[default[0]].resource_hints
+
+
+def test_dry_run_summary_names_the_steps_that_carry_resource_hints(run_cli):
+    code, out, _ = run_cli(*DRY_RUN, *IO, "--embed_accelerator", RIGHTFIT, "--machine_type", "n2-standard-2")
+    assert code == 0
+    assert f"; resource hints: accelerator on EmbedAndStage ({RIGHTFIT}); nothing was submitted" in out
+    code, out, _ = run_cli(*DRY_RUN, *IO)
+    assert code == 0 and "resource hints" not in out
+    # Read from the built job, not from our flag: Beam's own pipeline-wide option shows on every step.
+    code, out, _ = run_cli(*DRY_RUN, *IO, "--resource_hints", "min_ram=4GB")
+    assert code == 0 and "resource hints: min_ram_bytes on Commit, EmbedAndStage, KeptColumns, ListShards," in out
+
+
+@pytest.mark.parametrize("conflict", [["--dataflow_service_options", "worker_accelerator=type:nvidia-l4;count:1"],
+                                      ["--resource_hints", "accelerator=type:nvidia-l4;count:1"]])
+def test_a_second_accelerator_setting_beside_embed_accelerator_exits_2_before_building(conflict, run_cli):
+    started = time.monotonic()
+    code, out, err = run_cli(*DRY_RUN, *IO, "--embed_accelerator", RIGHTFIT, *conflict)
+    assert code == 2 and out == "" and err.count("\n") == 1 and err.startswith("error: ")
+    assert time.monotonic() - started < 10
+
+
+def test_a_local_run_leaves_the_hint_out_so_reading_and_embedding_stay_fused(tmp_path, caplog):
+    """On a local runner a hinted step would be a stage of its own, holding every part in memory."""
+    import apache_beam as beam
+
+    from pipeline.job import build_pipeline
+    from pipeline.placement import hinted_steps
+
+    (tmp_path / "in.txt").write_text("one\ntwo\n")
+    with caplog.at_level("WARNING", logger="pipeline.placement"):
+        config, options, local = prepare(["--input", str(tmp_path / "in.txt"), "--output", str(tmp_path / "out"),
+                                          "--embed_accelerator", RIGHTFIT])
+    assert local and "ignores it" in caplog.text
+    p = beam.Pipeline(options=options)
+    build_pipeline(p, config, time.time())
+    assert hinted_steps(p.to_runner_api()) == {}
+
+
+def test_beam_runs_a_hinted_step_as_a_stage_of_its_own():
+    """The fact both choices rest on: Beam's fusion keeps stages of different environments apart, and a
+    hint gives its transform an environment of its own (a shuffle on Dataflow, memory on local runners)."""
+    import apache_beam as beam
+    from apache_beam.runners.portability.fn_api_runner import translations
+
+    def stages(hinted: bool) -> list[list[str]]:
+        p = beam.Pipeline()
+        embed = beam.Map(lambda v: v)
+        if hinted:
+            embed = embed.with_resource_hints(accelerator=RIGHTFIT)
+        _ = p | beam.Create([1, 2]) | "Read" >> beam.Map(lambda v: v) | "Embed" >> embed
+        _, found = translations.create_and_optimize_stages(p.to_runner_api(), translations.standard_optimize_phases(),
+                                                           known_runner_urns=frozenset())
+        return [[t.unique_name for t in stage.transforms] for stage in found]
+
+    plain, hinted = stages(False), stages(True)
+    assert plain[-1][-2:] == ["Read", "Embed"]  # fused: one stage
+    assert hinted[-1] == ["Embed"] and hinted[-2][-1] == "Read"
