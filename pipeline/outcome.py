@@ -62,7 +62,7 @@ def submitted(result, output: str, options) -> str:
         hints = describe_hints(job.proto_pipeline)
         return (f"dry run: built Dataflow job {job.proto.name!r} with steps {', '.join(steps)}; "
                 f"{hints + '; ' if hints else ''}nothing was submitted")
-    job_id = _job_id(result)
+    job_id = job_id_of(result)
     line = f"submitted job {job_id}".rstrip() + f"; {output}/{SUCCESS_FILE} appears when it has finished"
     console = console_url(job_id, options)
     return f"{line}\n{console}" if console else line
@@ -94,22 +94,26 @@ def waits(wait: bool | None, dataflow: bool, result) -> bool:
     return not dataflow if wait is None else wait
 
 
-def wait_for_job(result, output: str, started: float) -> int:
+def wait_for_job(result, output: str, started: float, console: str | None = None) -> int:
     """Wait for a submitted job's end; print its summary (exit code 0) or one line on why it failed (1).
 
-    started: `time.monotonic()` when the launcher started, for the summary's texts/s.
+    started: `time.monotonic()` when the launcher started, for the summary's texts/s. console: the job's
+    Dataflow page, whose jobs go on when the launcher is stopped; a job on any other runner is cancelled
+    on Ctrl-C (it would otherwise run on, unwatched). Raises `JobInterrupted` on Ctrl-C.
     """
     from apache_beam.io.filesystems import FileSystems
     from apache_beam.runners.runner import PipelineState
 
     from pipeline.interrupt import caused_by_interrupt
 
-    job_id = _job_id(result)
+    job_id = job_id_of(result)
     committed = FileSystems.join(output, SUCCESS_FILE)
     try:
         state = result.wait_until_finish()
-    except Exception as exc:  # noqa: BLE001 - the runner's report of a failed job: exit 1 with its cause
-        if caused_by_interrupt(exc):
+    except BaseException as exc:  # the runner's report of a failed job: exit 1 with its cause
+        if isinstance(exc, KeyboardInterrupt) or caused_by_interrupt(exc):
+            raise _stopped_waiting(result, job_id, committed, console) from None
+        if not isinstance(exc, Exception):
             raise
         logger.debug("job %s failed", job_id, exc_info=True)
         return _failed(f"job {job_id} failed: {failure_line(str(exc))}", committed)
@@ -123,6 +127,23 @@ def wait_for_job(result, output: str, started: float) -> int:
         return 1
     print(summary(manifest, time.monotonic() - started, output))
     return 0
+
+
+def _stopped_waiting(result, job_id: str, committed: str, console: str | None) -> Exception:
+    """The JobInterrupted for a Ctrl-C while waiting: the job is cancelled, or on Dataflow left running."""
+    from pipeline.interrupt import JobInterrupted
+
+    if console:
+        return JobInterrupted(f"stopped waiting; job {job_id} goes on ({console}); {committed} appears when it "
+                              "has finished")
+    try:
+        result.cancel()
+    except Exception as exc:  # noqa: BLE001 - the job service may be gone: say so instead of a traceback
+        return JobInterrupted(f"interrupted; job {job_id} could not be cancelled ({exc}); it may still write "
+                              f"{committed}")
+    # Beam 2.77's local job service marks a job cancelled but lets it run to its end (its cancel is a TODO).
+    return JobInterrupted(f"interrupted; asked the runner to cancel job {job_id}; nothing is committed yet (a runner "
+                          f"that cannot stop it, such as Beam's local job service, still writes {committed})")
 
 
 def _failed(line: str, committed: str) -> int:
@@ -150,6 +171,7 @@ def failure_line(text: str) -> str:
     return lines[-1] if lines else "no reason given"
 
 
-def _job_id(result) -> str:
+def job_id_of(result) -> str:
+    """A submitted job's id on any runner ("" when it has none)."""
     job_id = getattr(result, "job_id", None)
     return (job_id() if callable(job_id) else getattr(result, "_job_id", None)) or ""

@@ -213,3 +213,17 @@ def test_beam_runs_a_hinted_step_as_a_stage_of_its_own():
     plain, hinted = stages(False), stages(True)
     assert plain[-1][-2:] == ["Read", "Embed"]  # fused: one stage
     assert hinted[-1] == ["Embed"] and hinted[-2][-1] == "Read"
+
+
+@pytest.mark.parametrize("location", ["gs://BUCKET/tmp", "gs://my bucket/tmp", "gs://a/tmp"])
+def test_a_temp_location_gcs_would_refuse_exits_2_instead_of_beam_creating_a_bucket(location, capsys):
+    """Beam meets an invalid bucket name by trying to create a default bucket over the network (it hung offline)."""
+    from pipeline.cli import main
+
+    args = list(DRY_RUN)
+    args[args.index("--temp_location") + 1] = location
+    started = time.monotonic()
+    assert main([*args, *IO]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"--temp_location {location} is not a Cloud Storage location" in err
+    assert time.monotonic() - started < 10

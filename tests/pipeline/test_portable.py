@@ -11,6 +11,9 @@ import gzip
 import json
 import os
 import shutil
+import signal
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -259,3 +262,21 @@ def test_no_wait_returns_at_submission(run_cli, services, tmp_path, tiny_bert_di
     while not (output / "_SUCCESS").exists() and time.monotonic() < deadline:
         time.sleep(0.5)
     assert read_manifest(output)["counts"]["embedded"] == len(NEWS)
+
+
+def test_ctrl_c_while_waiting_asks_the_runner_to_cancel_and_exits_130(services, tmp_path, tiny_bert_dir):
+    corpus = tmp_path / "news.txt"
+    corpus.write_text("\n".join(NEWS * 500) + "\n", encoding="utf-8")
+    output = tmp_path / "out"
+    launcher = subprocess.Popen(
+        [sys.executable, "-m", "pipeline", "--input", corpus, "--output", output, "--model", tiny_bert_dir,
+         *services.runner_args()], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert launcher.stdout.readline().startswith("submitted job ")  # now it waits; the worker is still starting
+    launcher.send_signal(signal.SIGINT)
+    _, err = launcher.communicate(timeout=60)
+    assert launcher.returncode == 130
+    last = err.strip().splitlines()[-1]
+    assert last.startswith("interrupted; asked the runner to cancel job ") and str(output) in last
+    deadline = time.monotonic() + 120  # Beam's local job service runs a cancelled job to its end: let it finish
+    while not (output / "_SUCCESS").exists() and time.monotonic() < deadline:
+        time.sleep(0.5)
