@@ -82,16 +82,21 @@ def portable_services(workdir: str | None = None) -> Iterator[PortableServices]:
 
 
 def _wait_until_listening(process: subprocess.Popen, port: int, name: str, log: Path) -> None:
+    """Return once a gRPC channel to the port is ready (the service answers), or raise with the service's log."""
+    import grpc
+
     deadline = time.monotonic() + START_TIMEOUT_S
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            said = log.read_text(errors="replace")[-2000:]
-            raise RuntimeError(f"the {name} exited with {process.returncode}: {said}")
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-            if probe.connect_ex(("localhost", port)) == 0:
+    with grpc.insecure_channel(f"localhost:{port}") as channel:
+        while time.monotonic() < deadline:
+            if process.poll() is not None:
+                said = log.read_text(errors="replace")[-2000:]
+                raise RuntimeError(f"the {name} exited with {process.returncode}: {said}")
+            try:
+                grpc.channel_ready_future(channel).result(timeout=0.5)
                 return
-        time.sleep(0.2)
-    raise RuntimeError(f"the {name} did not listen on port {port} within {START_TIMEOUT_S:.0f} s; see {log}")
+            except grpc.FutureTimeoutError:
+                continue
+    raise RuntimeError(f"the {name} did not answer on port {port} within {START_TIMEOUT_S:.0f} s; see {log}")
 
 
 def _stop(processes: list[subprocess.Popen]) -> None:

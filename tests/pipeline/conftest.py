@@ -19,6 +19,18 @@ def in_process(command, capsys):
     return run
 
 
+@pytest.fixture(scope="session")
+def portable_runner(tmp_path_factory):
+    """Beam's job service and an SDK worker pool for the session, on free loopback ports (`pipeline.portable`).
+
+    Stopped, with any worker they started, when the session ends, however it ends.
+    """
+    from pipeline.portable import portable_services
+
+    with portable_services(str(tmp_path_factory.mktemp("beam-portable"))) as running:
+        yield running
+
+
 @pytest.fixture
 def run_cli(capsys):
     """Run `python -m pipeline ARGS` in this process; returns (exit code, stdout, stderr)."""

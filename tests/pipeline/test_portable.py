@@ -9,7 +9,6 @@ values, same dead letters and counts, or the job fails and the launcher says so.
 import bz2
 import gzip
 import json
-import os
 import shutil
 import signal
 import subprocess
@@ -93,28 +92,38 @@ def news_rows(prefix: str = "n") -> list[dict | str]:
     return rows
 
 
-@pytest.fixture(scope="session")
-def services(tmp_path_factory):
-    with portable_services(str(tmp_path_factory.mktemp("beam-portable"))) as running:
-        yield running
+@pytest.fixture
+def services(portable_runner):
+    return portable_runner
 
 
-def test_services_stop_with_their_workers_also_when_the_body_fails(tmp_path):
+def _group_members(groups: tuple[int, ...]) -> list[int]:
+    """Live (not zombie) processes in these process groups, from /proc."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()  # after "pid (command)"
+        except OSError:
+            continue  # ended while we looked
+        if fields[0] != "Z" and int(fields[2]) in groups:
+            found.append(int(stat.parent.name))
+    return found
+
+
+def test_services_stop_with_their_running_worker_also_when_the_body_fails(tmp_path, tiny_bert_dir, run_cli):
+    corpus = tmp_path / "news.txt"
+    corpus.write_text("\n".join(NEWS * 2000) + "\n", encoding="utf-8")
     with pytest.raises(RuntimeError, match="a failing test"), portable_services(str(tmp_path)) as running:
-        pids = running.pids
-        assert all(_alive(pid) for pid in pids)
+        code, _, err = run_cli("--input", corpus, "--output", tmp_path / "out", "--model", tiny_bert_dir,
+                               "--no_wait", *running.runner_args())
+        assert code == 0, err
+        deadline = time.monotonic() + 60
+        while len(_group_members(running.pids)) < 3 and time.monotonic() < deadline:  # services + the job's worker
+            time.sleep(0.2)
+        assert len(_group_members(running.pids)) >= 3
         raise RuntimeError("a failing test")
-    assert not any(_alive(pid) for pid in pids)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    # A stopped child not yet reaped is gone for our purpose; portable_services waits for its own.
-    status = Path(f"/proc/{pid}/stat")
-    return status.exists() and status.read_text().split()[2] != "Z"
+    assert _group_members(running.pids) == []
+    assert not (tmp_path / "out" / "_SUCCESS").exists()
 
 
 def test_readme_quick_start_with_relative_paths(run_cli, services, tmp_path, monkeypatch):
