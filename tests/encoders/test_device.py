@@ -9,13 +9,14 @@ import json
 import subprocess
 import sys
 import time
+import types
 
 import pytest
 
 from encoders import EncoderConfigError, EncoderSpec, resolve_spec
 from encoders import device as device_module
 from encoders.auto import CPU_TOKEN_BUDGET, choose_precision, chosen_values, gpu_token_budget, resolve_for_device
-from encoders.device import DeviceInfo, cpu_streams, gpu_memory_bytes
+from encoders.device import DeviceInfo, cpu_streams
 
 GB = 10**9
 BERT_BASE = {"hidden_size": 768, "intermediate_size": 3072, "num_attention_heads": 12, "max_position_embeddings": 512}
@@ -181,12 +182,112 @@ def test_choose_precision_without_reduced_precision_support_is_float32():
     assert choose_precision(cpu(4.5), reduced_precision=False) == "float32"
 
 
-def test_gpu_memory_comes_from_the_name_or_a_conservative_fallback():
-    gib = 1 << 30
-    assert gpu_memory_bytes("NVIDIA L4") == 22 * gib and gpu_memory_bytes("Tesla T4") == 15 * gib
-    assert gpu_memory_bytes("NVIDIA A100-SXM4-80GB") == 79 * gib
-    assert gpu_memory_bytes("NVIDIA A100-SXM4-40GB") == 39 * gib
-    assert gpu_memory_bytes("Some Future GPU") == 7 * gib
+GIB = 1 << 30
+
+
+@pytest.mark.parametrize(("name", "gib"), [
+    # names as nvidia-smi and TensorFlow spell them
+    ("NVIDIA H200", 140), ("NVIDIA H200 NVL", 140), ("NVIDIA B200", 179),
+    ("NVIDIA GH200 480GB", 95),  # not an H200, and 480GB is the Grace CPU's memory, not "80GB"
+    ("NVIDIA H100 80GB HBM3", 79), ("NVIDIA H100 PCIe", 79), ("NVIDIA H100 NVL", 93),
+    ("NVIDIA A100-SXM4-80GB", 79), ("NVIDIA A100 80GB PCIe", 79), ("NVIDIA A100-SXM4-40GB", 39),
+    ("NVIDIA A100-PCIE-40GB", 39),
+    ("NVIDIA L40S", 44), ("NVIDIA L40", 44), ("NVIDIA L4", 22),
+    ("NVIDIA A10G", 22), ("NVIDIA A10", 22),
+    ("NVIDIA RTX 6000 Ada Generation", 47), ("NVIDIA RTX A6000", 47),
+    ("Tesla T4", 15), ("Tesla V100-SXM2-16GB", 15), ("Tesla V100-SXM2-32GB", 31), ("Tesla P100-PCIE-16GB", 15),
+    ("Tesla P100-PCIE-12GB", 11), ("Tesla P4", 7),
+])
+def test_the_name_table_knows_each_gpu_and_a_longer_name_never_takes_a_shorter_ones_size(name, gib):
+    assert device_module.named_memory(name) == (gib * GIB, "name table")
+
+
+@pytest.mark.parametrize("name", ["Some Future GPU", "Quadro RTX 6000", "Tesla P40"])
+def test_an_unknown_gpu_gets_the_conservative_fallback(name):
+    assert device_module.named_memory(name) == (7 * GIB, "fallback")
+
+
+class FakeNvml(types.ModuleType):
+    """The `pynvml` module as a GPU machine's driver answers it: the device query, nothing else, is faked."""
+
+    class NVMLError(Exception):
+        pass
+
+    def __init__(self, devices: list[tuple[str, int]], fail: str | None = None) -> None:
+        super().__init__("pynvml")
+        self.devices, self.fail, self.calls = devices, fail, []
+
+    def _call(self, name: str) -> None:
+        self.calls.append(name)
+        if name == self.fail:
+            raise self.NVMLError(f"{name} failed")
+
+    def nvmlInit(self) -> None:
+        self._call("nvmlInit")
+
+    def nvmlShutdown(self) -> None:
+        self._call("nvmlShutdown")
+
+    def nvmlDeviceGetCount(self) -> int:
+        self._call("nvmlDeviceGetCount")
+        return len(self.devices)
+
+    def nvmlDeviceGetHandleByIndex(self, index: int) -> int:
+        self._call("nvmlDeviceGetHandleByIndex")
+        return index
+
+    def nvmlDeviceGetName(self, handle: int) -> str:
+        self._call("nvmlDeviceGetName")
+        return self.devices[handle][0]
+
+    def nvmlDeviceGetMemoryInfo(self, handle: int) -> types.SimpleNamespace:
+        self._call("nvmlDeviceGetMemoryInfo")
+        return types.SimpleNamespace(total=self.devices[handle][1], free=0, used=0)
+
+
+@pytest.fixture
+def nvml(monkeypatch):
+    def install(devices: list[tuple[str, int]], fail: str | None = None) -> FakeNvml:
+        fake = FakeNvml(devices, fail)
+        monkeypatch.setitem(sys.modules, "pynvml", fake)
+        return fake
+
+    return install
+
+
+def test_nvmls_answer_wins_over_the_name_table(nvml):
+    nvml([("NVIDIA H200", 143_771 << 20)])
+    assert device_module.gpu_memory("NVIDIA H200") == (143_771 << 20, "nvml")
+
+
+def test_nvml_matches_tensorflows_gpu_by_name_not_by_index(nvml):
+    # CUDA_VISIBLE_DEVICES may hide or reorder GPUs for TensorFlow; NVML lists them all
+    a100 = "NVIDIA A100-SXM4-80GB"
+    nvml([("NVIDIA L4", 23_034 << 20), (a100, 81_920 << 20), (a100, 81_000 << 20)])
+    assert device_module.gpu_memory(a100) == (81_000 << 20, "nvml")  # the least of that name
+
+
+def test_nvml_listing_no_gpu_of_that_name_leaves_it_to_the_table(nvml):
+    nvml([("NVIDIA L4", 23_034 << 20)])
+    assert device_module.gpu_memory("Tesla T4") == (15 * GIB, "name table")
+
+
+@pytest.mark.parametrize("failing", ["nvmlInit", "nvmlDeviceGetCount", "nvmlDeviceGetMemoryInfo"])
+def test_an_nvml_failure_falls_back_to_the_name_table(nvml, failing):
+    fake = nvml([("NVIDIA H200", 143_771 << 20)], fail=failing)
+    assert device_module.gpu_memory("NVIDIA H200") == (140 * GIB, "name table")
+    assert ("nvmlShutdown" in fake.calls) == (failing != "nvmlInit")  # initialised once, shut down once
+
+
+def test_without_pynvml_the_name_table_answers(monkeypatch):
+    monkeypatch.setitem(sys.modules, "pynvml", None)  # import pynvml raises ImportError
+    assert device_module.gpu_memory("NVIDIA L4") == (22 * GIB, "name table")
+
+
+def test_the_real_pynvml_falls_back_to_the_name_table_for_a_gpu_it_does_not_report():
+    pytest.importorskip("pynvml", reason="the `gpu` extra (nvidia-ml-py) is not installed")
+    # here: no NVIDIA driver, so nvmlInit fails; on a GPU machine: no GPU of this made-up name
+    assert device_module.gpu_memory("NVIDIA L40S (not installed)") == (44 * GIB, "name table")
 
 
 def test_the_real_query_on_this_cpu_probes_quickly():
