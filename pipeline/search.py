@@ -33,6 +33,7 @@ from pipeline.logs import configure_logging
 from pipeline.output import SUCCESS_FILE, TEXT_COLUMN
 from pipeline.records import normalize_text
 from pipeline.shards import open_file
+from pipeline.terminal import one_line, printable
 
 logger = logging.getLogger(__name__)
 
@@ -213,25 +214,25 @@ def nearest(output: Output, query: np.ndarray, k: int, exclude: str | None = Non
 
 
 def format_hits(hits: Sequence[Hit], fmt: str) -> str:
-    """The result as printed: a table (kept text cut to TEXT_WIDTH, on one line) or a JSON list."""
+    """The result as printed: a table, one line a hit, or a JSON list (ids and text exact).
+
+    In the table ids and kept text are `printable` (input data must not drive the terminal or forge a
+    row) and the text is cut to TEXT_WIDTH characters, its runs of whitespace made one space.
+    """
     if fmt == "json":
         rows = [{"rank": h.rank, "id": h.id, "score": round(h.score, 6),
                  **({"text": h.text} if h.text is not None else {})} for h in hits]
         return json.dumps(rows, ensure_ascii=False, indent=1)
-    width = max([len("id"), *(len(h.id) for h in hits)])
+    ids = [printable(h.id) for h in hits]
+    width = max([len("id"), *map(len, ids)])
     with_text = any(h.text is not None for h in hits)
     lines = [f"rank  score   {'id'.ljust(width)}{'  text' if with_text else ''}".rstrip()]
-    for h in hits:
-        line = f"{h.rank:>4}  {h.score:.4f}  {h.id.ljust(width)}"
+    for h, shown_id in zip(hits, ids, strict=True):
+        line = f"{h.rank:>4}  {h.score:.4f}  {shown_id.ljust(width)}"
         if with_text:
-            line += f"  {_one_line(h.text or '', TEXT_WIDTH)}"
+            line += f"  {one_line(h.text or '', TEXT_WIDTH)}"
         lines.append(line.rstrip())
     return "\n".join(lines)
-
-
-def _one_line(text: str, width: int) -> str:
-    text = " ".join(text.split())
-    return text if len(text) <= width else text[: width - 3] + "..."
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -246,8 +247,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="instead of QUERY: the neighbours of this row of the output (itself left out)")
     parser.add_argument("--k", type=int, default=10, metavar="N", help="how many rows to print (default: 10)")
     parser.add_argument("--format", choices=FORMATS, default="text",
-                        help="text: a table, kept text cut to one line; json: a list of objects with rank, id, "
-                             "score (and text when kept) (default: text)")
+                        help="text: a table, kept text cut to one line, control characters in ids and text shown "
+                             "as Python escapes (\\x1b, \\n, \\\\ for a backslash); json: a list of objects with "
+                             "rank, id, score (and text when kept), exact (default: text)")
     return parser
 
 

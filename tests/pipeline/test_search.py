@@ -1,6 +1,7 @@
 """`python -m pipeline.search` over real outputs of the job: what it finds, how it prints, what it refuses."""
 
 import json
+import re
 import shutil
 
 import fsspec
@@ -11,7 +12,7 @@ import pytest
 
 from encoders import build_encoder, model_fingerprint, resolve_spec
 from pipeline.cli import main as run_job
-from pipeline.search import TopK, main, open_output, recorded_spec
+from pipeline.search import Hit, TopK, format_hits, main, open_output, recorded_spec
 from tests.pipeline.conftest import in_process, read_embeddings, read_manifest
 
 LONG = "今天天气很好我们去公园散步吧你好世界" * 2  # 36 characters: more than one 16-token window
@@ -280,3 +281,64 @@ def test_the_running_top_k_equals_sorting_everything_at_once():
         top.add(scores[start:start + 37], pa.array(ids[start:start + 37]))
     expected = sorted(zip(scores.tolist(), ids, strict=True), key=lambda row: (-row[0], row[1]))[:25]
     assert [(h.score, h.id) for h in top.hits()] == expected
+
+
+# Ids as a JSON Lines input can give them: a terminal escape that clears the screen, a newline followed by a
+# forged result row, C1 and Unicode line breaks, a right-to-left override; and ordinary Chinese, kept as is.
+NASTY_IDS = {
+    "clear\x1b[2J\x1b[Hscreen": "clear\\x1b[2J\\x1b[Hscreen",
+    "forged\n   1  1.0000  corpus.txt:1": "forged\\n   1  1.0000  corpus.txt:1",
+    "c1\x9b31m\x85next": "c1\\x9b31m\\x85next",
+    "para\u2028graph\u2029": "para\\u2028graph\\u2029",
+    "bidi\u202egnp.exe": "bidi\\u202egnp.exe",
+    "back\\slash": "back\\\\slash",
+    "中文编号": "中文编号",
+}
+# Every character that moves the cursor, breaks a line or reorders what follows it on screen.
+RAW_CONTROL = re.compile("[\x00-\x09\x0b-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
+
+
+@pytest.fixture(scope="module")
+def nasty_ids_output(tiny_bert_dir, tmp_path_factory):
+    root = tmp_path_factory.mktemp("search-nasty-ids")
+    texts = TINY_TEXTS[: len(NASTY_IDS)]
+    lines = [json.dumps({"id": record_id, "text": text}) for record_id, text in zip(NASTY_IDS, texts, strict=True)]
+    (root / "in.jsonl").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    out = root / "out"
+    assert run_job(["--input", str(root / "in.jsonl"), "--output", str(out), "--model", str(tiny_bert_dir),
+                    "--id_field", "id", "--progress", "off"]) == 0
+    return out
+
+
+def test_ids_are_printed_with_control_characters_escaped_one_line_per_result(search, nasty_ids_output):
+    code, out, _ = search(nasty_ids_output, "hello world", "--k", "100")
+    assert code == 0
+    assert not RAW_CONTROL.search(out)
+    header, *rows = out.splitlines()  # splitlines breaks at \x1c-\x1e, \x85, U+2028 and U+2029 too
+    assert len(rows) == len(NASTY_IDS)
+    shown = {row.split(maxsplit=2)[2] for row in rows}
+    assert shown == set(NASTY_IDS.values())
+
+
+def test_an_id_holding_a_newline_cannot_forge_a_result_row(search, nasty_ids_output):
+    code, out, _ = search(nasty_ids_output, "hello world", "--k", "100")
+    assert code == 0
+    assert [row.split()[0] for row in out.splitlines()[1:]] == [str(rank) for rank in range(1, len(NASTY_IDS) + 1)]
+    assert [h["id"] for h in _json_hits(search, nasty_ids_output, "hello world", "--k", "100")
+            if h["id"].startswith("forged")] == ["forged\n   1  1.0000  corpus.txt:1"]  # JSON keeps the id exact
+
+
+def test_kept_text_is_shown_on_one_line_with_control_characters_escaped():
+    text = "first\nsecond\u2028third \x1b[2J cleared \u202eevil\u202c \x07bell 今天天气很好"
+    out = format_hits([Hit(1, "a", 0.5, text)], "text")
+    header, row = out.splitlines()
+    assert not RAW_CONTROL.search(out)
+    assert row.split(maxsplit=3)[3] == ("first second third \\x1b[2J cleared \\u202eevil\\u202c \\x07bell "
+                                        "今天天气很好")
+
+
+def test_kept_text_is_cut_whole_escapes_at_a_time():
+    out = format_hits([Hit(1, "a", 0.5, "x" * 75 + "\x1b[2J" + "y" * 10)], "text")
+    shown = out.splitlines()[1].split(maxsplit=3)[3]
+    assert shown == "x" * 75 + "..."  # \x1b would pass the 80 characters: not cut to a lone "\x1"
+    assert len(shown) <= 80
