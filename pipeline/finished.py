@@ -1,9 +1,9 @@
-"""Reading back a finished output of this job (for search and the report): its checked manifest, its files.
+"""Reading back a finished output of this job (for search and the report): its checked manifest, its files, its vectors.
 
 One set of checks and messages for every tool that reads an output: no `_SUCCESS` (with files under
 _temporary/: a run still going or stopped), a `_SUCCESS` that is not our manifest, a listed file that
-is gone. Local paths and everything Beam knows go through Beam's filesystems, other URLs (memory://,
-...) through fsspec.
+is gone, an embedding column that does not hold vectors of the recorded width. Local paths and
+everything Beam knows go through Beam's filesystems, other URLs (memory://, ...) through fsspec.
 """
 
 from __future__ import annotations
@@ -11,6 +11,10 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
 
 from pipeline.output import STAGING_DIR, SUCCESS_FILE
 from pipeline.shards import beam_filesystem_knows, open_file
@@ -21,7 +25,7 @@ ROWS_PER_BATCH = 4096  # rows read at once: 4096 x 384 float32 is 6 MB
 
 
 class NotAFinishedRun(Exception):
-    """The path holds no finished output of this job (no `_SUCCESS`, not our manifest, or a listed file is gone)."""
+    """The path holds no finished output of this job (no `_SUCCESS`, not our manifest, a file gone or not ours)."""
 
 
 def join(output: str, name: str) -> str:
@@ -97,3 +101,52 @@ def row_batches(file: str, columns: Sequence[str]) -> Iterator:
         if missing:
             raise NotAFinishedRun(f"{file} lacks the column(s) {', '.join(missing)}: not this job's output")
         yield from parquet.iter_batches(batch_size=ROWS_PER_BATCH, columns=list(columns))
+
+
+def recorded_dim(output: str, manifest: dict) -> int:
+    """The width of the output's vectors, as its manifest records it (settings.dim); NotAFinishedRun if it does not.
+
+    The manifest, not a file's schema, says it: a file rewritten by another tool keeps its vectors but
+    may lose both the fixed width of its column and its key-value metadata.
+    """
+    dim = manifest["settings"].get("dim")
+    if not isinstance(dim, int) or isinstance(dim, bool) or dim < 1:
+        raise NotAFinishedRun(f"{join(output, SUCCESS_FILE)} records no vector width (settings.dim is {dim!r})")
+    return dim
+
+
+def check_embedding_type(file: str, embedding: pa.DataType, dim: int) -> None:
+    """Raise NotAFinishedRun unless a column of this type can hold vectors of dim values (checkable from a footer).
+
+    The job writes fixed_size_list<float32>[dim]; tools that rewrite Parquet write a variable-size list
+    (DuckDB's `COPY ... TO` writes list<float>) or widen the values: any list of floats is read.
+    """
+    listed = pa.types.is_fixed_size_list(embedding) or pa.types.is_list(embedding) or pa.types.is_large_list(
+        embedding)
+    if not listed or not pa.types.is_floating(embedding.value_type):
+        held = f"lists of {embedding.value_type}" if listed else f"{embedding} values"
+        raise NotAFinishedRun(f"{file}: the embedding column holds {held}, not lists of floats")
+    if pa.types.is_fixed_size_list(embedding) and embedding.list_size != dim:
+        raise NotAFinishedRun(f"{file}: its embeddings hold {embedding.list_size} values a row, but the output's "
+                              f"dim is {dim}")
+
+
+def embedding_vectors(file: str, embedding: pa.Array, dim: int) -> np.ndarray:
+    """A batch's embedding column as [rows, dim], in the column's own float type (float16, float32 or float64).
+
+    Raises NotAFinishedRun, naming the file, unless every row holds exactly dim values and none is null:
+    a ragged column cannot be a matrix, and reading it anyway would pair values with the wrong rows.
+    """
+    check_embedding_type(file, embedding.type, dim)
+    if embedding.null_count:
+        raise NotAFinishedRun(f"{file}: {embedding.null_count} row(s) have a null embedding")
+    if len(embedding) and not pa.types.is_fixed_size_list(embedding.type):
+        lengths = pc.min_max(pc.list_value_length(embedding))
+        shortest, longest = lengths["min"].as_py(), lengths["max"].as_py()
+        if (shortest, longest) != (dim, dim):
+            span = f"{shortest}" if shortest == longest else f"{shortest} to {longest}"
+            raise NotAFinishedRun(f"{file}: its embeddings hold {span} values a row, but the output's dim is {dim}")
+    values = embedding.flatten()  # only the rows of this slice of the column, nulls checked above
+    if values.null_count:
+        raise NotAFinishedRun(f"{file}: {values.null_count} null value(s) in its embeddings")
+    return values.to_numpy(zero_copy_only=False).reshape(len(embedding), dim)

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from pipeline.finished import embeddings_files, row_batches
+from pipeline.finished import embedding_vectors, embeddings_files, recorded_dim, row_batches
 
 logger = logging.getLogger(__name__)
 
@@ -150,12 +150,16 @@ class RunData:
 
 
 def read_run(output: str, manifest: dict, sample_size: int) -> RunData:
-    """One pass over the embeddings files the manifest lists, a file at a time."""
+    """One pass over the embeddings files the manifest lists, a file at a time.
+
+    Raises NotAFinishedRun when a file's embedding column does not hold vectors of the recorded dim.
+    """
     data = RunData()
     sample = Sample(sample_size)
+    dim = recorded_dim(output, manifest)
     for path in embeddings_files(output, manifest):
         for batch in row_batches(path, COLUMNS):
-            _add_batch(data, sample, batch)
+            _add_batch(data, sample, batch, embedding_vectors(path, batch.column("embedding"), dim))
         data.files += 1
         logger.debug("read %s (%d rows so far)", path, data.rows)
     ids, vectors = sample.rows()
@@ -163,12 +167,11 @@ def read_run(output: str, manifest: dict, sample_size: int) -> RunData:
     return data
 
 
-def _add_batch(data: RunData, sample: Sample, batch) -> None:
+def _add_batch(data: RunData, sample: Sample, batch, embeddings: np.ndarray) -> None:
+    """Tally one batch; embeddings: its embedding column as [rows, dim] floats, checked by `embedding_vectors`."""
     n_tokens = batch.column("n_tokens").to_numpy(zero_copy_only=False)
     truncated = batch.column("truncated").to_numpy(zero_copy_only=False)
-    embedding = batch.column("embedding")
-    dim = embedding.type.list_size
-    vectors = embedding.flatten().to_numpy(zero_copy_only=False).reshape(-1, dim).astype(np.float32, copy=False)
+    vectors = embeddings.astype(np.float32, copy=False)
     norms = np.sqrt(np.einsum("ij,ij->i", vectors, vectors, dtype=np.float64))
     data.rows += len(n_tokens)
     data.truncated += int(truncated.sum())

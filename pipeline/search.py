@@ -5,8 +5,8 @@ setting whose role is "vectors", read through the declarations), so a setting de
 is picked up here with no change. The files the `_SUCCESS` manifest lists are streamed batch
 by batch and a running top k kept: memory is bounded by k and one batch, not by the output.
 
-Exit codes: 0 success; 2 a bad flag, an output that is not ours or not finished, or an unknown
---id (one line on stderr).
+Exit codes: 0 success; 2 a bad flag, an output that is not ours or not finished, an embedding
+column that does not hold vectors of the recorded width, or an unknown --id (one line on stderr).
 """
 
 from __future__ import annotations
@@ -28,7 +28,16 @@ import encoders
 from encoders import EncoderConfigError, EncoderSpec, build_encoder, model_fingerprint, resolved_once
 from encoders.declare import VECTORS, from_mapping, from_metadata
 from pipeline.errors import CommandError, OneLineErrorParser
-from pipeline.finished import LOOK_THREADS, NotAFinishedRun, embeddings_files, read_manifest, row_batches
+from pipeline.finished import (
+    LOOK_THREADS,
+    NotAFinishedRun,
+    check_embedding_type,
+    embedding_vectors,
+    embeddings_files,
+    read_manifest,
+    recorded_dim,
+    row_batches,
+)
 from pipeline.logs import configure_logging
 from pipeline.output import SUCCESS_FILE, TEXT_COLUMN
 from pipeline.records import normalize_text
@@ -51,7 +60,7 @@ class Output:
     path: str
     files: tuple[str, ...]  # full paths, in the manifest's order
     metadata: dict[str, str]  # the Parquet key-value metadata they share (model_fingerprint included)
-    dim: int
+    dim: int  # the vectors' width, as the manifest records it
     with_text: frozenset[str]  # the files that keep the text (--keep_text; every file of one run, or none)
 
 
@@ -99,19 +108,20 @@ def open_output(path: str) -> Output:
     """Check that path holds a finished output of this job and read its files' footers (no rows).
 
     Raises SearchError when there is no `_SUCCESS` (unfinished when `_temporary/` holds files),
-    when `_SUCCESS` is not our manifest, or when a listed file lacks our metadata or was made
-    with another model fingerprint than the others.
+    when `_SUCCESS` is not our manifest, or when a listed file lacks our metadata, was made
+    with another model fingerprint than the others or has an embedding column of another type
+    than vectors of the recorded dim.
     """
     path = path.rstrip("/")
     try:
         manifest = read_manifest(path)
         files = embeddings_files(path, manifest)
+        dim = recorded_dim(path, manifest)
     except NotAFinishedRun as exc:
         raise SearchError(str(exc)) from None
     if not files:
         raise SearchError(f"{path}/{SUCCESS_FILE} lists no embeddings files")
     first: dict[str, str] | None = None
-    dim = 0
     with_text = set()
     with ThreadPoolExecutor(max_workers=LOOK_THREADS) as pool:
         footers = list(pool.map(_footer, files))
@@ -121,7 +131,10 @@ def open_output(path: str) -> Output:
         elif metadata["model_fingerprint"] != first["model_fingerprint"]:
             raise SearchError(f"{file} was made with model fingerprint {metadata['model_fingerprint']}, "
                               f"{files[0]} with {first['model_fingerprint']}: not one output")
-        dim = dim or schema.field("embedding").type.list_size
+        try:
+            check_embedding_type(file, schema.field("embedding").type, dim)
+        except NotAFinishedRun as exc:
+            raise SearchError(str(exc)) from None
         if TEXT_COLUMN in schema.names:
             with_text.add(file)
     settings = manifest.get("settings")
@@ -140,9 +153,7 @@ def _footer(file: str) -> tuple[dict[str, str], pa.Schema]:
     except (OSError, pa.ArrowException) as exc:
         raise SearchError(f"{file} cannot be read as Parquet: {exc}") from None
     metadata = {k.decode(): v.decode() for k, v in (schema.metadata or {}).items() if k != b"ARROW:schema"}
-    embedding = schema.field("embedding").type if "embedding" in schema.names else None
-    if "model_fingerprint" not in metadata or "id" not in schema.names or not isinstance(
-            embedding, pa.FixedSizeListType):
+    if "model_fingerprint" not in metadata or "id" not in schema.names or "embedding" not in schema.names:
         raise SearchError(f"{file} is not an embeddings file of this job (no model_fingerprint, id or embedding)")
     return metadata, schema
 
@@ -177,24 +188,27 @@ def embed_query(spec: EncoderSpec, text: str) -> np.ndarray:
     return result.vectors[0]
 
 
-def _batches(output: Output, columns: list[str]) -> Iterator[pa.RecordBatch]:
-    """The output's rows, a batch at a time, file by file; the text column only from files that have it."""
+def _batches(output: Output, columns: list[str]) -> Iterator[tuple[str, pa.RecordBatch]]:
+    """(file, batch) of the output's rows, file by file; the text column only from files that have it."""
     for file in output.files:
-        yield from row_batches(file, [c for c in columns if c != TEXT_COLUMN or file in output.with_text])
+        for batch in row_batches(file, [c for c in columns if c != TEXT_COLUMN or file in output.with_text]):
+            yield file, batch
 
 
-def _vectors(batch: pa.RecordBatch, dim: int) -> np.ndarray:
-    """The embedding column as float64 [rows, dim] (double sums: the same scores whatever the batch size)."""
-    flat = batch.column("embedding").flatten().to_numpy(zero_copy_only=False)
-    return flat.reshape(batch.num_rows, dim).astype(np.float64)
+def _vectors(output: Output, file: str, batch: pa.RecordBatch) -> np.ndarray:
+    """The embedding column as float64 [rows, dim] (double sums: the same scores whatever the batch size).
+
+    Raises NotAFinishedRun when the column does not hold a vector of output.dim values in every row.
+    """
+    return embedding_vectors(file, batch.column("embedding"), output.dim).astype(np.float64)
 
 
 def row_vector(output: Output, record_id: str) -> np.ndarray:
     """The embedding of the row with this id; SearchError if the output has none."""
-    for batch in _batches(output, ["id", "embedding"]):
+    for file, batch in _batches(output, ["id", "embedding"]):
         position = pc.index(batch.column("id"), record_id).as_py()
         if position >= 0:
-            return _vectors(batch.slice(position, 1), output.dim)[0]
+            return _vectors(output, file, batch.slice(position, 1))[0]
     raise SearchError(f"id {record_id!r} is not in {output.path}")
 
 
@@ -203,11 +217,11 @@ def nearest(output: Output, query: np.ndarray, k: int, exclude: str | None = Non
     query = np.asarray(query, dtype=np.float64)
     query = query / max(float(np.linalg.norm(query)), 1e-12)
     top = TopK(k)
-    for batch in _batches(output, ["id", "embedding", TEXT_COLUMN]):
+    for file, batch in _batches(output, ["id", "embedding", TEXT_COLUMN]):
         if exclude is not None:
             batch = batch.filter(pc.not_equal(batch.column("id"), exclude))
-        vectors = _vectors(batch, output.dim)
-        scores = vectors @ query / np.maximum(np.linalg.norm(vectors, axis=1), 1e-12)
+        rows = _vectors(output, file, batch)
+        scores = rows @ query / np.maximum(np.linalg.norm(rows, axis=1), 1e-12)
         texts = batch.column(TEXT_COLUMN) if TEXT_COLUMN in batch.schema.names else None
         top.add(scores, batch.column("id"), texts)
     return top.hits()

@@ -53,3 +53,39 @@ def read_dead_letters(output: Path) -> list[dict]:
     for path in sorted((Path(output) / "failed").glob("*.jsonl")):
         rows += [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line]
     return rows
+
+
+def rewrite_embeddings(path: Path, change, keep_metadata: bool = True) -> None:
+    """Rewrite one embeddings file with change(embedding column) in place of its embedding column.
+
+    As another tool rewriting the output would (DuckDB's `COPY ... TO` writes list<float> and, without
+    KV_METADATA, none of the file's key-value metadata: keep_metadata=False).
+    """
+    table = pq.read_table(path)
+    column = change(table.column("embedding").combine_chunks())
+    table = table.set_column(table.schema.get_field_index("embedding"), pa.field("embedding", column.type), column)
+    pq.write_table(table if keep_metadata else table.replace_schema_metadata(None), path)
+
+
+def _rows_changed(change, vector_type: pa.DataType | None = None):
+    """change(rows as Python lists) -> rows, written back as vector_type (list<float> unless given)."""
+    return lambda column: pa.array(change(column.to_pylist()), type=vector_type or pa.list_(pa.float32()))
+
+
+# Embedding columns that are not vectors of the recorded width (the tiny model's 32), with a part of the one line
+# a tool must print.
+NOT_VECTORS = [
+    pytest.param(_rows_changed(lambda rows: [rows[0][:-1], *rows[1:]]), "hold 31 to 32 values a row, but the "
+                 "output's dim is 32", id="ragged"),
+    pytest.param(_rows_changed(lambda rows: [r[:-1] for r in rows]), "hold 31 values a row, but the output's dim "
+                 "is 32", id="all-shorter"),
+    pytest.param(_rows_changed(lambda rows: [r[:-1] for r in rows], pa.list_(pa.float32(), 31)),
+                 "hold 31 values a row, but the output's dim is 32", id="fixed-size-of-another-width"),
+    pytest.param(_rows_changed(lambda rows: [None, *rows[1:]]), "1 row(s) have a null embedding", id="null-row"),
+    pytest.param(_rows_changed(lambda rows: [[None, *rows[0][1:]], *rows[1:]]), "1 null value(s) in its "
+                 "embeddings", id="null-value"),
+    pytest.param(_rows_changed(lambda rows: [[round(v) for v in r] for r in rows], pa.list_(pa.int32())),
+                 "the embedding column holds lists of int32, not lists of floats", id="integers"),
+    pytest.param(lambda column: pa.array([json.dumps(row) for row in column.to_pylist()]),
+                 "the embedding column holds string values, not lists of floats", id="json-text"),
+]

@@ -12,14 +12,16 @@ from pathlib import Path
 
 import fsspec
 import numpy as np
+import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.parquet as pq
 import pytest
 
 from pipeline.cli import main as run_job
 from pipeline.report import main as report_main
 from pipeline.report import render
 from pipeline.report_data import near_duplicates, read_run
-from tests.pipeline.conftest import read_embeddings, read_manifest
+from tests.pipeline.conftest import NOT_VECTORS, read_embeddings, read_manifest, rewrite_embeddings
 
 REPO = Path(__file__).resolve().parents[2]
 FIGURES = ("fig-tokens", "fig-outcomes", "fig-dead-letters", "fig-performance", "fig-norms", "fig-duplicates")
@@ -431,3 +433,34 @@ def test_near_duplicate_share_with_the_real_model_counts_exactly_the_repeated_li
     found = {frozenset(int(cell.split(":")[1]) for cell in pair[:2]) for pair in pairs}
     assert found and found <= {frozenset((i, i + 40)) for i in range(1, 11)}
     assert "The run normalised the vectors" in parsed.text_in["fig-norms"]
+
+
+@pytest.mark.parametrize("vector_type", [pa.list_(pa.float32()), pa.large_list(pa.float64())],
+                         ids=["list<float>", "large_list<double>"])
+def test_embeddings_rewritten_as_variable_size_lists_give_the_same_page(finished_run, tmp_path, capsys, vector_type):
+    """As DuckDB's `COPY ... TO` writes them: list<float>, and no key-value metadata (the report needs none)."""
+    copy = tmp_path / "out"
+    shutil.copytree(finished_run, copy)
+    for name in read_manifest(copy)["files"]["embeddings"]:
+        rewrite_embeddings(copy / name, lambda column: column.cast(vector_type), keep_metadata=False)
+    assert report_main([str(finished_run), "--to", str(tmp_path / "before.html")]) == 0
+    assert report_main([str(copy), "--to", str(tmp_path / "after.html")]) == 0
+    before = (tmp_path / "before.html").read_text(encoding="utf-8").replace(str(finished_run), "OUTPUT")
+    after = (tmp_path / "after.html").read_text(encoding="utf-8").replace(str(copy), "OUTPUT")
+    assert after == before
+
+
+@pytest.mark.parametrize("change, said", NOT_VECTORS)
+def test_embeddings_that_are_not_vectors_of_the_recorded_dim_exit_2_with_one_line(finished_run, tmp_path, capsys,
+                                                                                 change, said):
+    copy = tmp_path / "out"
+    shutil.copytree(finished_run, copy)
+    names = read_manifest(copy)["files"]["embeddings"]
+    largest = max(names, key=lambda name: pq.read_metadata(copy / name).num_rows)
+    rewrite_embeddings(copy / largest, change)
+    assert report_main([str(copy), "--to", str(tmp_path / "report.html")]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert captured.err.startswith(f"error: {copy / largest}: ") and captured.err.count("\n") == 1
+    assert said in captured.err
+    assert not (tmp_path / "report.html").exists()

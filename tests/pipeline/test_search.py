@@ -13,7 +13,7 @@ import pytest
 from encoders import build_encoder, model_fingerprint, resolve_spec
 from pipeline.cli import main as run_job
 from pipeline.search import Hit, TopK, format_hits, main, open_output, recorded_spec
-from tests.pipeline.conftest import in_process, read_embeddings, read_manifest
+from tests.pipeline.conftest import NOT_VECTORS, in_process, read_embeddings, read_manifest, rewrite_embeddings
 
 LONG = "今天天气很好我们去公园散步吧你好世界" * 2  # 36 characters: more than one 16-token window
 TINY_TEXTS = [
@@ -342,3 +342,35 @@ def test_kept_text_is_cut_whole_escapes_at_a_time():
     shown = out.splitlines()[1].split(maxsplit=3)[3]
     assert shown == "x" * 75 + "..."  # \x1b would pass the 80 characters: not cut to a lone "\x1"
     assert len(shown) <= 80
+
+
+@pytest.mark.parametrize("vector_type, rewritten", [
+    (pa.list_(pa.float32()), "all"),
+    (pa.list_(pa.float32()), "last"),
+    (pa.large_list(pa.float32()), "all"),
+    (pa.list_(pa.float64()), "all"),
+], ids=["list<float>", "list<float>-in-one-file", "large_list<float>", "list<double>"])
+def test_embeddings_rewritten_as_variable_size_lists_are_searched_as_before(search, tiny_output, tmp_path,
+                                                                           vector_type, rewritten):
+    out = tmp_path / "out"
+    shutil.copytree(tiny_output, out)
+    names = read_manifest(out)["files"]["embeddings"]
+    for name in names if rewritten == "all" else names[-1:]:
+        rewrite_embeddings(out / name, lambda column: column.cast(vector_type))
+    assert pq.read_schema(out / names[-1]).field("embedding").type == vector_type
+    for args in ((LONG,), ("--id", _id(2))):
+        assert _json_hits(search, out, *args, "--k", "100") == _json_hits(search, tiny_output, *args, "--k", "100")
+
+
+@pytest.mark.parametrize("change, said", NOT_VECTORS)
+def test_embeddings_that_are_not_vectors_of_the_recorded_dim_exit_2_with_one_line(search, tiny_output, tmp_path,
+                                                                                 change, said):
+    out = tmp_path / "out"
+    shutil.copytree(tiny_output, out)
+    last = out / read_manifest(out)["files"]["embeddings"][-1]
+    rewrite_embeddings(last, change)
+    for args in (("hello world",), ("--id", _id(1))):
+        code, printed, err = search(out, *args)
+        assert (code, printed) == (2, "")
+        assert err.startswith(f"error: {last}: ") and err.count("\n") == 1
+        assert said in err
