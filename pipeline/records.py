@@ -145,21 +145,38 @@ def kept_size(value: object) -> int:
 def _document(
     record_id: str, text: str, source: str, line: int, fmt: InputFormat, raw: str, kept: tuple = ()
 ) -> Record | DeadLetter | Skipped:
-    """The shared last step: length limit, normalisation, blank check."""
+    """The shared last step: length limit, text and kept strings storable, normalisation, blank check."""
+
+    def dead(reason: str, detail: str) -> DeadLetter:
+        return DeadLetter(source, line, reason, detail, id=record_id, raw=raw_preview(_encoded(raw)))
+
     if len(text) > fmt.max_chars:
-        detail = f"{len(text)} characters, more than --max_chars {fmt.max_chars}"
-        return DeadLetter(source, line, "too_long", detail, id=record_id, raw=raw_preview(_encoded(raw)))
+        return dead("too_long", f"{len(text)} characters, more than --max_chars {fmt.max_chars}")
     if kept and len(text) + sum(map(kept_size, kept)) > fmt.max_chars:
-        detail = f"text and kept fields hold more than --max_chars {fmt.max_chars} characters"
-        return DeadLetter(source, line, "too_long", detail, id=record_id, raw=raw_preview(_encoded(raw)))
+        return dead("too_long", f"text and kept fields hold more than --max_chars {fmt.max_chars} characters")
     bad = _surrogate_at(text)
     if bad is not None:  # e.g. JSON "\\ud800", or bytes a CSV row could not decode
-        detail = f"not valid Unicode at character {bad} (an undecodable byte or a lone surrogate)"
-        return DeadLetter(source, line, "undecodable", detail, id=record_id, raw=raw_preview(_encoded(raw)))
+        return dead("undecodable", f"not valid Unicode at character {bad} (an undecodable byte or a lone surrogate)")
+    unstorable = _unstorable_kept(fmt.keep_fields, kept) if kept else None
+    if unstorable is not None:
+        return dead("undecodable", unstorable)
     text, removed = normalize_text(text)
     if not text.strip():
         return Skipped(source, line, removed)
     return Record(record_id, text, source, line, removed, kept)
+
+
+def _unstorable_kept(names: tuple[str, ...], kept: tuple) -> str | None:
+    """Why a kept string cannot be stored, or None: it holds a lone surrogate (JSON's "\\udc80", an undecodable byte).
+
+    Checked as the record is read, so it costs one dead letter rather than failing the job at the Parquet
+    writer. Objects and arrays are JSON text by now, so their keys and nested strings are checked too.
+    """
+    for name, value in zip(names, kept, strict=True):
+        bad = _surrogate_at(value) if isinstance(value, str) else None
+        if bad is not None:
+            return f"field {name!r} is not valid Unicode at character {bad} (an undecodable byte or a lone surrogate)"
+    return None
 
 
 def _json_depth(text: str) -> int:

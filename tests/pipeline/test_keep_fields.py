@@ -283,3 +283,32 @@ def test_a_run_of_a_version_before_these_settings_is_replaced_by_the_same_comman
     (out / "_SUCCESS").write_text(json.dumps(manifest), encoding="utf-8")
     code, err, _ = embed(tmp_path / "a.jsonl", "--keep_text")
     assert code == 2 and "keep_text: False -> True" in err
+
+
+def test_a_kept_value_the_output_cannot_store_is_an_undecodable_dead_letter(tmp_path, embed):
+    lines = [
+        '{"id": "r1", "text": "alpha", "k": "fine", "o": {"a": ["b"]}}',
+        '{"id": "r2", "text": "beta", "k": "x\\ud800y"}',  # a lone surrogate in a kept string
+        '{"id": "r3", "text": "gamma", "o": {"\\udc80": 1}}',  # in a key of an object kept as JSON text
+        '{"id": "r4", "text": "delta", "o": [1, ["\\udfff"]]}',  # nested in an array kept as JSON text
+        '{"id": "r5", "text": "epsilon", "k": "caf\\u00e9"}',
+    ]
+    (tmp_path / "a.jsonl").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    code, err, out = embed(tmp_path / "a.jsonl", "--id_field", "id", "--keep_fields", "k,o")
+    assert code == 0, err
+    assert list(rows_by_id(out)) == ["r1", "r5"]
+    assert rows_by_id(out)["r5"]["k"] == "café"
+    dead = {d["id"]: d for d in read_dead_letters(out)}
+    assert {i: d["reason"] for i, d in dead.items()} == {"r2": "undecodable", "r3": "undecodable",
+                                                          "r4": "undecodable"}
+    assert "'k'" in dead["r2"]["detail"] and "'o'" in dead["r3"]["detail"] and "'o'" in dead["r4"]["detail"]
+    assert [dead[i]["raw"] for i in ("r2", "r3", "r4")] == lines[1:4]
+
+    # CSV: a byte --encoding cannot decode, in a kept column.
+    (tmp_path / "b.csv").write_bytes(b"id,text,lang\nc1,a csv row,caf\xe9\nc2,another row,en\n")
+    code, err, out = embed(tmp_path / "b.csv", "--id_field", "id", "--keep_fields", "lang", output="csv-out")
+    assert code == 0, err
+    assert rows_by_id(out)["c2"]["lang"] == "en" and list(rows_by_id(out)) == ["c2"]
+    (dead,) = read_dead_letters(out)
+    assert (dead["id"], dead["reason"], dead["raw"]) == ("c1", "undecodable", "c1,a csv row,caf\\xe9")
+    assert "'lang'" in dead["detail"]
