@@ -89,6 +89,16 @@ def test_a_value_that_does_not_fit_its_column_after_the_sample_is_a_dead_letter(
     assert (rows_by_id(out)["fine"]["year"], rows_by_id(out)["whole"]["year"]) == (1999, 1998)
 
 
+def test_a_kept_field_type_dead_letter_holds_the_record_as_read_to_replay(tmp_path, embed):
+    late = '{"id": "late", "text": "  Late\u0301 text ", "year": "unknown", "note": "not kept"}'
+    lines = [json.dumps({"id": f"r{i}", "text": f"text {i}", "year": 2000 + i}) for i in range(SAMPLE_RECORDS)]
+    (tmp_path / "a.jsonl").write_text("\n".join([*lines, late]) + "\n", encoding="utf-8")
+    code, err, out = embed(tmp_path / "a.jsonl", "--id_field", "id", "--keep_fields", "year")
+    assert code == 0, err
+    (dead,) = read_dead_letters(out)
+    assert (dead["reason"], dead["id"], dead["raw"]) == ("kept_field_type", "late", late)
+
+
 def test_csv_columns_are_kept_as_strings_and_an_unknown_column_is_a_config_error(tmp_path, embed):
     (tmp_path / "a.csv").write_text("id,text,lang,stars\nc1,a csv row,en,5\nc2,another row,,\n", encoding="utf-8")
     code, err, out = embed(tmp_path / "a.csv", "--id_field", "id", "--keep_fields", "lang,stars")
