@@ -6,9 +6,10 @@ front, so the type of a JSON field is decided from its values in the first `SAMP
 each shard: one JSON kind gives its Arrow type (string, int64, float64, bool), ints and floats give
 float64, any other mix gives string (numbers and booleans as their JSON text). Objects and arrays are
 kept as JSON text. A later value that does not fit its column (a string in an int64 column) makes its
-record a dead letter `kept_field_type`, never a crash and never a silently dropped value. Parquet
-shards whose types do not unify stop a run at launch; on a worker (where JSON shards meet them) the
-column becomes string, with values that are not strings as their JSON text.
+record a dead letter `kept_field_type`, never a crash and never a silently dropped or changed value
+(a number is stored exactly or not at all). Parquet shards whose types do not unify stop a run at
+launch; on a worker (where JSON shards meet them) the column becomes string, with values that are not
+strings as their JSON text.
 """
 
 from __future__ import annotations
@@ -156,6 +157,10 @@ def _column_type(name: str, types: set[pa.DataType]) -> pa.DataType:
 
 
 def _fit(value: object, column: pa.DataType) -> tuple[object, bool]:
+    """(value as the column holds it, True), or (value, False) when it does not fit; never raises.
+
+    A number in a numeric column is stored exactly or not at all (a float may round to a float32 column).
+    """
     if value is None:
         return None, True
     if column == pa.string():
@@ -164,26 +169,52 @@ def _fit(value: object, column: pa.DataType) -> tuple[object, bool]:
         if isinstance(value, float) and not math.isfinite(value):
             return str(value), True
         # A JSON scalar in a column of mixed kinds, or a value of a type that did not unify: its JSON text.
-        return json.dumps(value, ensure_ascii=False, default=str), True
+        try:
+            return json.dumps(value, ensure_ascii=False, default=str), True
+        except (TypeError, ValueError, RecursionError):  # e.g. an int of more digits than Python prints
+            return value, False
     if column == pa.int64():
         if isinstance(value, float) and value.is_integer():  # JSON's 3.0 in a column of ints
             value = int(value)
         ok = isinstance(value, int) and not isinstance(value, bool) and _INT64[0] <= value <= _INT64[1]
         return value, ok
     if column == pa.float64():
-        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
-        return (float(value) if ok else value), ok
+        if isinstance(value, float):
+            return value, True  # NaN and the infinities included: Arrow stores them
+        if not isinstance(value, int) or isinstance(value, bool):
+            return value, False
+        try:
+            converted = float(value)
+        except OverflowError:  # past float64's range (about 1.8e308)
+            return value, False
+        return (converted, True) if converted == value else (value, False)  # past 2**53 not every int has one
     if column == pa.bool_():
         return value, isinstance(value, bool)
+    floating = pa.types.is_floating(column)
+    if floating or pa.types.is_integer(column):
+        # Parquet's other numbers. Arrow would store False as 0.0, 1.5 in an int32 column as 1, and in
+        # a float32 one 2**24 + 1 rounded and 1e39 as inf, without a word.
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            return value, False
+        try:
+            stored = pa.scalar(value, type=column).as_py()
+        except (pa.ArrowException, OverflowError):
+            return value, False
+        if floating and isinstance(value, float):  # a float column keeps a float to its own precision
+            return value, stored == value or math.isnan(value) or math.isfinite(stored)
+        return value, stored == value
     try:  # Parquet's own types (nested, temporal, decimal): Arrow decides
         pa.scalar(value, type=column)
-    except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError, ValueError, OverflowError):
+    except (pa.ArrowException, TypeError, ValueError, OverflowError, RecursionError):
         return value, False
     return value, True
 
 
 def _preview(value: object, limit: int = 60) -> str:
-    text = repr(value)
+    try:
+        text = repr(value)
+    except ValueError:  # an int of more digits than Python prints
+        text = f"an int of {value.bit_length()} bits" if isinstance(value, int) else type(value).__name__
     return text if len(text) <= limit else text[:limit] + "..."
 
 

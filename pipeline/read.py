@@ -17,7 +17,7 @@ from pipeline.manifest import ShardStats
 from pipeline.preflight import list_shards
 from pipeline.progress import PROGRESS
 from pipeline.readers import shard_outcomes
-from pipeline.records import DeadLetter, InputFormat, Record, kept_size, raw_preview
+from pipeline.records import DeadLetter, InputFormat, Record, kept_size, text_preview
 from pipeline.settings import JobSettings
 from pipeline.shards import Shard
 
@@ -210,11 +210,14 @@ def _report_position(raw_stream, previous: int, at_end: int | None = None) -> in
 
 
 def _misfit(record: Record, detail: str) -> DeadLetter:
-    return DeadLetter(record.source, record.line, "kept_field_type", detail, id=record.id,
-                      raw=raw_preview(record.text.encode("utf-8")))
+    return DeadLetter(record.source, record.line, "kept_field_type", detail, id=record.id, raw=_as_read(record))
 
 
 def _duplicate(record: Record, first: tuple[str, int]) -> DeadLetter:
     detail = f"id {record.id!r} was first seen at {first[0]}:{first[1]}, which is embedded"
-    return DeadLetter(record.source, record.line, "duplicate_id", detail, id=record.id,
-                      raw=raw_preview(record.text.encode("utf-8")))
+    return DeadLetter(record.source, record.line, "duplicate_id", detail, id=record.id, raw=_as_read(record))
+
+
+def _as_read(record: Record) -> str:
+    """A dead letter's raw: the record as read, so it can be fixed and replayed (the text where none was kept)."""
+    return text_preview(record.raw if record.raw is not None else record.text)

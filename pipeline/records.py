@@ -7,7 +7,7 @@ import math
 import re
 import unicodedata
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from itertools import accumulate
 
 RAW_PREVIEW_CHARS = 2000
@@ -37,6 +37,9 @@ class Record:
     line: int
     removed_chars: int = 0  # control characters taken out of the text
     kept: tuple = ()  # values of --keep_fields, in their order (None where the record lacks one)
+    # The record as read (its first RAW_PREVIEW_CHARS + 1 characters), for a dead letter decided after
+    # reading (duplicate_id, kept_field_type); only with --id_field or --keep_fields, which those need.
+    raw: str | None = field(default=None, compare=False, repr=False)
 
 
 @dataclass(frozen=True)
@@ -89,6 +92,14 @@ def raw_preview(raw: bytes) -> str:
     """Printable, bounded form of raw bytes: undecodable bytes become \\xNN escapes."""
     text = raw.decode("utf-8", errors="backslashreplace")
     return text if len(text) <= RAW_PREVIEW_CHARS else text[:RAW_PREVIEW_CHARS] + "..."
+
+
+def text_preview(raw: str) -> str:
+    """Printable, bounded form of a record as read: what a reader escaped comes back as \\xNN escapes.
+
+    Cut before encoding, so a 50 MB line costs no more than a short one.
+    """
+    return raw_preview(_encoded(raw[: RAW_PREVIEW_CHARS + 1]))
 
 
 def _surrogate_at(text: str) -> int | None:
@@ -145,21 +156,39 @@ def kept_size(value: object) -> int:
 def _document(
     record_id: str, text: str, source: str, line: int, fmt: InputFormat, raw: str, kept: tuple = ()
 ) -> Record | DeadLetter | Skipped:
-    """The shared last step: length limit, normalisation, blank check."""
+    """The shared last step: length limit, text and kept strings storable, normalisation, blank check."""
+
+    def dead(reason: str, detail: str) -> DeadLetter:
+        return DeadLetter(source, line, reason, detail, id=record_id, raw=text_preview(raw))
+
     if len(text) > fmt.max_chars:
-        detail = f"{len(text)} characters, more than --max_chars {fmt.max_chars}"
-        return DeadLetter(source, line, "too_long", detail, id=record_id, raw=raw_preview(_encoded(raw)))
+        return dead("too_long", f"{len(text)} characters, more than --max_chars {fmt.max_chars}")
     if kept and len(text) + sum(map(kept_size, kept)) > fmt.max_chars:
-        detail = f"text and kept fields hold more than --max_chars {fmt.max_chars} characters"
-        return DeadLetter(source, line, "too_long", detail, id=record_id, raw=raw_preview(_encoded(raw)))
+        return dead("too_long", f"text and kept fields hold more than --max_chars {fmt.max_chars} characters")
     bad = _surrogate_at(text)
     if bad is not None:  # e.g. JSON "\\ud800", or bytes a CSV row could not decode
-        detail = f"not valid Unicode at character {bad} (an undecodable byte or a lone surrogate)"
-        return DeadLetter(source, line, "undecodable", detail, id=record_id, raw=raw_preview(_encoded(raw)))
+        return dead("undecodable", f"not valid Unicode at character {bad} (an undecodable byte or a lone surrogate)")
+    unstorable = _unstorable_kept(fmt.keep_fields, kept) if kept else None
+    if unstorable is not None:
+        return dead("undecodable", unstorable)
     text, removed = normalize_text(text)
     if not text.strip():
         return Skipped(source, line, removed)
-    return Record(record_id, text, source, line, removed, kept)
+    carried = raw[: RAW_PREVIEW_CHARS + 1] if fmt.id_field or fmt.keep_fields else None
+    return Record(record_id, text, source, line, removed, kept, carried)
+
+
+def _unstorable_kept(names: tuple[str, ...], kept: tuple) -> str | None:
+    """Why a kept string cannot be stored, or None: it holds a lone surrogate (JSON's "\\udc80", an undecodable byte).
+
+    Checked as the record is read, so it costs one dead letter rather than failing the job at the Parquet
+    writer. Objects and arrays are JSON text by now, so their keys and nested strings are checked too.
+    """
+    for name, value in zip(names, kept, strict=True):
+        bad = _surrogate_at(value) if isinstance(value, str) else None
+        if bad is not None:
+            return f"field {name!r} is not valid Unicode at character {bad} (an undecodable byte or a lone surrogate)"
+    return None
 
 
 def _json_depth(text: str) -> int:
@@ -174,9 +203,7 @@ def _json_depth(text: str) -> int:
 
 def _parse_json_line(decoded: str, source: str, line: int, fmt: InputFormat) -> Record | DeadLetter | Skipped:
     def invalid(detail: str) -> DeadLetter:
-        # Only the start is kept: no need to encode a 50 MB line for a 2000-character preview.
-        preview = raw_preview(_encoded(decoded[: RAW_PREVIEW_CHARS + 1]))
-        return DeadLetter(source, line, "invalid_json", detail, raw=preview)
+        return DeadLetter(source, line, "invalid_json", detail, raw=text_preview(decoded))
 
     too_deep = f"nested too deeply: more than {MAX_JSON_DEPTH} levels of arrays and objects"
     # Counting brackets is cheap; the scan runs only on the rare line with enough of them to be too deep.
@@ -204,11 +231,12 @@ def from_fields(
 ) -> Record | DeadLetter | Skipped:
     """A record from a structured row (JSON object, CSV row, Parquet row): id and text by field name.
 
-    raw is the row as the user wrote it, kept in dead letters so it can be fixed and replayed.
+    raw is the row as the user wrote it (a reader renders a Parquet row as JSON), kept in dead letters so it
+    can be fixed and replayed: those made here, and as `Record.raw` those the reading stage makes later.
     """
 
     def dead(reason: str, detail: str, record_id: str | None = None) -> DeadLetter:
-        return DeadLetter(source, line, reason, detail, id=record_id, raw=raw_preview(_encoded(raw)))
+        return DeadLetter(source, line, reason, detail, id=record_id, raw=text_preview(raw))
 
     record_id = f"{source}:{line}"
     if fmt.id_field is not None:

@@ -1,6 +1,7 @@
 """The house rules a reader relies on, checked over every module of pipeline/ and encoders/."""
 
 import ast
+import itertools
 import os
 from pathlib import Path
 
@@ -63,3 +64,22 @@ def _project_sources() -> list[Path]:
         subdirectories[:] = [d for d in subdirectories if not d.startswith(".")]
         found += [Path(directory) / name for name in files if name.endswith(".py")]
     return found
+
+
+def test_readme_says_what_raw_holds_for_every_dead_letter_reason():
+    """Every reason the code gives a dead letter (`DeadLetter(source, line, reason, ...)` or a module's
+    `dead(reason, ...)` helper) has a row in README's dead-letter table."""
+    reasons = set()
+    for path in MODULES:
+        for node in ast.walk(_tree(path)):
+            if not (isinstance(node, ast.Call) and isinstance(node.func, ast.Name)):
+                continue
+            position = {"DeadLetter": 2, "dead": 0}.get(node.func.id)
+            if position is not None and len(node.args) > position and isinstance(node.args[position], ast.Constant):
+                reasons.add(node.args[position].value)
+    assert {"undecodable", "invalid_csv", "duplicate_id", "kept_field_type", "encode_error", "missing_id"} <= reasons
+    lines = (REPO / "README.md").read_text(encoding="utf-8").splitlines()
+    start = next(i for i, line in enumerate(lines) if line.strip() == "| `reason` | `raw` holds |") + 2
+    table = itertools.takewhile(lambda line: line.strip().startswith("|"), lines[start:])
+    listed = {reason for line in table for reason in line.split("|")[1].replace("`", "").replace(",", " ").split()}
+    assert reasons <= listed, reasons - listed

@@ -132,6 +132,23 @@ def test_a_repeated_id_keeps_its_first_occurrence_and_dead_letters_the_others(ru
     assert read_manifest(out)["counts"] == {"read": 6, "embedded": 3, "skipped": 1, "failed": 2}
 
 
+def test_a_repeated_id_dead_letter_holds_the_record_as_read_to_replay(run_cli, tiny_bert_dir, tmp_path):
+    first, again = '{"id": "x", "text": "first", "n": 1}', '{"text": "  Again\u0301 ", "id": "x", "n": 2}'
+    (tmp_path / "a.jsonl").write_text(f"{first}\n{again}\n", encoding="utf-8")
+    (tmp_path / "b.csv").write_text('id,text,n\nc,"one, two",1\nc,"three, four",2\n', encoding="utf-8")
+    pq.write_table(pa.table({"id": ["p", "p"], "text": ["five", "six"], "n": ["1", "2"]}), tmp_path / "c.parquet")
+    out = tmp_path / "out"
+    code, _, err = run_cli("--input", tmp_path / "*.*", "--output", out, "--model", tiny_bert_dir, "--id_field", "id")
+    assert code == 0, err
+    dead = {d["source"]: d for d in read_dead_letters(out)}
+    assert {source: (d["reason"], d["id"]) for source, d in dead.items()} == {
+        "a.jsonl": ("duplicate_id", "x"), "b.csv": ("duplicate_id", "c"), "c.parquet": ("duplicate_id", "p")}
+    assert dead["a.jsonl"]["raw"] == again  # the line, not its normalised text
+    assert dead["b.csv"]["raw"] == 'c,"three, four",2'
+    assert {k: v for k, v in json.loads(dead["c.parquet"]["raw"]).items() if k in ("id", "text")} == {
+        "id": "p", "text": "six"}  # the row as JSON: what the Parquet reader renders
+
+
 def test_input_on_an_fsspec_filesystem(run_cli, tiny_bert_dir, tmp_path):
     for i in range(2):
         with fsspec.open(f"memory://job-test/part-{i}.txt", "w") as f:

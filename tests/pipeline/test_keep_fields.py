@@ -2,6 +2,7 @@
 
 import datetime
 import json
+import math
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -86,6 +87,16 @@ def test_a_value_that_does_not_fit_its_column_after_the_sample_is_a_dead_letter(
                                   "failed": 1}
     assert read_embeddings(out).schema.field("year").type == pa.int64()
     assert (rows_by_id(out)["fine"]["year"], rows_by_id(out)["whole"]["year"]) == (1999, 1998)
+
+
+def test_a_kept_field_type_dead_letter_holds_the_record_as_read_to_replay(tmp_path, embed):
+    late = '{"id": "late", "text": "  Late\u0301 text ", "year": "unknown", "note": "not kept"}'
+    lines = [json.dumps({"id": f"r{i}", "text": f"text {i}", "year": 2000 + i}) for i in range(SAMPLE_RECORDS)]
+    (tmp_path / "a.jsonl").write_text("\n".join([*lines, late]) + "\n", encoding="utf-8")
+    code, err, out = embed(tmp_path / "a.jsonl", "--id_field", "id", "--keep_fields", "year")
+    assert code == 0, err
+    (dead,) = read_dead_letters(out)
+    assert (dead["reason"], dead["id"], dead["raw"]) == ("kept_field_type", "late", late)
 
 
 def test_csv_columns_are_kept_as_strings_and_an_unknown_column_is_a_config_error(tmp_path, embed):
@@ -283,3 +294,90 @@ def test_a_run_of_a_version_before_these_settings_is_replaced_by_the_same_comman
     (out / "_SUCCESS").write_text(json.dumps(manifest), encoding="utf-8")
     code, err, _ = embed(tmp_path / "a.jsonl", "--keep_text")
     assert code == 2 and "keep_text: False -> True" in err
+
+
+def test_a_kept_value_the_output_cannot_store_is_an_undecodable_dead_letter(tmp_path, embed):
+    lines = [
+        '{"id": "r1", "text": "alpha", "k": "fine", "o": {"a": ["b"]}}',
+        '{"id": "r2", "text": "beta", "k": "x\\ud800y"}',  # a lone surrogate in a kept string
+        '{"id": "r3", "text": "gamma", "o": {"\\udc80": 1}}',  # in a key of an object kept as JSON text
+        '{"id": "r4", "text": "delta", "o": [1, ["\\udfff"]]}',  # nested in an array kept as JSON text
+        '{"id": "r5", "text": "epsilon", "k": "caf\\u00e9"}',
+    ]
+    (tmp_path / "a.jsonl").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    code, err, out = embed(tmp_path / "a.jsonl", "--id_field", "id", "--keep_fields", "k,o")
+    assert code == 0, err
+    assert list(rows_by_id(out)) == ["r1", "r5"]
+    assert rows_by_id(out)["r5"]["k"] == "café"
+    dead = {d["id"]: d for d in read_dead_letters(out)}
+    assert {i: d["reason"] for i, d in dead.items()} == {"r2": "undecodable", "r3": "undecodable",
+                                                          "r4": "undecodable"}
+    assert "'k'" in dead["r2"]["detail"] and "'o'" in dead["r3"]["detail"] and "'o'" in dead["r4"]["detail"]
+    assert [dead[i]["raw"] for i in ("r2", "r3", "r4")] == lines[1:4]
+
+    # CSV: a byte --encoding cannot decode, in a kept column.
+    (tmp_path / "b.csv").write_bytes(b"id,text,lang\nc1,a csv row,caf\xe9\nc2,another row,en\n")
+    code, err, out = embed(tmp_path / "b.csv", "--id_field", "id", "--keep_fields", "lang", output="csv-out")
+    assert code == 0, err
+    assert rows_by_id(out)["c2"]["lang"] == "en" and list(rows_by_id(out)) == ["c2"]
+    (dead,) = read_dead_letters(out)
+    assert (dead["id"], dead["reason"], dead["raw"]) == ("c1", "undecodable", "c1,a csv row,caf\\xe9")
+    assert "'lang'" in dead["detail"]
+
+
+def test_every_late_kept_value_is_stored_exactly_or_is_a_kept_field_type_dead_letter(tmp_path, embed):
+    # The first records decide: f float64 (ints and floats), i int64, b bool, s string (mixed kinds).
+    first = [{"id": f"r{n}", "text": f"text {n}", "f": n if n % 2 else n + 0.5, "i": n, "b": n % 2 == 0,
+              "s": "word" if n % 2 else n} for n in range(SAMPLE_RECORDS)]
+    late = {  # id: (the JSON line's fields, the stored value or None for a dead letter)
+        "f_huge_int": ('"f": ' + "1" + "0" * 400, None),  # float(int) overflows
+        "f_inexact_int": ('"f": 9007199254740993', None),  # 2**53 + 1: a float64 would change it
+        "f_exact_int": ('"f": 9007199254740992', 2.0**53),
+        "f_nan": ('"f": NaN', "nan"),
+        "f_inf": ('"f": -Infinity', -math.inf),
+        "f_string": ('"f": "1.5"', None),
+        "i_huge_int": ('"i": ' + "9" * 30, None),
+        "i_whole_float": ('"i": 3.0', 3),
+        "i_huge_float": ('"i": 1e300', None),
+        "i_nan": ('"i": NaN', None),
+        "i_bool": ('"i": true', None),
+        "b_int": ('"b": 1', None),
+        "s_number": ('"s": 2.5', "2.5"),
+        "s_bool": ('"s": false', "false"),
+        "s_array": ('"s": [NaN, {"k": 2}]', '[NaN, {"k": 2}]'),
+    }
+    lines = [json.dumps(row) for row in first]
+    lines += [f'{{"id": "{record_id}", "text": "late {record_id}", {field}}}' for record_id, (field, _) in late.items()]
+    (tmp_path / "a.jsonl").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    code, err, out = embed(tmp_path / "a.jsonl", "--id_field", "id", "--keep_fields", "f,i,b,s")
+    assert code == 0, err
+    schema = read_embeddings(out).schema
+    assert [schema.field(n).type for n in "fibs"] == [pa.float64(), pa.int64(), pa.bool_(), pa.string()]
+    rows = rows_by_id(out)
+    dead = {d["id"]: d for d in read_dead_letters(out)}
+    for record_id, (field, stored) in late.items():
+        name = field[1]
+        if stored is None:
+            assert record_id not in rows and dead[record_id]["reason"] == "kept_field_type", record_id
+            assert f"{name!r}" in dead[record_id]["detail"]
+        elif stored == "nan":
+            assert math.isnan(rows[record_id][name])
+        else:
+            assert rows[record_id][name] == stored and type(rows[record_id][name]) is type(stored), record_id
+    assert len(rows) + len(dead) == SAMPLE_RECORDS + len(late)
+
+
+def test_a_json_number_a_parquet_column_would_change_is_a_kept_field_type_dead_letter(tmp_path, embed):
+    pq.write_table(pa.table({"id": ["p"], "text": ["from parquet"], "n": pa.array([1], pa.int32())}),
+                   tmp_path / "a.parquet")
+    rows = [{"id": f"r{i}", "text": f"text {i}"} for i in range(SAMPLE_RECORDS)]  # "n" only after the sample
+    rows += [{"id": "half", "text": "a half", "n": 1.5}, {"id": "huge", "text": "too big", "n": 2**40},
+             {"id": "whole", "text": "a whole float", "n": 2.0}, {"id": "seven", "text": "an int", "n": 7}]
+    write_jsonl(tmp_path / "b.jsonl", rows)
+    code, err, out = embed(tmp_path / "*.*", "--id_field", "id", "--keep_fields", "n")
+    assert code == 0, err
+    assert read_embeddings(out).schema.field("n").type == pa.int32()
+    assert {d["id"]: d["reason"] for d in read_dead_letters(out)} == {"half": "kept_field_type",
+                                                                      "huge": "kept_field_type"}
+    rows = rows_by_id(out)
+    assert (rows["p"]["n"], rows["whole"]["n"], rows["seven"]["n"]) == (1, 2, 7)

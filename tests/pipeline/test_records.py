@@ -210,3 +210,13 @@ def test_exactly_the_control_characters_but_tab_lf_and_cr_are_dropped():
     kept, removed = normalize_text("".join(chr(c) for c in range(0x110000) if not 0xD800 <= c <= 0xDFFF))
     dropped = {chr(c) for c in range(0x110000) if unicodedata.category(chr(c)) == "Cc"} - set("\t\n\r")
     assert removed == len(dropped) == 62 and not dropped & set(kept) and {"\t", "\n", "\r"} <= set(kept)
+
+
+def test_a_record_carries_its_line_as_read_only_when_a_later_dead_letter_may_need_it():
+    line = '{"id": "7", "text": " Cafe\\u0301 ", "n": 1}'
+    assert parse_line(line.encode(), "d", 1, JSONL_ID).raw == line  # a duplicate_id may need it
+    assert parse_line(line.encode(), "d", 1, InputFormat("jsonl", keep_fields=("n",))).raw == line
+    assert parse_line(line.encode(), "d", 1, InputFormat("jsonl")).raw is None
+    assert parse_line(b"plain text", "d", 1, TEXT).raw is None
+    long = json.dumps({"id": "8", "text": "x" * 5000})
+    assert parse_line(long.encode(), "d", 1, JSONL_ID).raw == long[:2001]  # enough for the 2,000 shown
