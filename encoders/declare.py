@@ -170,6 +170,8 @@ def with_absolute_paths(given: Mapping[str, object], cls: type, base: str) -> di
 def check_declared(instance: object, error: type[Exception]) -> None:
     """Raise `error` with a one-line message when a value breaks its declared choices or minimum.
 
+    A recorded setting must also be UTF-8 text: a path given in bytes the system could not decode
+    (Python holds them as lone surrogates) would otherwise fail the job when its manifest is written.
     None (not given, or AUTO for an auto int setting) is not checked: it is resolved later.
     """
     for item in declared(type(instance)):
@@ -177,6 +179,11 @@ def check_declared(instance: object, error: type[Exception]) -> None:
         if value is None:
             continue
         name = f"--{item.flag}" if item.flag else item.name
+        texts = value if isinstance(value, tuple) else (value,)
+        bad = next((t for t in texts if isinstance(t, str) and not is_utf8(t)), None)
+        if bad is not None and item.declaration.role != RUN:
+            raise error(f"{name} {escaped(bad)} is not valid UTF-8, and it is recorded as text: rename the file or "
+                        "directory (\\xNN shows a byte that is not UTF-8)")
         allowed = item.declaration.allowed()
         if allowed is not None and value not in allowed:
             raise error(f"unknown {name} {value!r}; choose one of {', '.join(allowed)}")
@@ -184,6 +191,24 @@ def check_declared(instance: object, error: type[Exception]) -> None:
         if minimum is not None and value < minimum:
             wanted = "positive" if minimum == 1 else f"at least {minimum}"
             raise error(f"{name} must be {wanted}, got {value}")
+
+
+def is_utf8(text: str) -> bool:
+    """Whether text can be written as UTF-8: False when it holds lone surrogates (e.g. undecodable file names)."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def escaped(text: str) -> str:
+    """text as UTF-8 can hold it, for messages: a byte the system could not decode (a surrogate escape, as
+    `os.fsdecode` and `sys.argv` give it) as \\xNN, as it is on disk; any other lone surrogate as \\udNNN."""
+    try:
+        return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    except UnicodeEncodeError:
+        return text.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 def values(instance: object, roles: Iterable[str]) -> dict[str, object]:

@@ -24,6 +24,7 @@ from encoders.tokenization import Tokenizer, TokenRuns
 
 TENSORFLOW_TEXT = "tensorflow_text"
 EXTRA = "hub-preprocessing"  # setup.py's extra that installs tensorflow-text
+PARTS = ("tokenize", "bert_pack_inputs")  # what we call on a preprocessor: attributes of its root object
 
 
 def check_tensorflow_text(module: str = TENSORFLOW_TEXT) -> None:
@@ -52,12 +53,16 @@ def load_preprocessor(location: str):
         module = hub.load(location)
     except Exception as exc:  # noqa: BLE001 - any load failure means the module is unusable
         raise EncoderConfigError(f"cannot load TF Hub preprocessor {location}: {exc}") from exc
-    missing = [part for part in ("tokenize", "bert_pack_inputs") if not hasattr(module, part)]
-    if missing or not callable(module):
-        raise EncoderConfigError(
-            f"{location} is not a TF Hub BERT preprocessor: it lacks {', '.join(missing) or '__call__'}"
-        )
+    missing = [part for part in PARTS if not hasattr(module, part)] + ([] if callable(module) else ["__call__"])
+    if missing:
+        raise not_a_preprocessor(location, missing)
     return module
+
+
+def not_a_preprocessor(location: str, missing: Sequence[str]) -> EncoderConfigError:
+    """The one message for a --hub_preprocessor that lacks what we call, whether found in its files or once loaded."""
+    return EncoderConfigError(f"--hub_preprocessor {location} is not a TF Hub BERT preprocessing model "
+                              f"(it has no {' and '.join(missing)})")
 
 
 @dataclass(frozen=True)
@@ -69,10 +74,11 @@ class PreprocessorFacts:
 
 
 def read_preprocessor(location: str) -> PreprocessorFacts:
-    """Read the length and vocabulary size from saved_model.pb and the assets, running no TensorFlow op.
+    """Check that it is a preprocessor and read its length and vocabulary size, running no TensorFlow op.
 
-    Running one (calling the module) would fix TensorFlow's thread pools and GPU settings before the
-    encoder chooses them (`encoders.device`), and this runs before the encoder is built.
+    Reads saved_model.pb and the assets only. Loading or calling the module would fix TensorFlow's
+    thread pools and GPU settings before the encoder chooses them (`encoders.device`), and this runs
+    before the encoder is built: on the launcher when the model is local, else in a worker's first step.
     """
     import tensorflow as tf
     from tensorflow.core.protobuf.saved_model_pb2 import SavedModel
@@ -84,6 +90,12 @@ def read_preprocessor(location: str) -> PreprocessorFacts:
     except Exception as exc:  # noqa: BLE001 - missing or unreadable: unusable either way
         raise EncoderConfigError(f"no TF Hub SavedModel (saved_model.pb) at --hub_preprocessor {location}") from exc
     graph = saved.meta_graphs[0]
+    # The root object's attributes, as hub.load would restore them (e.g. an encoder module has neither part).
+    nodes = graph.object_graph_def.nodes  # nodes[0] is the root; a TF1 Hub module has no object graph
+    attributes = {child.local_name for child in nodes[0].children} if nodes else set()
+    missing = [part for part in PARTS if part not in attributes]
+    if missing:
+        raise not_a_preprocessor(location, missing)
     serving = graph.signature_def.get("serving_default")
     lengths = {dims[1].size for output in (serving.outputs.values() if serving else ())
                if len(dims := output.tensor_shape.dim) == 2 and dims[1].size > 0}

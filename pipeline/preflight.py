@@ -16,6 +16,7 @@ from pathlib import Path
 
 from apache_beam.io.filesystems import FileSystems
 
+from encoders.declare import escaped
 from pipeline.config import compared_settings
 from pipeline.errors import JobConfigError
 from pipeline.kept import KeptTypeError, decide_columns, merge_observed, observe_shard
@@ -135,4 +136,4 @@ def _check_structure(shards: tuple[Shard, ...], fmt: InputFormat) -> None:
     with ThreadPoolExecutor(max_workers=8) as pool:
         for shard, found in zip(checked, pool.map(problem, checked), strict=True):
             if found:
-                raise JobConfigError(f"{shard.path} ({shard.format}): {found}")
+                raise JobConfigError(f"{escaped(shard.path)} ({shard.format}): {found}")

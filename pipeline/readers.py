@@ -16,6 +16,7 @@ from typing import BinaryIO
 
 import zstandard
 
+from encoders.declare import escaped
 from pipeline.records import DeadLetter, InputFormat, Record, Skipped, from_fields, parse_line, raw_preview
 from pipeline.shards import Shard, open_shard
 
@@ -50,7 +51,7 @@ def shard_outcomes(shard: Shard, fmt: InputFormat) -> Iterator[tuple[Outcome, Bi
             for outcome in read_records(stream, shard.name, fmt):
                 yield outcome, raw_stream
     except _STREAM_ERRORS as exc:
-        raise ShardReadError(f"cannot read shard {shard.path}: {exc}") from exc
+        raise ShardReadError(f"cannot read shard {escaped(shard.path)}: {exc}") from exc
 
 
 def read_records(stream: BinaryIO, source: str, fmt: InputFormat) -> Iterator[Outcome]:

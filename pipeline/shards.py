@@ -16,6 +16,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import BinaryIO
 
+from encoders.declare import escaped, is_utf8
 from pipeline.errors import JobConfigError
 
 SHARD_FORMATS = ("text", "jsonl", "csv", "tsv", "parquet")
@@ -93,12 +94,27 @@ def match_shards(patterns: Iterable[str], fmt: str = "auto") -> list[Shard]:
         sizes.update(matched)
     paths = sorted(sizes)
     names = shard_names(paths)
+    _check_names_are_text([p for p in paths if not is_utf8(names[p])])
     shards = [Shard(p, names[p], shard_format(p, fmt), sizes[p]) for p in paths]
     for shard in shards:
         if shard.format == "parquet" and shard.path.endswith(_COMPRESSION_SUFFIXES):
-            raise JobConfigError(f"{shard.path}: Parquet compresses inside the file; a compressed Parquet "
+            raise JobConfigError(f"{escaped(shard.path)}: Parquet compresses inside the file; a compressed Parquet "
                                  "file cannot be read")
     return shards
+
+
+def _check_names_are_text(undecodable: list[str]) -> None:
+    """Refuse shards whose names are not UTF-8: ids, dead letters and the manifest carry shard names as text.
+
+    Refused rather than escaped: an escaped name (bad\\xffname.txt) could equal another file's real name,
+    giving two documents one id. Object stores (gs://, s3://) only hold UTF-8 names; a local file is renamed.
+    """
+    if undecodable:
+        more = len(undecodable) - 1
+        also = f" (and {more} more such file{'s' if more > 1 else ''})" if more else ""
+        raise JobConfigError(f"input file {escaped(undecodable[0])}: its name is not valid UTF-8{also}; document "
+                             f"ids are made of shard names, which must be text: rename {'them' if more else 'it'} "
+                             "(\\xNN shows a byte that is not UTF-8)")
 
 
 def shard_names(paths: list[str]) -> dict[str, str]:

@@ -10,6 +10,7 @@ from encoders.declare import (
     RUN,
     VECTORS,
     absolute_path,
+    escaped,
     from_mapping,
     from_metadata,
     metadata_text,
@@ -69,3 +70,9 @@ def test_paths_with_a_scheme_and_model_names_are_left_as_given(tmp_path):
     assert absolute_path("bert-base-chinese", MODEL_PATH, str(tmp_path)) == "bert-base-chinese"
     (tmp_path / "bert-base-chinese").mkdir()  # a directory of that name wins, as --model reads it
     assert absolute_path("bert-base-chinese", MODEL_PATH, str(tmp_path)) == f"{tmp_path}/bert-base-chinese"
+
+
+def test_escaped_shows_undecodable_bytes_as_they_are_stored():
+    assert escaped(os.fsdecode(b"bad\xffname.txt")) == "bad\\xffname.txt"  # a surrogate escape: the byte
+    assert escaped("a\ud800b") == "a\\ud800b"  # a lone surrogate from elsewhere (e.g. JSON "\\ud800")
+    assert escaped("café\\x") == "café\\x"  # valid text, backslash included, is unchanged

@@ -153,3 +153,9 @@ def test_the_fingerprint_follows_the_preprocessors_content_not_its_path(encoder,
     changed = model_fingerprint(dataclasses.replace(spec, hub_preprocessor=str(other)), version)
     without = model_fingerprint(dataclasses.replace(spec, hub_preprocessor=None), version)
     assert len({changed, without, model_fingerprint(spec, version)}) == 3
+
+
+def test_an_encoder_module_given_as_the_preprocessor_is_refused_before_it_is_loaded(tiny_hub_dir):
+    with pytest.raises(EncoderConfigError, match=r"^--hub_preprocessor .* is not a TF Hub BERT preprocessing model "
+                                                 r"\(it has no tokenize and bert_pack_inputs\)$"):
+        resolve_spec(backend="hub", model=str(tiny_hub_dir), hub_preprocessor=str(tiny_hub_dir))

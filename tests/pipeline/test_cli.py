@@ -1,5 +1,6 @@
 """The CLI contract: configuration errors exit 2 with one line before the pipeline starts."""
 
+import os
 import subprocess
 import sys
 
@@ -151,3 +152,33 @@ def test_process_exit_code_and_no_traceback(tmp_path):
     )
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines() == [f"error: no file matches --input {tmp_path}/none*.txt"]
+
+
+def _write_bytes_named(directory, name: bytes, data: bytes = b"hello\n") -> None:
+    """A file whose name is raw bytes (not necessarily UTF-8), as an old archive or a Latin-1 system leaves them."""
+    os.makedirs(os.fsencode(directory), exist_ok=True)
+    with open(os.fsencode(directory) + b"/" + name, "wb") as f:
+        f.write(data)
+
+
+def test_an_input_file_name_that_is_not_utf8_exits_2_naming_it_with_the_byte_escaped(run_cli, tiny_bert_dir,
+                                                                                     tmp_path):
+    _write_bytes_named(tmp_path / "in", b"good.txt")
+    _write_bytes_named(tmp_path / "in", b"bad\xffname.txt")
+    code, _, err = run_cli("--input", tmp_path / "in" / "*.txt", "--output", tmp_path / "out", "--model",
+                           tiny_bert_dir)
+    assert code == 2, err
+    assert err.startswith(f"error: input file {tmp_path}/in/bad\\xffname.txt: its name is not valid UTF-8")
+    assert err.count("\n") == 1
+    assert not (tmp_path / "out" / "_SUCCESS").exists()
+
+
+def test_a_recorded_setting_that_is_not_utf8_exits_2_naming_the_flag(run_cli, tiny_bert_dir, tmp_path):
+    """The manifest records --input as text: a directory given in its undecodable bytes cannot be recorded."""
+    directory = os.fsdecode(os.fsencode(tmp_path) + b"/caf\xe9")
+    _write_bytes_named(directory, b"a.txt")
+    code, _, err = run_cli("--input", f"{directory}/*.txt", "--output", tmp_path / "out", "--model", tiny_bert_dir)
+    assert code == 2, err
+    assert err.startswith(f"error: --input {tmp_path}/caf\\xe9/*.txt is not valid UTF-8")
+    assert err.count("\n") == 1
+    assert not (tmp_path / "out" / "_SUCCESS").exists()

@@ -1,6 +1,7 @@
 """The distributed-runner path run for real on the DirectRunner: workers list the inputs and prepare the output."""
 
 import json
+import os
 import re
 
 import pytest
@@ -84,3 +85,19 @@ def test_an_unreadable_success_file_is_an_unfinished_run_on_the_worker_too(corpu
     (out / "_SUCCESS").write_text('{"settings": {"model": ')  # cut short by a crash
     deferred_run(tmp_path, tiny_bert_dir, out)
     assert read_manifest(out)["counts"]["embedded"] == 2
+
+
+def test_an_input_file_name_that_is_not_utf8_fails_the_job_on_the_worker_as_it_exits_2_at_launch(run_cli,
+                                                                                                tiny_bert_dir,
+                                                                                                tmp_path):
+    (tmp_path / "in").mkdir()
+    with open(os.fsencode(tmp_path / "in") + b"/bad\xffname.txt", "wb") as f:
+        f.write(b"hello\n")
+    inputs = str(tmp_path / "in" / "*.txt")
+    code, _, err = run_cli("--input", inputs, "--output", tmp_path / "local", "--model", tiny_bert_dir)
+    assert code == 2
+    message = err.removeprefix("error: ").strip()
+    assert message.startswith(f"input file {tmp_path}/in/bad\\xffname.txt: its name is not valid UTF-8")
+    with pytest.raises(Exception, match=re.escape(message)):
+        deferred_run(tmp_path, tiny_bert_dir, tmp_path / "out", inputs=(inputs,), id_field=None)
+    assert not (tmp_path / "out" / "_SUCCESS").exists()

@@ -1,5 +1,7 @@
 """--hub_preprocessor through the whole job: examples/ + full-width text get Hub's preprocessor -> encoder vectors."""
 
+import hashlib
+import shutil
 import subprocess
 import sys
 
@@ -7,7 +9,12 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
+from encoders import EncoderConfigError, EncoderSpec
+from pipeline.config import job_config
+from pipeline.job import submit_job
+from pipeline.outcome import failure_line
 from pipeline.records import normalize_text
+from pipeline.settings import JobSettings
 from tests.hub_recipe import PREPROCESSOR, example_texts, packed_by_preprocessor, recipe_vectors
 from tests.pipeline.conftest import read_embeddings, read_manifest
 
@@ -76,3 +83,40 @@ def test_without_tensorflow_text_the_job_stops_at_launch_naming_the_extra(corpus
                           timeout=300)
     assert proc.returncode == 2 and proc.stderr.strip().count("\n") == 0
     assert "pip install '.[hub-preprocessing]'" in proc.stderr
+
+
+def test_an_encoder_module_given_as_the_preprocessor_stops_the_job_at_launch_with_one_line(run_cli, corpus,
+                                                                                          tiny_hub_dir, tmp_path):
+    code, _, err = run_cli("--input", corpus, "--output", tmp_path / "out", "--backend", "hub", "--model",
+                           tiny_hub_dir, "--hub_preprocessor", tiny_hub_dir)
+    assert code == 2, err
+    assert err == (f"error: --hub_preprocessor {tiny_hub_dir} is not a TF Hub BERT preprocessing model "
+                   "(it has no tokenize and bert_pack_inputs)\n")
+    assert not (tmp_path / "out" / "_SUCCESS").exists()
+
+
+def _cached_hub_handle(directory, cache, monkeypatch) -> str:
+    """A TF Hub URL whose download tensorflow_hub finds in its cache: a remote model, resolved without network."""
+    handle = "https://models.example.com/tiny-bert/1"
+    shutil.copytree(directory, cache / hashlib.sha1(handle.encode()).hexdigest())  # tensorflow_hub's cache layout
+    monkeypatch.setenv("TFHUB_CACHE_DIR", str(cache))
+    return handle
+
+
+def test_with_a_remote_model_the_workers_first_step_fails_the_job_with_the_same_message(monkeypatch, corpus,
+                                                                                      tiny_hub_dir, tmp_path):
+    """On a distributed runner a remote model is resolved, and the preprocessor checked, by the job's first step."""
+    from apache_beam.options.pipeline_options import PipelineOptions
+
+    out = tmp_path / "out"
+    model = _cached_hub_handle(tiny_hub_dir, tmp_path / "hub-cache", monkeypatch)
+    spec = EncoderSpec(backend="hub", model=model, hub_preprocessor=str(tiny_hub_dir))
+    config = job_config(JobSettings(inputs=(str(corpus),), output=str(out)), spec, distributed=True)
+    assert not config.encoder_spec.resolved  # nothing read at launch
+    message = (f"--hub_preprocessor {tiny_hub_dir} is not a TF Hub BERT preprocessing model "
+               "(it has no tokenize and bert_pack_inputs)")
+    with pytest.raises(EncoderConfigError) as failed:  # the DirectRunner runs the job inside run()
+        submit_job(config, PipelineOptions(["--runner", "DirectRunner"]))
+    # One line, as the launcher of a waited-for job prints it (`pipeline.outcome.wait_for_job`).
+    assert failure_line(str(failed.value)) == f"{message} [while running 'PrepareOutput/Prepare']"
+    assert not (out / "_SUCCESS").exists() and not list(out.rglob("*.parquet"))

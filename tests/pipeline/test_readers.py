@@ -1,7 +1,10 @@
 """Per-format readers: every input record gives exactly one outcome, bad ones a reason."""
 
+import gzip
 import io
 import json
+import os
+import re
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -9,8 +12,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pipeline.readers import ShardFormatError, read_records, structure_problem
+from pipeline.readers import ShardFormatError, ShardReadError, read_records, shard_outcomes, structure_problem
 from pipeline.records import DeadLetter, InputFormat, Record, Skipped
+from pipeline.shards import Shard
 
 
 def outcomes(data: bytes, fmt: InputFormat, source: str = "s") -> list:
@@ -117,3 +121,14 @@ def test_readers_never_raise_and_give_unique_stable_ids(body, fmt):
     assert outcomes(data, fmt) == first
     lines = [o.line for o in first]
     assert lines == sorted(lines) and len(lines) == len(set(lines))
+
+
+def test_a_shard_that_cannot_be_read_is_named_with_its_undecodable_bytes_escaped(tmp_path):
+    """The message travels in runners' error reports, which hold UTF-8 text only."""
+    directory = os.fsencode(tmp_path) + b"/caf\xe9"
+    os.mkdir(directory)
+    with open(directory + b"/cut.txt.gz", "wb") as f:
+        f.write(gzip.compress(b"line\n" * 5000)[:40])
+    shard = Shard(os.fsdecode(directory + b"/cut.txt.gz"), "cut.txt.gz", "text")
+    with pytest.raises(ShardReadError, match=re.escape(f"cannot read shard {tmp_path}/caf\\xe9/cut.txt.gz: ")):
+        list(shard_outcomes(shard, InputFormat("text")))

@@ -1,4 +1,6 @@
 import gzip
+import os
+import re
 
 import fsspec
 import pytest
@@ -80,3 +82,22 @@ def test_directories_are_not_shards(tmp_path):
     assert [s.name for s in match_shards([str(tmp_path / "*")])] == ["a.txt"]
     with pytest.raises(JobConfigError, match="is a directory"):
         match_shards([str(tmp_path)])
+
+
+def test_a_file_name_that_is_not_utf8_is_a_config_error_showing_the_byte_escaped(tmp_path):
+    """Shard names become document ids and manifest entries, which are UTF-8 text."""
+    (tmp_path / "good.txt").write_text("x\n")
+    for name in (b"bad\xffname.txt", b"caf\xe9.txt"):
+        with open(os.fsencode(tmp_path) + b"/" + name, "wb") as f:  # Python lists it as a surrogate escape
+            f.write(b"x\n")
+    message = f"input file {tmp_path}/bad\\xffname.txt: its name is not valid UTF-8 (and 1 more such file)"
+    with pytest.raises(JobConfigError, match=re.escape(message)):
+        match_shards([str(tmp_path / "*.txt")])
+
+
+def test_a_directory_name_that_is_not_utf8_is_fine_when_no_shard_name_holds_it(tmp_path):
+    directory = os.fsencode(tmp_path) + b"/caf\xe9"
+    os.mkdir(directory)
+    with open(directory + b"/a.txt", "wb") as f:
+        f.write(b"x\n")
+    assert [s.name for s in match_shards([str(tmp_path / "*" / "a.txt")])] == ["a.txt"]
