@@ -9,6 +9,10 @@ import unicodedata
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from itertools import accumulate
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from pipeline.arrow_rows import ArrowRows
 
 RAW_PREVIEW_CHARS = 2000
 DEFAULT_MAX_CHARS = 1_000_000
@@ -36,7 +40,8 @@ class Record:
     source: str
     line: int
     removed_chars: int = 0  # control characters taken out of the text
-    kept: tuple = ()  # values of --keep_fields, in their order (None where the record lacks one)
+    # Values of --keep_fields, in their order (None where the record lacks one); a Parquet row's as Arrow data.
+    kept: tuple | ArrowRows = ()
 
 
 @dataclass(frozen=True)
@@ -142,14 +147,19 @@ def kept_size(value: object) -> int:
     return 8
 
 
+def kept_chars(kept: tuple | ArrowRows) -> int:
+    """About how many characters a record's kept values hold (`kept_size`; a Parquet row's, its bytes)."""
+    return sum(map(kept_size, kept)) if isinstance(kept, tuple) else kept.size()
+
+
 def _document(
-    record_id: str, text: str, source: str, line: int, fmt: InputFormat, raw: str, kept: tuple = ()
+    record_id: str, text: str, source: str, line: int, fmt: InputFormat, raw: str, kept: tuple | ArrowRows = ()
 ) -> Record | DeadLetter | Skipped:
     """The shared last step: length limit, normalisation, blank check."""
     if len(text) > fmt.max_chars:
         detail = f"{len(text)} characters, more than --max_chars {fmt.max_chars}"
         return DeadLetter(source, line, "too_long", detail, id=record_id, raw=raw_preview(_encoded(raw)))
-    if kept and len(text) + sum(map(kept_size, kept)) > fmt.max_chars:
+    if kept and len(text) + kept_chars(kept) > fmt.max_chars:
         detail = f"text and kept fields hold more than --max_chars {fmt.max_chars} characters"
         return DeadLetter(source, line, "too_long", detail, id=record_id, raw=raw_preview(_encoded(raw)))
     bad = _surrogate_at(text)
@@ -200,11 +210,12 @@ def _parse_json_line(decoded: str, source: str, line: int, fmt: InputFormat) -> 
 
 
 def from_fields(
-    fields: Mapping[str, object], source: str, line: int, fmt: InputFormat, raw: str
+    fields: Mapping[str, object], source: str, line: int, fmt: InputFormat, raw: str, kept: ArrowRows | None = None
 ) -> Record | DeadLetter | Skipped:
     """A record from a structured row (JSON object, CSV row, Parquet row): id and text by field name.
 
-    raw is the row as the user wrote it, kept in dead letters so it can be fixed and replayed.
+    raw is the row as the user wrote it, kept in dead letters so it can be fixed and replayed. kept: a
+    Parquet row's kept values as Arrow data (`pipeline.arrow_rows`); otherwise they are taken from fields.
     """
 
     def dead(reason: str, detail: str, record_id: str | None = None) -> DeadLetter:
@@ -227,5 +238,6 @@ def from_fields(
         return dead("missing_text", f"field {fmt.text_field!r} is missing or null", record_id)
     if not isinstance(text, str):
         return dead("text_not_string", f"field {fmt.text_field!r} is a {type(text).__name__}", record_id)
-    kept = tuple(fields.get(name) for name in fmt.keep_fields)
+    if kept is None:
+        kept = tuple(fields.get(name) for name in fmt.keep_fields)
     return _document(record_id, text, source, line, fmt, raw, kept)
