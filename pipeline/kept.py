@@ -1,15 +1,18 @@
 """Input fields carried into the output (--keep_fields, --keep_text): one Arrow type per column for the whole run.
 
 Every file of a run has the same schema, so a reader can union them. CSV/TSV columns are strings and
-Parquet columns keep their own type (different shards' types must unify); JSON Lines says nothing up
-front, so the type of a JSON field is decided from its values in the first `SAMPLE_RECORDS` records of
-each shard: one JSON kind gives its Arrow type (string, int64, float64, bool), ints and floats give
-float64, any other mix gives string (numbers and booleans as their JSON text). Objects and arrays are
-kept as JSON text. A later value that does not fit its column (a string in an int64 column) makes its
-record a dead letter `kept_field_type`, never a crash and never a silently dropped or changed value
-(a number is stored exactly or not at all). Parquet shards whose types do not unify stop a run at
-launch; on a worker (where JSON shards meet them) the column becomes string, with values that are not
-strings as their JSON text.
+Parquet columns keep their own type; Parquet shards that declare different types must widen losslessly
+into one (`pipeline.kept_types`), or the run stops: at launch (exit 2), or on a worker, where the decision
+is made again, as a failed job; never with values changed. Parquet values travel as Arrow data
+(`pipeline.arrow_rows`). JSON Lines says nothing up front, so the type of a JSON field is decided from its
+values in the first `SAMPLE_RECORDS` records of each shard: one JSON kind gives its Arrow type (string,
+int64, float64, bool), ints and floats give float64, any other mix gives string (numbers and booleans as
+their JSON text). Objects and arrays are kept as JSON text. A JSON or CSV field that meets a Parquet column
+takes the lossless widening if there is one (int64 values in an int32 Parquet column give int64), else the
+JSON rule over the Parquet type's JSON kind (a struct meeting strings gives string, the Parquet values as
+their JSON text). A later value that does not fit its column (a string in an int64 column, a Parquet int64
+above 2**53 in a float64 column) makes its record a dead letter `kept_field_type`, never a crash and never
+a silently dropped or changed value (a number is stored exactly or not at all).
 """
 
 from __future__ import annotations
@@ -24,6 +27,8 @@ from dataclasses import dataclass
 import apache_beam as beam
 import pyarrow as pa
 
+from pipeline.arrow_rows import ArrowRows, fit_row, joined_columns
+from pipeline.kept_types import Declared, FieldTypes, declared_type, json_kind, widen_all
 from pipeline.output import TEXT_COLUMN
 from pipeline.readers import shard_outcomes
 from pipeline.records import InputFormat, Record
@@ -33,11 +38,6 @@ logger = logging.getLogger(__name__)
 
 SAMPLE_RECORDS = 1000
 _INT64 = (-(2**63), 2**63 - 1)
-_JSON_SCALARS = (pa.string(), pa.int64(), pa.float64(), pa.bool_())
-
-
-class KeptTypeError(ValueError):
-    """The shards disagree on a kept field's type in a way no column type can hold."""
 
 
 @dataclass(frozen=True)
@@ -51,8 +51,13 @@ class KeptColumns:
         """Schema fields after the job's own columns."""
         return [*self.fields, *([pa.field(TEXT_COLUMN, pa.string())] if self.text else [])]
 
-    def fit(self, values: Sequence[object]) -> tuple[tuple[object, ...], str | None]:
-        """(values as their columns hold them, None), or (values, why one does not fit its column)."""
+    def fit(self, values: Sequence[object] | ArrowRows) -> tuple[tuple[object, ...] | ArrowRows, str | None]:
+        """(values as their columns hold them, None), or (values, why one does not fit its column).
+
+        values: a record's kept values, Python values (JSON, CSV) or a Parquet row as Arrow data.
+        """
+        if isinstance(values, ArrowRows):
+            return fit_row(self.fields, values)
         fitted = []
         for field, value in zip(self.fields, values, strict=True):
             converted, ok = _fit(value, field.type)
@@ -63,26 +68,33 @@ class KeptColumns:
             fitted.append(converted)
         return tuple(fitted), None
 
-    def arrays(self, rows: Sequence[tuple[object, ...]], texts: Sequence[str] | None) -> list[pa.Array]:
+    def arrays(self, rows: Sequence[tuple[object, ...] | ArrowRows], texts: Sequence[str] | None) -> list[pa.Array]:
         """Columns of the kept fields (rows already fitted) and, with --keep_text, of the texts."""
-        columns = [pa.array([row[i] for row in rows], type=field.type) for i, field in enumerate(self.fields)]
+        if any(isinstance(row, ArrowRows) for row in rows):  # Parquet rows, maybe beside JSON ones (--snapshot)
+            columns = joined_columns(self.fields, rows, self._value_columns)
+        else:
+            columns = self._value_columns(rows)
         if self.text:
             columns.append(pa.array(list(texts or ()), type=pa.string()))
         return columns
 
+    def _value_columns(self, rows: Sequence[tuple[object, ...]]) -> list[pa.Array]:
+        return [pa.array([row[i] for row in rows], type=field.type) for i, field in enumerate(self.fields)]
 
-def observe_shard(shard: Shard, fmt: InputFormat, limit: int = SAMPLE_RECORDS) -> dict[str, set[pa.DataType]]:
-    """{kept field: the Arrow types its values have} in one shard (its schema, or its first `limit` records)."""
+
+def observe_shard(shard: Shard, fmt: InputFormat, limit: int = SAMPLE_RECORDS) -> dict[str, FieldTypes]:
+    """{kept field: its types} in one shard: as its Parquet schema declares them, or its first `limit` records show."""
     fmt = dataclasses.replace(fmt, format=shard.format)
     if shard.format in ("csv", "tsv"):
-        return {name: {pa.string()} for name in fmt.keep_fields}
+        return {name: FieldTypes(observed={pa.string()}) for name in fmt.keep_fields}
     if shard.format == "parquet":
         import pyarrow.parquet as pq
 
         stream, _ = open_shard(shard.path)
         with stream:
             schema = pq.ParquetFile(stream).schema_arrow
-        return {name: {schema.field(name).type} for name in fmt.keep_fields if name in schema.names}
+        return {name: FieldTypes(declared={schema.field(name).type: Declared(1, (shard.name,))})
+                for name in fmt.keep_fields if name in schema.names}
     seen: dict[str, set[pa.DataType]] = {name: set() for name in fmt.keep_fields}
     records = 0
     for outcome, _ in shard_outcomes(shard, fmt):
@@ -94,34 +106,39 @@ def observe_shard(shard: Shard, fmt: InputFormat, limit: int = SAMPLE_RECORDS) -
         records += 1
         if records >= limit:
             break
-    return seen
+    return {name: FieldTypes(observed=types) for name, types in seen.items()}
 
 
-def merge_observed(observed: Iterable[Mapping[str, set[pa.DataType]]]) -> dict[str, set[pa.DataType]]:
+def merge_observed(observed: Iterable[Mapping[str, FieldTypes]]) -> dict[str, FieldTypes]:
     """The union of several shards' observations."""
-    merged: dict[str, set[pa.DataType]] = {}
+    merged: dict[str, FieldTypes] = {}
     for one in observed:
         for name, types in one.items():
-            merged.setdefault(name, set()).update(types)
+            merged[name] = merged[name].merge(types) if name in merged else types
     return merged
 
 
-def decide_columns(names: Sequence[str], observed: Mapping[str, set[pa.DataType]], text: bool,
-                   strict: bool = True) -> KeptColumns:
+def decide_columns(names: Sequence[str], observed: Mapping[str, FieldTypes], text: bool) -> KeptColumns:
     """The run's kept columns from what the shards showed.
 
-    Types that cannot be unified raise KeptTypeError when strict (at launch), else make a string column
-    (on a worker, where raising would fail the job after the launch checks passed).
+    Parquet-declared types that do not widen losslessly raise KeptTypeError, naming the shards: at launch
+    a config error; on a worker a failed job, never a column that would change their values. JSON and CSV
+    types always give a column (string when nothing else holds them).
     """
     fields = []
     for name in names:
-        try:
-            column = _column_type(name, observed.get(name, set()))
-        except KeptTypeError as exc:
-            if strict:
-                raise
-            logger.warning("%s; kept as a string column (values that are not strings as JSON text)", exc)
-            column = pa.string()
+        seen = observed.get(name, FieldTypes())
+        declared = declared_type(name, seen.declared)
+        observed_types = {t for t in seen.observed if not pa.types.is_null(t)}
+        if declared is None:
+            column = _column_type(observed_types)
+        elif not observed_types:
+            column = declared
+        else:
+            column = widen_all([declared, *observed_types]) or _column_type({json_kind(declared), *observed_types})
+            if column != declared:
+                logger.info("--keep_fields %r: Parquet %s meets JSON/CSV values of %s; the column is %s", name,
+                            declared, ", ".join(sorted(map(str, observed_types))), column)
         fields.append(pa.field(name, column))
     return KeptColumns(tuple(fields), text)
 
@@ -137,7 +154,8 @@ def json_type(value: object) -> pa.DataType:
     return pa.string()  # strings, and objects/arrays kept as JSON text
 
 
-def _column_type(name: str, types: set[pa.DataType]) -> pa.DataType:
+def _column_type(types: set[pa.DataType]) -> pa.DataType:
+    """The column of JSON-observed types (JSON scalars, CSV's string), by the JSON rule of the module's docstring."""
     types = {t for t in types if not pa.types.is_null(t)}
     if not types:
         return pa.string()  # never seen with a value: nulls (or later values) as text
@@ -145,15 +163,7 @@ def _column_type(name: str, types: set[pa.DataType]) -> pa.DataType:
         return next(iter(types))
     if types <= {pa.int64(), pa.float64()}:
         return pa.float64()
-    if all(t in _JSON_SCALARS for t in types):
-        return pa.string()
-    try:
-        schemas = [pa.schema([pa.field(name, t)]) for t in sorted(types, key=str)]
-        return pa.unify_schemas(schemas, promote_options="permissive").field(name).type
-    except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError) as exc:
-        shown = ", ".join(sorted(str(t) for t in types))
-        raise KeptTypeError(f"--keep_fields {name!r} has types that do not unify across shards ({shown}): {exc}") \
-            from None
+    return pa.string()
 
 
 def _fit(value: object, column: pa.DataType) -> tuple[object, bool]:
@@ -237,5 +247,5 @@ class DecideKeptColumns(beam.PTransform):
             shards
             | "ObserveKeptTypes" >> beam.MapTuple(lambda _, shard: observe_shard(shard, fmt))
             | "MergeKeptTypes" >> beam.CombineGlobally(merge_observed)
-            | "DecideKeptTypes" >> beam.Map(lambda observed: decide_columns(names, observed, text, strict=False))
+            | "DecideKeptTypes" >> beam.Map(lambda observed: decide_columns(names, observed, text))
         )

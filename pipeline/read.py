@@ -11,13 +11,14 @@ from dataclasses import dataclass
 import apache_beam as beam
 from apache_beam.metrics import Metrics
 
+from pipeline.arrow_rows import ArrowRows, concat_rows
 from pipeline.incremental import REUSED
 from pipeline.kept import KeptColumns
 from pipeline.manifest import ShardStats
 from pipeline.preflight import list_shards
 from pipeline.progress import PROGRESS
 from pipeline.readers import shard_outcomes
-from pipeline.records import DeadLetter, InputFormat, Record, kept_size, text_preview
+from pipeline.records import DeadLetter, InputFormat, Record, kept_chars, text_preview
 from pipeline.settings import JobSettings
 from pipeline.shards import Shard
 
@@ -50,7 +51,8 @@ class Part:
     texts: tuple[str, ...]  # as embedded (normalised)
     lines: tuple[int, ...]  # line or row number of each record in its shard
     dead_letters: tuple[DeadLetter, ...]  # what the reader rejected in the same stretch
-    kept: tuple[tuple, ...] = ()  # per record, its --keep_fields values as their columns hold them
+    # Per record, its --keep_fields values as their columns hold them; a Parquet shard's as one Arrow batch.
+    kept: tuple[tuple, ...] | ArrowRows = ()
 
 
 @dataclass(frozen=True)
@@ -144,8 +146,9 @@ class _ReadShardFn(beam.DoFn):
 
         def cut() -> Part:
             nonlocal parts, chars
+            kept_rows = concat_rows(rows) if rows and isinstance(rows[0], ArrowRows) else tuple(rows)
             part = Part(shard_index, shard.name, parts, tuple(ids), tuple(texts), tuple(lines), tuple(dead),
-                        tuple(rows))
+                        kept_rows)
             for column in (ids, texts, lines, dead, rows):
                 column.clear()
             parts += 1
@@ -181,7 +184,7 @@ class _ReadShardFn(beam.DoFn):
                 texts.append(outcome.text)
                 lines.append(outcome.line)
                 rows.append(row)
-                chars += len(outcome.text) + sum(map(kept_size, row))
+                chars += len(outcome.text) + kept_chars(row)
             elif isinstance(outcome, DeadLetter):
                 dead.append(outcome)
                 chars += len(outcome.raw or "")

@@ -8,6 +8,7 @@ a Record to embed, a Skipped blank, or a DeadLetter with its reason.
 from __future__ import annotations
 
 import csv
+import dataclasses
 import io
 import json
 import sys
@@ -17,7 +18,16 @@ from typing import BinaryIO
 import zstandard
 
 from encoders.declare import escaped
-from pipeline.records import DeadLetter, InputFormat, Record, Skipped, from_fields, parse_line, raw_preview
+from pipeline.records import (
+    RAW_PREVIEW_CHARS,
+    DeadLetter,
+    InputFormat,
+    Record,
+    Skipped,
+    from_fields,
+    parse_line,
+    raw_preview,
+)
 from pipeline.shards import Shard, open_shard
 
 Outcome = Record | DeadLetter | Skipped
@@ -130,9 +140,16 @@ def _csv_line(row: list[str], delimiter: str) -> str:
 
 
 def _read_parquet(stream: BinaryIO, source: str, fmt: InputFormat) -> Iterator[Outcome]:
-    """Parquet, one row group batch at a time; `line` is the 1-based row number."""
+    """Parquet, one row group batch at a time; `line` is the 1-based row number.
+
+    Text and string ids are read as bytes, and kept values stay Arrow data (`pipeline.arrow_rows`), so a
+    value that is not valid UTF-8 costs its record (undecodable), not the shard.
+    """
     import pyarrow as pa
     import pyarrow.parquet as pq
+
+    from pipeline.arrow_json import texts
+    from pipeline.arrow_rows import batch_rows, undecodable_rows
 
     try:
         parquet = pq.ParquetFile(stream)
@@ -145,20 +162,53 @@ def _read_parquet(stream: BinaryIO, source: str, fmt: InputFormat) -> Iterator[O
     kept = list(fmt.keep_fields)  # never the text or id field (`pipeline.settings`)
     row = 0
     for batch in parquet.iter_batches(batch_size=_PARQUET_BATCH_ROWS, columns=own + kept):
-        # As bytes, so a value that is not valid UTF-8 costs one dead letter rather than the shard.
-        texts = batch.column(fmt.text_field).cast(pa.large_binary()).to_pylist()
-        ids = batch.column(fmt.id_field).to_pylist() if fmt.id_field else [None] * len(texts)
-        kept_values = [batch.column(name).to_pylist() for name in kept]
-        for position, (raw_text, record_id) in enumerate(zip(texts, ids, strict=True)):
+        text_values = texts(batch.column(fmt.text_field), fmt.encoding)
+        ids = _ids(batch.column(fmt.id_field), fmt.encoding) if fmt.id_field else [None] * len(text_values)
+        kept_batch = batch.select(kept) if kept else None
+        kept_rows = batch_rows(kept_batch) if kept else None
+        undecodable = undecodable_rows(kept_batch) if kept else {}
+        for position, (text, record_id) in enumerate(zip(text_values, ids, strict=True)):
             row += 1
-            text = None if raw_text is None else raw_text.decode(fmt.encoding, "surrogateescape")
-            fields = {fmt.text_field: text}
-            if fmt.id_field:
-                fields[fmt.id_field] = record_id
-            shown = json.dumps(fields, ensure_ascii=False, default=str)  # the dead letter's raw: id and text
-            for name, values in zip(kept, kept_values, strict=True):
-                fields[name] = values[position]
-            yield from_fields(fields, source, row, fmt, shown)
+            fields = {fmt.text_field: text, **({fmt.id_field: record_id} if fmt.id_field else {})}
+            outcome = from_fields(fields, source, row, fmt, "", kept=kept_rows[position] if kept else None)
+            if isinstance(outcome, Record) and position in undecodable:
+                detail = f"field {undecodable[position]!r} holds a string that is not valid UTF-8"
+                outcome = DeadLetter(source, row, "undecodable", detail, id=outcome.id)
+            if isinstance(outcome, DeadLetter):  # the whole row, rendered only for the few that need it
+                outcome = dataclasses.replace(outcome, raw=_row_raw(batch, position, fmt))
+            yield outcome
+
+
+def _ids(column, encoding: str) -> list[object]:
+    """--id_field values: text and bytes decoded as the text is (undecodable bytes as surrogate escapes, which
+    make the record undecodable), numbers as Python numbers, all else as exact JSON values (`pipeline.arrow_json`)."""
+    import pyarrow as pa
+
+    from pipeline.arrow_json import json_values, texts
+
+    type_ = column.type.value_type if pa.types.is_dictionary(column.type) else column.type
+    if any(check(type_) for check in (pa.types.is_string, pa.types.is_large_string, pa.types.is_string_view,
+                                      pa.types.is_binary, pa.types.is_large_binary, pa.types.is_binary_view,
+                                      pa.types.is_fixed_size_binary)):
+        return texts(column, encoding)
+    if pa.types.is_floating(type_):
+        return column.cast(pa.float64()).to_pylist()  # a non-finite float stays one: not an id (`from_fields`)
+    return json_values(column)
+
+
+def _row_raw(batch, position: int, fmt: InputFormat) -> str:
+    """A Parquet row's columns read (text, id, kept) as JSON, for its dead letter (`pipeline.arrow_json`)."""
+    from pipeline.arrow_json import json_values, texts
+
+    one = batch.slice(position, 1)
+    row = {}
+    for name, column in zip(one.schema.names, one.columns, strict=True):
+        if name == fmt.text_field:
+            text = texts(column, fmt.encoding)[0]
+            row[name] = None if text is None else text[: RAW_PREVIEW_CHARS + 1]  # a 50 MB text is cut anyway
+        else:
+            row[name] = json_values(column)[0]
+    return raw_preview(json.dumps(row, ensure_ascii=False).encode("utf-8", "surrogateescape"))
 
 
 def missing_fields(names: list[str], fmt: InputFormat) -> str | None:

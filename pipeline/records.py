@@ -9,6 +9,10 @@ import unicodedata
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from itertools import accumulate
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from pipeline.arrow_rows import ArrowRows
 
 RAW_PREVIEW_CHARS = 2000
 DEFAULT_MAX_CHARS = 1_000_000
@@ -36,7 +40,8 @@ class Record:
     source: str
     line: int
     removed_chars: int = 0  # control characters taken out of the text
-    kept: tuple = ()  # values of --keep_fields, in their order (None where the record lacks one)
+    # Values of --keep_fields, in their order (None where the record lacks one); a Parquet row's as Arrow data.
+    kept: tuple | ArrowRows = ()
     # The record as read (its first RAW_PREVIEW_CHARS + 1 characters), for a dead letter decided after
     # reading (duplicate_id, kept_field_type); only with --id_field or --keep_fields, which those need.
     raw: str | None = field(default=None, compare=False, repr=False)
@@ -153,8 +158,13 @@ def kept_size(value: object) -> int:
     return 8
 
 
+def kept_chars(kept: tuple | ArrowRows) -> int:
+    """About how many characters a record's kept values hold (`kept_size`; a Parquet row's, its bytes)."""
+    return sum(map(kept_size, kept)) if isinstance(kept, tuple) else kept.size()
+
+
 def _document(
-    record_id: str, text: str, source: str, line: int, fmt: InputFormat, raw: str, kept: tuple = ()
+    record_id: str, text: str, source: str, line: int, fmt: InputFormat, raw: str, kept: tuple | ArrowRows = ()
 ) -> Record | DeadLetter | Skipped:
     """The shared last step: length limit, text and kept strings storable, normalisation, blank check."""
 
@@ -163,12 +173,13 @@ def _document(
 
     if len(text) > fmt.max_chars:
         return dead("too_long", f"{len(text)} characters, more than --max_chars {fmt.max_chars}")
-    if kept and len(text) + sum(map(kept_size, kept)) > fmt.max_chars:
+    if kept and len(text) + kept_chars(kept) > fmt.max_chars:
         return dead("too_long", f"text and kept fields hold more than --max_chars {fmt.max_chars} characters")
     bad = _surrogate_at(text)
     if bad is not None:  # e.g. JSON "\\ud800", or bytes a CSV row could not decode
         return dead("undecodable", f"not valid Unicode at character {bad} (an undecodable byte or a lone surrogate)")
-    unstorable = _unstorable_kept(fmt.keep_fields, kept) if kept else None
+    # A Parquet row's kept strings are checked as Arrow data by its reader (`pipeline.arrow_rows`).
+    unstorable = _unstorable_kept(fmt.keep_fields, kept) if isinstance(kept, tuple) and kept else None
     if unstorable is not None:
         return dead("undecodable", unstorable)
     text, removed = normalize_text(text)
@@ -227,12 +238,13 @@ def _parse_json_line(decoded: str, source: str, line: int, fmt: InputFormat) -> 
 
 
 def from_fields(
-    fields: Mapping[str, object], source: str, line: int, fmt: InputFormat, raw: str
+    fields: Mapping[str, object], source: str, line: int, fmt: InputFormat, raw: str, kept: ArrowRows | None = None
 ) -> Record | DeadLetter | Skipped:
     """A record from a structured row (JSON object, CSV row, Parquet row): id and text by field name.
 
     raw is the row as the user wrote it (a reader renders a Parquet row as JSON), kept in dead letters so it
-    can be fixed and replayed: those made here, and as `Record.raw` those the reading stage makes later.
+    can be fixed and replayed: those made here, and as `Record.raw` those the reading stage makes later. kept:
+    a Parquet row's kept values as Arrow data (`pipeline.arrow_rows`); otherwise they are taken from fields.
     """
 
     def dead(reason: str, detail: str, record_id: str | None = None) -> DeadLetter:
@@ -255,5 +267,6 @@ def from_fields(
         return dead("missing_text", f"field {fmt.text_field!r} is missing or null", record_id)
     if not isinstance(text, str):
         return dead("text_not_string", f"field {fmt.text_field!r} is a {type(text).__name__}", record_id)
-    kept = tuple(fields.get(name) for name in fmt.keep_fields)
+    if kept is None:
+        kept = tuple(fields.get(name) for name in fmt.keep_fields)
     return _document(record_id, text, source, line, fmt, raw, kept)

@@ -149,7 +149,7 @@ def test_parquet_shards_whose_types_unify_share_one_type_and_others_are_a_config
     pq.write_table(pa.table({"text": ["a"], "n": ["one"]}), tmp_path / "bad" / "a.parquet")
     pq.write_table(pa.table({"text": ["b"], "n": pa.array([{"x": 1}])}), tmp_path / "bad" / "b.parquet")
     code, err, _ = embed(tmp_path / "bad" / "*.parquet", "--keep_fields", "n", output="bad-out")
-    assert code == 2 and "--keep_fields 'n' has types that do not unify" in err
+    assert code == 2 and "--keep_fields 'n' has Parquet types that do not widen losslessly" in err
 
 
 def test_a_json_field_whose_type_no_parquet_shard_shares_becomes_json_text_not_a_failed_job(tmp_path, embed):
@@ -381,3 +381,141 @@ def test_a_json_number_a_parquet_column_would_change_is_a_kept_field_type_dead_l
                                                                       "huge": "kept_field_type"}
     rows = rows_by_id(out)
     assert (rows["p"]["n"], rows["whole"]["n"], rows["seven"]["n"]) == (1, 2, 7)
+
+
+def not_utf8(values):
+    """A Parquet string column holding the given bytes as they are, valid UTF-8 or not."""
+    return pa.array(values, pa.binary()).view(pa.string())
+
+
+def test_parquet_ids_and_kept_strings_that_are_not_utf8_cost_one_dead_letter_each(tmp_path, embed):
+    tags = pa.ListArray.from_arrays(pa.array([0, 1, 2, 3, 4, 5], pa.int32()),
+                                    not_utf8([b"a", b"b", b"c", b"\xff", b"e"]))
+    pq.write_table(pa.table({
+        "doc": not_utf8([b"p1", b"bad-\xe9", b"p3", b"p4", b"p5"]),
+        "text": ["one", "two", "three", "four", "five"],
+        "note": not_utf8([b"fine", b"fine", b"caf\xe9", b"fine", b"fine"]),
+        "tags": tags,
+    }), tmp_path / "a.parquet")
+    code, err, out = embed(tmp_path / "a.parquet", "--id_field", "doc", "--keep_fields", "note,tags")
+    assert code == 0, err
+    assert sorted(rows_by_id(out)) == ["p1", "p5"]
+    letters = {d["line"]: d for d in read_dead_letters(out)}
+    assert {line: d["reason"] for line, d in letters.items()} == {2: "undecodable", 3: "undecodable",
+                                                                   4: "undecodable"}
+    assert "'doc'" in letters[2]["detail"] and "id" not in letters[2]
+    assert "'note'" in letters[3]["detail"] and letters[3]["id"] == "p3"
+    assert "'tags'" in letters[4]["detail"] and letters[4]["id"] == "p4"
+    assert "\\xe9" in letters[3]["raw"]  # the bad bytes shown, escaped
+    manifest = read_manifest(out)
+    assert manifest["counts"] == {"read": 5, "embedded": 2, "skipped": 0, "failed": 3}
+    assert manifest["failed_by_reason"] == {"undecodable": 3}
+
+
+def every_kind_of_parquet_column(n: int) -> pa.Table:
+    """n rows of Parquet columns Python's datetime, float or str cannot hold exactly, nulls included."""
+    import decimal
+
+    def cycle(values, type_):
+        return pa.array([values[i % len(values)] for i in range(n)], type_)
+
+    item = pa.struct([("k", pa.int64()), ("names", pa.list_(pa.string()))])
+    return pa.table({
+        "id": [f"r{i:03d}" for i in range(n)],
+        "text": [f"record number {i}" for i in range(n)],
+        "ts_ns": cycle([1_700_000_000_123_456_789, -1, None, 2**62], pa.timestamp("ns")),
+        "ts_paris": cycle([1_700_000_000_000_000_001, None], pa.timestamp("ns", tz="Europe/Paris")),
+        "ts_offset": cycle([5, -86_400_000_001], pa.timestamp("us", tz="+05:30")),
+        "day": cycle([2_932_897 + 1, -1_000_000, 0, None, 2**31 - 1], pa.date32()),
+        "dec": cycle([decimal.Decimal("12345678901234567890.123456789012345678"), None,
+                      decimal.Decimal("-0.000000000000000001")], pa.decimal128(38, 18)),
+        "dec256": cycle([decimal.Decimal("1" * 60 + ".25"), decimal.Decimal("-3.75")], pa.decimal256(70, 2)),
+        "nested": cycle([[{"k": 2**63 - 1, "names": ["é", None]}], [], None, [None]], pa.list_(item)),
+        "attrs": cycle([[("a", 1), ("a", 2)], None, []], pa.map_(pa.string(), pa.int32())),
+        "category": cycle(["red", "green", None], pa.string()).dictionary_encode(),
+        "blob": cycle([b"\x00\xff\xe9", b"", None], pa.binary()),
+        "big_text": cycle(["长文本", None], pa.large_string()),
+        "half": cycle([1.5, -0.0, float("inf"), float("nan"), 65504.0, None], pa.float16()),
+        "clock_ms": cycle([0, 86_399_999, None], pa.time32("ms")),
+        "clock_ns": cycle([1, 86_399_999_999_999], pa.time64("ns")),
+        "took": cycle([-1, 2**63 - 1, None], pa.duration("ns")),
+        "pair": cycle([b"ab", b"\xff\x00"], pa.binary(2)),
+        "wide": cycle([[1, 2], None], pa.large_list(pa.int8())),
+    })
+
+
+def assert_kept_exactly(output, source: pa.Table, names) -> None:
+    got = read_embeddings(output)
+    expected = source.sort_by("id")
+    assert got.column("id").equals(expected.column("id"))
+    for name in names:
+        column, wanted = got.column(name), expected.column(name)
+        assert column.type == wanted.type, name
+        column, wanted = column.combine_chunks(), wanted.combine_chunks()
+        if pa.types.is_dictionary(wanted.type):  # each file has a dictionary of its own: compare the values
+            column, wanted = column.dictionary_decode(), wanted.dictionary_decode()
+        if pa.types.is_floating(wanted.type):  # bit for bit: NaN equals itself, -0.0 differs from 0.0
+            bits = {16: pa.uint16(), 32: pa.uint32(), 64: pa.uint64()}[wanted.type.bit_width]
+            column, wanted = column.view(bits), wanted.view(bits)
+        assert column.equals(wanted), name
+
+
+def test_parquet_kept_columns_keep_their_exact_types_and_values_python_cannot_hold(tmp_path, embed):
+    pq.write_table(every_kind_of_parquet_column(12), tmp_path / "a.parquet")
+    source = pq.read_table(tmp_path / "a.parquet")
+    names = [n for n in source.column_names if n not in ("id", "text")]
+    code, err, out = embed(tmp_path / "a.parquet", "--id_field", "id", "--keep_fields", ",".join(names),
+                           "--records_per_file", "5")
+    assert code == 0, err
+    assert read_manifest(out)["counts"] == {"read": 12, "embedded": 12, "skipped": 0, "failed": 0}
+    assert_kept_exactly(out, source, names)
+
+
+def test_a_snapshot_night_copies_parquet_kept_values_of_reused_rows_exactly(tmp_path, embed):
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    table = every_kind_of_parquet_column(8)
+    names = [n for n in table.column_names if n not in ("id", "text")]
+    pq.write_table(table, corpus / "a.parquet")
+    common = ["--id_field", "id", "--keep_fields", ",".join(names)]
+    code, err, day1 = embed(corpus / "a.parquet", *common, output="dt1")
+    assert code == 0, err
+    day2_table = every_kind_of_parquet_column(9).select(["id", "text"])  # a new record; kept values move one row
+    for name in names:
+        shifted = every_kind_of_parquet_column(10).column(name).slice(1)
+        day2_table = day2_table.append_column(name, shifted)
+    pq.write_table(day2_table, corpus / "a.parquet")
+    code, err, day2 = embed(corpus / "a.parquet", *common, "--skip_existing", f"{day1}/*.parquet", "--snapshot",
+                            output="dt2")
+    assert code == 0, err
+    manifest = read_manifest(day2)
+    assert manifest["counts"] == {"read": 9, "embedded": 1, "skipped": 0, "failed": 0, "reused": 8}
+    assert any("reused" in name for name in manifest["files"]["embeddings"])
+    assert_kept_exactly(day2, pq.read_table(corpus / "a.parquet"), names)
+
+
+@pytest.mark.parametrize(("first", "second"), [
+    (pa.array([1], pa.int64()), pa.array(["one"])),
+    (pa.array([2**53 + 1], pa.int64()), pa.array([0.5], pa.float64())),
+    (pa.array([1], pa.timestamp("ms")), pa.array([1], pa.timestamp("ns"))),
+])
+def test_parquet_kept_types_that_do_not_widen_losslessly_stop_the_run_at_launch(tmp_path, embed, first, second):
+    pq.write_table(pa.table({"text": ["a"], "n": first}), tmp_path / "a.parquet")
+    pq.write_table(pa.table({"text": ["b"], "n": second}), tmp_path / "b.parquet")
+    code, err, out = embed(tmp_path / "*.parquet", "--keep_fields", "n")
+    assert code == 2 and err.strip().count("\n") == 0, err
+    assert "--keep_fields 'n'" in err
+    assert f"{first.type} in a.parquet" in err and f"{second.type} in b.parquet" in err
+    assert not (out / "_SUCCESS").exists()
+
+
+def test_a_parquet_int_a_json_float_column_cannot_hold_exactly_is_a_dead_letter_not_rounded(tmp_path, embed):
+    pq.write_table(pa.table({"id": ["p1", "p2"], "text": ["a", "b"], "n": pa.array([5, 2**53 + 1], pa.int64())}),
+                   tmp_path / "a.parquet")
+    write_jsonl(tmp_path / "b.jsonl", [{"id": "j1", "text": "c", "n": 0.5}])
+    code, err, out = embed(tmp_path / "*.*", "--id_field", "id", "--keep_fields", "n")
+    assert code == 0, err
+    assert read_embeddings(out).schema.field("n").type == pa.float64()
+    assert {k: v["n"] for k, v in rows_by_id(out).items()} == {"p1": 5.0, "j1": 0.5}
+    (dead,) = read_dead_letters(out)
+    assert (dead["id"], dead["reason"]) == ("p2", "kept_field_type") and "'n'" in dead["detail"]

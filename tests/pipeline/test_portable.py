@@ -243,6 +243,23 @@ def test_a_corrupt_gzip_shard_fails_the_job_and_the_launcher_says_so(run_cli, se
     assert not (output / "_SUCCESS").exists()
 
 
+def test_parquet_kept_types_that_do_not_widen_fail_the_job_on_a_worker_and_the_launcher_says_so(
+        run_cli, services, tmp_path, tiny_bert_dir):
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    pq.write_table(pa.table({"text": NEWS[:2], "n": pa.array([1, 2**53 + 1], pa.int64())}), corpus / "a.parquet")
+    pq.write_table(pa.table({"text": NEWS[2:4], "n": pa.array([0.5, 1.5])}), corpus / "b.parquet")
+    output = tmp_path / "out"
+    code, _, err = _portable(run_cli, services, "--input", f"{corpus}/*.parquet", "--output", output,
+                             "--model", tiny_bert_dir, "--keep_fields", "n")
+    assert code == 1  # the worker lists the shards: the same check, the same message, no column of changed values
+    last = err.strip().splitlines()[-1]
+    assert last.startswith("error: job ") and "nothing was committed" in last
+    assert "--keep_fields 'n' has Parquet types that do not widen losslessly" in last
+    assert "int64 in a.parquet" in last and "double in b.parquet" in last
+    assert not (output / "_SUCCESS").exists()
+
+
 def test_a_model_that_cannot_load_fails_the_job_and_the_launcher_says_so(run_cli, services, tmp_path,
                                                                          tiny_bert_dir):
     broken = tmp_path / "broken-model"

@@ -84,6 +84,29 @@ def test_parquet_binary_text_that_is_not_utf8_is_undecodable():
     assert isinstance(got[0], Record) and got[1].reason == "undecodable"
 
 
+def test_a_parquet_dead_letter_shows_the_row_read_as_json_with_exact_values():
+    table = pa.table({
+        "doc": pa.array([7, 8]), "body": pa.array(["fine", None]),
+        "at": pa.array([1, 1_700_000_000_123_456_789], pa.timestamp("ns", tz="UTC")),
+        "day": pa.array([0, 2**31 - 1], pa.date32()),
+        "blob": pa.array([b"", b"\xff"]), "note": pa.array([b"", b"caf\xe9"]).view(pa.string()),
+    })
+    fmt = InputFormat("parquet", text_field="body", id_field="doc", keep_fields=("at", "day", "blob", "note"))
+    (_, dead) = outcomes(parquet_bytes(table), fmt)
+    assert (dead.reason, dead.line, dead.id) == ("missing_text", 2, "8")
+    assert dead.raw == ('{"body": null, "doc": 8, "at": "2023-11-14T22:13:20.123456789Z", "day": "+5881580-07-11", '
+                        '"blob": "/w==", "note": "caf\\xe9"}')
+
+
+def test_parquet_ids_of_any_type_are_read_exactly_and_bad_ones_are_dead_letters():
+    ids = pa.array([1_700_000_000_123_456_789, None], pa.timestamp("ns"))
+    bad = pa.array([b"ok", b"\xe9"]).view(pa.string())
+    got = outcomes(parquet_bytes(pa.table({"id": ids, "text": ["a", "b"]})), InputFormat("parquet", id_field="id"))
+    assert got[0].id == "2023-11-14T22:13:20.123456789" and got[1].reason == "missing_id"
+    got = outcomes(parquet_bytes(pa.table({"id": bad, "text": ["a", "b"]})), InputFormat("parquet", id_field="id"))
+    assert got[0].id == "ok" and (got[1].reason, got[1].raw) == ("undecodable", '{"text": "b", "id": "\\xe9"}')
+
+
 def test_parquet_text_column_of_numbers_is_rejected():
     data = parquet_bytes(pa.table({"text": pa.array([1, 2])}))
     assert "is a int64 column" in structure_problem(io.BytesIO(data), InputFormat("parquet"))
