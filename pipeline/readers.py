@@ -8,7 +8,7 @@ a Record to embed, a Skipped blank, or a DeadLetter with its reason.
 from __future__ import annotations
 
 import csv
-import dataclasses
+import functools
 import io
 import json
 import sys
@@ -170,12 +170,12 @@ def _read_parquet(stream: BinaryIO, source: str, fmt: InputFormat) -> Iterator[O
         for position, (text, record_id) in enumerate(zip(text_values, ids, strict=True)):
             row += 1
             fields = {fmt.text_field: text, **({fmt.id_field: record_id} if fmt.id_field else {})}
-            outcome = from_fields(fields, source, row, fmt, "", kept=kept_rows[position] if kept else None)
+            # The whole row as JSON, rendered only for the few records that become dead letters.
+            raw = functools.partial(_row_raw, batch, position, fmt)
+            outcome = from_fields(fields, source, row, fmt, raw, kept=kept_rows[position] if kept else None)
             if isinstance(outcome, Record) and position in undecodable:
                 detail = f"field {undecodable[position]!r} holds a string that is not valid UTF-8"
-                outcome = DeadLetter(source, row, "undecodable", detail, id=outcome.id)
-            if isinstance(outcome, DeadLetter):  # the whole row, rendered only for the few that need it
-                outcome = dataclasses.replace(outcome, raw=_row_raw(batch, position, fmt))
+                outcome = DeadLetter(source, row, "undecodable", detail, id=outcome.id, raw=raw())
             yield outcome
 
 

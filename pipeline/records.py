@@ -6,7 +6,7 @@ import json
 import math
 import re
 import unicodedata
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
 from itertools import accumulate
 from typing import TYPE_CHECKING
@@ -15,6 +15,8 @@ if TYPE_CHECKING:
     from pipeline.arrow_rows import ArrowRows
 
 RAW_PREVIEW_CHARS = 2000
+# A record as read: its text, or a function rendering it (a Parquet row as JSON, made only when needed).
+Raw = str | Callable[[], str]
 DEFAULT_MAX_CHARS = 1_000_000
 # The control characters (Unicode category Cc, a range fixed by Unicode's stability policy) but tab, LF
 # and CR, which are whitespace to the tokenizer. A regex rather than a per-character loop: a 50 MB text
@@ -44,7 +46,8 @@ class Record:
     kept: tuple | ArrowRows = ()
     # The record as read (its first RAW_PREVIEW_CHARS + 1 characters), for a dead letter decided after
     # reading (duplicate_id, kept_field_type); only with --id_field or --keep_fields, which those need.
-    raw: str | None = field(default=None, compare=False, repr=False)
+    # A Parquet row's is a function that renders it, called only for the few that become dead letters.
+    raw: Raw | None = field(default=None, compare=False, repr=False)
 
 
 @dataclass(frozen=True)
@@ -99,12 +102,14 @@ def raw_preview(raw: bytes) -> str:
     return text if len(text) <= RAW_PREVIEW_CHARS else text[:RAW_PREVIEW_CHARS] + "..."
 
 
-def text_preview(raw: str) -> str:
+def text_preview(raw: Raw) -> str:
     """Printable, bounded form of a record as read: what a reader escaped comes back as \\xNN escapes.
 
-    Cut before encoding, so a 50 MB line costs no more than a short one.
+    Cut before encoding, so a 50 MB line costs no more than a short one. raw may be a function that
+    renders it (a Parquet row as JSON), called now.
     """
-    return raw_preview(_encoded(raw[: RAW_PREVIEW_CHARS + 1]))
+    text = raw() if callable(raw) else raw
+    return raw_preview(_encoded(text[: RAW_PREVIEW_CHARS + 1]))
 
 
 def _surrogate_at(text: str) -> int | None:
@@ -164,7 +169,7 @@ def kept_chars(kept: tuple | ArrowRows) -> int:
 
 
 def _document(
-    record_id: str, text: str, source: str, line: int, fmt: InputFormat, raw: str, kept: tuple | ArrowRows = ()
+    record_id: str, text: str, source: str, line: int, fmt: InputFormat, raw: Raw, kept: tuple | ArrowRows = ()
 ) -> Record | DeadLetter | Skipped:
     """The shared last step: length limit, text and kept strings storable, normalisation, blank check."""
 
@@ -185,7 +190,9 @@ def _document(
     text, removed = normalize_text(text)
     if not text.strip():
         return Skipped(source, line, removed)
-    carried = raw[: RAW_PREVIEW_CHARS + 1] if fmt.id_field or fmt.keep_fields else None
+    carried = None
+    if fmt.id_field or fmt.keep_fields:
+        carried = raw if callable(raw) else raw[: RAW_PREVIEW_CHARS + 1]
     return Record(record_id, text, source, line, removed, kept, carried)
 
 
@@ -238,7 +245,7 @@ def _parse_json_line(decoded: str, source: str, line: int, fmt: InputFormat) -> 
 
 
 def from_fields(
-    fields: Mapping[str, object], source: str, line: int, fmt: InputFormat, raw: str, kept: ArrowRows | None = None
+    fields: Mapping[str, object], source: str, line: int, fmt: InputFormat, raw: Raw, kept: ArrowRows | None = None
 ) -> Record | DeadLetter | Skipped:
     """A record from a structured row (JSON object, CSV row, Parquet row): id and text by field name.
 

@@ -519,3 +519,4 @@ def test_a_parquet_int_a_json_float_column_cannot_hold_exactly_is_a_dead_letter_
     assert {k: v["n"] for k, v in rows_by_id(out).items()} == {"p1": 5.0, "j1": 0.5}
     (dead,) = read_dead_letters(out)
     assert (dead["id"], dead["reason"]) == ("p2", "kept_field_type") and "'n'" in dead["detail"]
+    assert json.loads(dead["raw"]) == {"text": "b", "id": "p2", "n": 2**53 + 1}  # the row as read, exact
