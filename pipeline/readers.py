@@ -134,9 +134,11 @@ def _read_delimited(stream: BinaryIO, source: str, fmt: InputFormat) -> Iterator
 
 
 def _csv_line(row: list[str], delimiter: str) -> str:
+    """A row as one record of its format, to replay: a field holding a line break is quoted (the csv module
+    quotes only the characters of its line terminator, so that must hold CR and LF)."""
     out = io.StringIO()
-    csv.writer(out, delimiter=delimiter, lineterminator="").writerow(row)
-    return out.getvalue()
+    csv.writer(out, delimiter=delimiter, lineterminator="\r\n").writerow(row)
+    return out.getvalue().removesuffix("\r\n")
 
 
 def _read_parquet(stream: BinaryIO, source: str, fmt: InputFormat) -> Iterator[Outcome]:

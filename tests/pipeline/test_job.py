@@ -1,6 +1,8 @@
 """The whole job on the DirectRunner with a tiny random BERT: output contract and accounting."""
 
+import csv
 import gzip
+import io
 import json
 import re
 
@@ -147,6 +149,17 @@ def test_a_repeated_id_dead_letter_holds_the_record_as_read_to_replay(run_cli, t
     assert dead["b.csv"]["raw"] == 'c,"three, four",2'
     assert {k: v for k, v in json.loads(dead["c.parquet"]["raw"]).items() if k in ("id", "text")} == {
         "id": "p", "text": "six"}  # the row as JSON: what the Parquet reader renders
+
+
+def test_a_csv_dead_letter_whose_field_holds_a_line_break_replays_as_that_one_row(run_cli, tiny_bert_dir, tmp_path):
+    (tmp_path / "a.csv").write_bytes(b'id,text,note\r\n,"two\nlines",x\r\n,"cr\ronly",y\r\n')
+    out = tmp_path / "out"
+    code, _, err = run_cli("--input", tmp_path / "a.csv", "--output", out, "--model", tiny_bert_dir, "--id_field", "id")
+    assert code == 0, err
+    dead = read_dead_letters(out)
+    assert [(d["line"], d["reason"]) for d in dead] == [(2, "missing_id"), (4, "missing_id")]
+    assert [list(csv.reader(io.StringIO(d["raw"], newline=""))) for d in dead] == [[["", "two\nlines", "x"]],
+                                                                                   [["", "cr\ronly", "y"]]]
 
 
 def test_input_on_an_fsspec_filesystem(run_cli, tiny_bert_dir, tmp_path):
