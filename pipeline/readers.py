@@ -189,23 +189,32 @@ def _ids(column, encoding: str) -> list[object]:
     from pipeline.arrow_json import json_values, texts
 
     type_ = column.type.value_type if pa.types.is_dictionary(column.type) else column.type
-    if any(check(type_) for check in (pa.types.is_string, pa.types.is_large_string, pa.types.is_string_view,
-                                      pa.types.is_binary, pa.types.is_large_binary, pa.types.is_binary_view,
-                                      pa.types.is_fixed_size_binary)):
+    if _read_as_text(type_):
         return texts(column, encoding)
     if pa.types.is_floating(type_):
         return column.cast(pa.float64()).to_pylist()  # a non-finite float stays one: not an id (`from_fields`)
     return json_values(column)
 
 
+def _read_as_text(type_) -> bool:
+    """Whether a text or id column of this type is read as text: strings and bytes, dictionary-encoded or not."""
+    import pyarrow as pa
+
+    type_ = type_.value_type if pa.types.is_dictionary(type_) else type_
+    return any(check(type_) for check in (pa.types.is_string, pa.types.is_large_string, pa.types.is_string_view,
+                                          pa.types.is_binary, pa.types.is_large_binary, pa.types.is_binary_view,
+                                          pa.types.is_fixed_size_binary))
+
+
 def _row_raw(batch, position: int, fmt: InputFormat) -> str:
-    """A Parquet row's columns read (text, id, kept) as JSON, for its dead letter (`pipeline.arrow_json`)."""
+    """A Parquet row's columns read (text, id, kept) as JSON, for its dead letter (`pipeline.arrow_json`); the text,
+    and an id of strings or bytes, as the job read them, so the row replays with the same id."""
     from pipeline.arrow_json import json_values, texts
 
     one = batch.slice(position, 1)
     row = {}
     for name, column in zip(one.schema.names, one.columns, strict=True):
-        if name == fmt.text_field:
+        if name == fmt.text_field or (name == fmt.id_field and _read_as_text(column.type)):
             text = texts(column, fmt.encoding)[0]
             row[name] = None if text is None else text[: RAW_PREVIEW_CHARS + 1]  # a 50 MB text is cut anyway
         else:

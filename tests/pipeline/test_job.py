@@ -162,6 +162,16 @@ def test_a_csv_dead_letter_whose_field_holds_a_line_break_replays_as_that_one_ro
                                                                                    [["", "cr\ronly", "y"]]]
 
 
+def test_a_parquet_dead_letter_shows_a_binary_id_as_the_id_it_gives(run_cli, tiny_bert_dir, tmp_path):
+    pq.write_table(pa.table({"id": pa.array([b"p1", b"p1"]), "text": ["one", "two"]}), tmp_path / "a.parquet")
+    out = tmp_path / "out"
+    code, _, err = run_cli("--input", tmp_path / "a.parquet", "--output", out, "--model", tiny_bert_dir,
+                           "--id_field", "id")
+    assert code == 0, err
+    (dead,) = read_dead_letters(out)
+    assert (dead["reason"], dead["id"], json.loads(dead["raw"])) == ("duplicate_id", "p1", {"text": "two", "id": "p1"})
+
+
 def test_input_on_an_fsspec_filesystem(run_cli, tiny_bert_dir, tmp_path):
     for i in range(2):
         with fsspec.open(f"memory://job-test/part-{i}.txt", "w") as f:
