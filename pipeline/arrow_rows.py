@@ -71,9 +71,14 @@ def batch_rows(batch: pa.RecordBatch) -> list[ArrowRows]:
 
 
 def concat_rows(rows: Sequence[ArrowRows]) -> ArrowRows:
-    """One batch of rows that all have the same column types (rows fitted to this run's columns)."""
+    """One batch of rows that all have the same column types (rows fitted to this run's columns).
+
+    A dictionary column keeps only the values its rows use: a row's slice shares its batch's whole
+    dictionary, which may hold a string that is not UTF-8 from a row that became a dead letter.
+    """
     first = rows[0].batch
-    columns = [pa.concat_arrays([row.batch.column(i) for row in rows]) for i in range(first.num_columns)]
+    columns = [_own_dictionary(pa.concat_arrays([row.batch.column(i) for row in rows]))
+               for i in range(first.num_columns)]
     return ArrowRows(pa.RecordBatch.from_arrays(columns, names=first.schema.names), compact=True)
 
 

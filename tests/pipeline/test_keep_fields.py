@@ -520,3 +520,17 @@ def test_a_parquet_int_a_json_float_column_cannot_hold_exactly_is_a_dead_letter_
     (dead,) = read_dead_letters(out)
     assert (dead["id"], dead["reason"]) == ("p2", "kept_field_type") and "'n'" in dead["detail"]
     assert json.loads(dead["raw"]) == {"text": "b", "id": "p2", "n": 2**53 + 1}  # the row as read, exact
+
+
+def test_a_dictionary_value_that_is_not_utf8_leaves_with_its_dead_letter_not_in_the_output_dictionary(tmp_path, embed):
+    # The good rows' values share the shard's dictionary, which holds the bad row's value too.
+    tags = not_utf8([b"ok", b"bad\xff", b"ok"]).dictionary_encode()
+    pq.write_table(pa.table({"id": ["r1", "r2", "r3"], "text": ["a", "b", "c"], "tag": tags}), tmp_path / "a.parquet")
+    code, err, out = embed(tmp_path / "a.parquet", "--id_field", "id", "--keep_fields", "tag")
+    assert code == 0, err
+    assert [(d["id"], d["reason"]) for d in read_dead_letters(out)] == [("r2", "undecodable")]
+    (name,) = read_manifest(out)["files"]["embeddings"]
+    table = pq.read_table(out / name)
+    table.validate(full=True)  # no string that is not UTF-8 anywhere, unused dictionary values included
+    assert table.column("tag").combine_chunks().dictionary.to_pylist() == ["ok"]
+    assert table.column("tag").to_pylist() == ["ok", "ok"]
