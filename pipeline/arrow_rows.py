@@ -131,7 +131,7 @@ def undecodable_rows(batch: pa.RecordBatch) -> dict[int, str]:
         if not _holds_text(column.type) or _valid(column):
             continue
         for position in range(len(column)):
-            if position not in bad and not _valid(_dictionary_decoded(column.take([position]))):
+            if position not in bad and not _valid(_dictionary_decoded(_taken(column, pa.array([position])))):
                 bad[position] = name
     return dict(sorted(bad.items()))
 
@@ -144,9 +144,38 @@ def _converted(column: pa.Array, type_: pa.DataType) -> pa.Array:
 
 def _compacted(batch: pa.RecordBatch) -> pa.RecordBatch:
     """The batch in buffers of its own: `take` copies only its rows, nested children included."""
-    taken = batch.take(pa.array(range(batch.num_rows), pa.int64()))
-    columns = [_own_dictionary(column) for column in taken.columns]
+    positions = pa.array(range(batch.num_rows), pa.int64())
+    columns = [_own_dictionary(_taken(column, positions)) for column in batch.columns]
     return pa.RecordBatch.from_arrays(columns, schema=batch.schema)
+
+
+def _taken(column: pa.Array, positions: pa.Array) -> pa.Array:
+    """column.take(positions). Arrow has no take for string and binary views (nor for types holding them):
+    those go through the large string or binary type, a cast that keeps every value, and back."""
+    plain = _without_views(column.type)
+    if plain == column.type:
+        return column.take(positions)
+    return column.cast(plain).take(positions).cast(column.type)
+
+
+def _without_views(type_: pa.DataType) -> pa.DataType:
+    """type_ with string and binary views as large strings and binaries, at any depth but inside list views (whose
+    take works whatever they hold, and which Arrow cannot cast)."""
+    if pa.types.is_string_view(type_):
+        return pa.large_string()
+    if pa.types.is_binary_view(type_):
+        return pa.large_binary()
+    if pa.types.is_struct(type_):
+        return pa.struct([field.with_type(_without_views(field.type)) for field in type_])
+    if pa.types.is_map(type_):
+        return pa.map_(type_.key_field.with_type(_without_views(type_.key_type)),
+                       type_.item_field.with_type(_without_views(type_.item_type)), type_.keys_sorted)
+    if pa.types.is_list(type_) or pa.types.is_large_list(type_):
+        make = pa.list_ if pa.types.is_list(type_) else pa.large_list
+        return make(type_.value_field.with_type(_without_views(type_.value_type)))
+    if pa.types.is_fixed_size_list(type_):
+        return pa.list_(type_.value_field.with_type(_without_views(type_.value_type)), type_.list_size)
+    return type_
 
 
 def _own_dictionary(column: pa.Array) -> pa.Array:

@@ -534,3 +534,26 @@ def test_a_dictionary_value_that_is_not_utf8_leaves_with_its_dead_letter_not_in_
     table.validate(full=True)  # no string that is not UTF-8 anywhere, unused dictionary values included
     assert table.column("tag").combine_chunks().dictionary.to_pylist() == ["ok"]
     assert table.column("tag").to_pylist() == ["ok", "ok"]
+
+
+def test_string_and_binary_views_never_take_the_job_down_and_are_kept_exactly_between_stages_too(tmp_path, embed):
+    # A snapshot night sends reused rows' kept values through a shuffle (pickled); Arrow cannot `take` views.
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    table = pa.table({"id": ["r1", "r2", "r3"], "text": ["one", "two", "three"],
+                      "sv": not_utf8([b"x", b"bad\xff", None]).cast(pa.string_view()),
+                      "bv": pa.array([b"\x00\xff", b"", None], pa.binary_view()),
+                      "nested": pa.array([{"s": "a"}, None, {"s": None}], pa.struct([("s", pa.string_view())]))})
+    pq.write_table(table, corpus / "a.parquet")
+    common = ["--id_field", "id", "--keep_fields", "sv,bv,nested"]
+    for night in ("dt1", "dt2"):
+        extra = ["--skip_existing", f"{tmp_path / 'dt1'}/*.parquet", "--snapshot"] if night == "dt2" else []
+        code, err, out = embed(corpus / "a.parquet", *common, *extra, output=night)
+        assert code == 0, err
+        assert [(d["id"], d["reason"]) for d in read_dead_letters(out)] == [("r2", "undecodable")]
+        kept = pa.concat_tables(pq.read_table(out / f) for f in read_manifest(out)["files"]["embeddings"])
+        assert kept.column("id").to_pylist() == ["r1", "r3"]
+    assert read_manifest(out)["counts"]["reused"] == 2
+    for name in ("sv", "bv", "nested"):
+        assert kept.column(name).type == table.column(name).type
+        assert kept.column(name).to_pylist() == [table.column(name)[0].as_py(), table.column(name)[2].as_py()]
