@@ -225,9 +225,11 @@ def _holds_plain_text(type_: pa.DataType) -> bool:
 
 
 def _holds_text(type_: pa.DataType) -> bool:
-    """Whether a type holds strings anywhere (nested included)."""
+    """Whether a type holds strings anywhere (nested, and in an extension type's storage, such as JSON's)."""
     if _holds_plain_text(type_):
         return True
+    if isinstance(type_, pa.BaseExtensionType):
+        return _holds_text(type_.storage_type)
     if pa.types.is_dictionary(type_):
         return _holds_text(type_.value_type)
     return any(_holds_text(type_.field(i).type) for i in range(type_.num_fields))

@@ -557,3 +557,15 @@ def test_string_and_binary_views_never_take_the_job_down_and_are_kept_exactly_be
     for name in ("sv", "bv", "nested"):
         assert kept.column(name).type == table.column(name).type
         assert kept.column(name).to_pylist() == [table.column(name)[0].as_py(), table.column(name)[2].as_py()]
+
+
+def test_json_text_of_arrows_json_type_that_is_not_utf8_is_an_undecodable_dead_letter(tmp_path, embed):
+    notes = pa.ExtensionArray.from_storage(pa.json_(), not_utf8([b'{"a": 1}', b'"caf\xe9"']))
+    pq.write_table(pa.table({"id": ["r1", "r2"], "text": ["a", "b"], "note": notes}), tmp_path / "a.parquet")
+    code, err, out = embed(tmp_path / "a.parquet", "--id_field", "id", "--keep_fields", "note")
+    assert code == 0, err
+    (dead,) = read_dead_letters(out)
+    assert (dead["id"], dead["reason"]) == ("r2", "undecodable") and "'note'" in dead["detail"]
+    kept = read_embeddings(out)
+    assert kept.column("id").to_pylist() == ["r1"] and kept.column("note").type == pa.json_()
+    assert kept.column("note").combine_chunks().storage.to_pylist() == ['{"a": 1}']
