@@ -51,7 +51,8 @@ def read_embeddings(output: Path) -> pa.Table:
 def read_dead_letters(output: Path) -> list[dict]:
     rows = []
     for path in sorted((Path(output) / "failed").glob("*.jsonl")):
-        rows += [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line]
+        # JSON Lines: records end at LF only (str.splitlines also breaks at U+2028, U+0085, ... inside strings).
+        rows += [json.loads(line) for line in path.read_text(encoding="utf-8").split("\n") if line]
     return rows
 
 
