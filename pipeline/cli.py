@@ -25,6 +25,7 @@ from pipeline.outcome import (
     console_url,
     is_dataflow,
     job_id_of,
+    runner_name,
     stopped_waiting,
     submitted,
     summary,
@@ -262,10 +263,9 @@ LOCAL_RUNNERS = {None, "DirectRunner", "SwitchingDirectRunner", "BundleBasedDire
 
 def _execution(options, progress: str) -> tuple[bool, str]:
     """(runs on this machine, progress mode) from the Beam options."""
-    from apache_beam.options.pipeline_options import DirectOptions, StandardOptions
+    from apache_beam.options.pipeline_options import DirectOptions
 
-    runner = options.view_as(StandardOptions).runner
-    local = (runner if isinstance(runner, str) or runner is None else type(runner).__name__) in LOCAL_RUNNERS
+    local = runner_name(options) in LOCAL_RUNNERS
     if progress != "auto":
         return local, progress
     if not local:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import re
+import sys
 import time
 
 from pipeline.output import SUCCESS_FILE
@@ -68,13 +69,17 @@ def submitted(result, output: str, options) -> str:
     return f"{line}\n{console}" if console else line
 
 
-def is_dataflow(options) -> bool:
-    """Whether the Beam options choose Google Cloud Dataflow."""
+def runner_name(options) -> str | None:
+    """The runner the Beam options choose, by name (None: Beam's default, the DirectRunner)."""
     from apache_beam.options.pipeline_options import StandardOptions
 
     runner = options.view_as(StandardOptions).runner
-    name = runner if isinstance(runner, str) or runner is None else type(runner).__name__
-    return name in ("DataflowRunner", "dataflow")
+    return runner if isinstance(runner, str) or runner is None else type(runner).__name__
+
+
+def is_dataflow(options) -> bool:
+    """Whether the Beam options choose Google Cloud Dataflow."""
+    return runner_name(options) in ("DataflowRunner", "dataflow")
 
 
 def console_url(job_id: str, options) -> str | None:
@@ -151,8 +156,6 @@ def stopped_waiting(result, output: str, console: str | None) -> Exception:
 
 
 def _failed(line: str, committed: str) -> int:
-    import sys
-
     from apache_beam.io.filesystems import FileSystems
 
     try:
