@@ -20,6 +20,7 @@ from apache_beam.io.filesystems import FileSystems
 
 import encoders
 from encoders import EncoderSpec, model_fingerprint, resolved_once
+from pipeline import stage_metrics
 from pipeline.incremental import NEW, OLD, resolve_id, text_hash
 from pipeline.kept import KeptColumns
 from pipeline.output import (
@@ -121,9 +122,17 @@ class _ReadKeysFn(beam.DoFn):
     def process(self, element: tuple[int, Shard]) -> Iterator[tuple[str, tuple]]:
         shard_index, shard = element
         fmt = dataclasses.replace(self._input_format, format=shard.format)
-        for outcome, _ in shard_outcomes(shard, fmt):
-            if isinstance(outcome, Record):
-                yield outcome.id, (NEW, shard_index, outcome.source, outcome.line, text_hash(outcome.text))
+        records = id_chars = 0
+        with stage_metrics.timed(stage_metrics.KEYS_MS):
+            for outcome, _ in shard_outcomes(shard, fmt):
+                if isinstance(outcome, Record):
+                    records += 1
+                    id_chars += len(outcome.id)
+                    yield outcome.id, (NEW, shard_index, outcome.source, outcome.line, text_hash(outcome.text))
+        stage_metrics.counter(stage_metrics.KEYS_RECORDS).inc(records)
+        # Ids counted in characters (bytes for ASCII ids): a per-record encode would cost more than it tells.
+        key_bytes = id_chars + records * (len(shard.name.encode("utf-8")) + stage_metrics.KEY_FIXED_BYTES)
+        stage_metrics.counter(stage_metrics.KEY_BYTES).inc(key_bytes)
 
 
 class _ResolveIdsFn(beam.DoFn):
@@ -165,7 +174,8 @@ class _ReadExistingKeysFn(beam.DoFn):
         import pyarrow.parquet as pq
 
         index, path = element
-        with FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED) as f:
+        with (stage_metrics.timed(stage_metrics.EARLIER_KEYS_MS),
+              FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED) as f):
             parquet = pq.ParquetFile(f)
             metadata = parquet.schema_arrow.metadata or {}
             same = metadata.get(b"model_fingerprint", b"").decode() == self._fingerprint
@@ -173,6 +183,7 @@ class _ReadExistingKeysFn(beam.DoFn):
             yield beam.pvalue.TaggedOutput(EXISTING_STATS, (path, same, parquet.metadata.num_rows))
             if not same:
                 return
+            stage_metrics.counter(stage_metrics.EARLIER_ROWS).inc(parquet.metadata.num_rows)
             for batch in parquet.iter_batches(columns=["id", "text_hash"]):
                 for record_id, digest in zip(batch.column(0).to_pylist(), batch.column(1).to_pylist(), strict=True):
                     yield record_id, (OLD, index, path, digest)
@@ -229,6 +240,12 @@ class _CopyReusedFn(beam.DoFn):
 
     def process(self, element: tuple[tuple[int, str], Iterable[tuple[str, tuple | None]]], kept: KeptColumns,
                 ready: object = None) -> Iterator[tuple[str, int]]:
+        with stage_metrics.timed(stage_metrics.SNAPSHOT_COPY_MS):
+            copied = self._copy(element, kept)
+        yield copied
+
+    def _copy(self, element: tuple[tuple[int, str], Iterable[tuple[str, tuple | None]]],
+              kept: KeptColumns) -> tuple[str, int]:
         import pyarrow.compute as pc
         import pyarrow.parquet as pq
 
@@ -246,4 +263,4 @@ class _CopyReusedFn(beam.DoFn):
         rows = pa.Table.from_arrays([*(rows.column(n) for n in BASE_COLUMNS), *extra], schema=schema)
         name = reused_file_name(index)
         write_file(FileSystems.join(self._output, staged_name(name)), parquet_bytes(rows))
-        yield name, rows.num_rows
+        return name, rows.num_rows

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import re
+import sys
 import time
 
 from pipeline.output import SUCCESS_FILE
@@ -68,13 +69,17 @@ def submitted(result, output: str, options) -> str:
     return f"{line}\n{console}" if console else line
 
 
-def is_dataflow(options) -> bool:
-    """Whether the Beam options choose Google Cloud Dataflow."""
+def runner_name(options) -> str | None:
+    """The runner the Beam options choose, by name (None: Beam's default, the DirectRunner)."""
     from apache_beam.options.pipeline_options import StandardOptions
 
     runner = options.view_as(StandardOptions).runner
-    name = runner if isinstance(runner, str) or runner is None else type(runner).__name__
-    return name in ("DataflowRunner", "dataflow")
+    return runner if isinstance(runner, str) or runner is None else type(runner).__name__
+
+
+def is_dataflow(options) -> bool:
+    """Whether the Beam options choose Google Cloud Dataflow."""
+    return runner_name(options) in ("DataflowRunner", "dataflow")
 
 
 def console_url(job_id: str, options) -> str | None:
@@ -112,7 +117,7 @@ def wait_for_job(result, output: str, started: float, console: str | None = None
         state = result.wait_until_finish()
     except BaseException as exc:  # the runner's report of a failed job: exit 1 with its cause
         if isinstance(exc, KeyboardInterrupt) or caused_by_interrupt(exc):
-            raise _stopped_waiting(result, job_id, committed, console) from None
+            raise stopped_waiting(result, output, console) from None
         if not isinstance(exc, Exception):
             raise
         logger.debug("job %s failed", job_id, exc_info=True)
@@ -129,9 +134,13 @@ def wait_for_job(result, output: str, started: float, console: str | None = None
     return 0
 
 
-def _stopped_waiting(result, job_id: str, committed: str, console: str | None) -> Exception:
-    """The JobInterrupted for a Ctrl-C while waiting: the job is cancelled, or on Dataflow left running."""
+def stopped_waiting(result, output: str, console: str | None) -> Exception:
+    """The JobInterrupted for a Ctrl-C after submitting: the job is cancelled, or on Dataflow left running."""
+    from apache_beam.io.filesystems import FileSystems
+
     from pipeline.interrupt import JobInterrupted
+
+    job_id, committed = job_id_of(result), FileSystems.join(output, SUCCESS_FILE)
 
     if console:
         return JobInterrupted(f"stopped waiting; job {job_id} goes on ({console}); {committed} appears when it "
@@ -147,8 +156,6 @@ def _stopped_waiting(result, job_id: str, committed: str, console: str | None) -
 
 
 def _failed(line: str, committed: str) -> int:
-    import sys
-
     from apache_beam.io.filesystems import FileSystems
 
     try:
