@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from pipeline.interrupt import EXIT_CODE, JobInterrupted, caused_by_interrupt, interrupted_message, interruptible
+from tests.signals import default_ctrl_c, python_ctrl_c
 
 REPO = Path(__file__).resolve().parents[2]
 LINES = 10000
@@ -53,7 +54,7 @@ def test_ctrl_c_prints_one_line_exits_130_and_rerun_succeeds(tiny_bert_dir, tmp_
     with err_path.open("wb") as err:
         # Its own process group, signalled as a whole: what a terminal's Ctrl-C does.
         proc = subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=err,
-                                process_group=0)
+                                process_group=0, preexec_fn=default_ctrl_c)
         try:
             _wait_until_embedding(proc, output / "_temporary", timeout=45)
             before_interrupt = err_path.stat().st_size
@@ -88,9 +89,14 @@ def _beam_style_failure() -> None:
         raise RuntimeError("KeyboardInterrupt [while running 'Embed']") from exc
 
 
-def test_sigint_becomes_job_interrupted_and_silences_beam(tmp_path, caplog):
-    if signal.getsignal(signal.SIGINT) is not signal.default_int_handler:
-        pytest.skip("SIGINT is not Python's default handler here")
+@pytest.fixture
+def ctrl_c():
+    """Python's default SIGINT handler for the test, also when the suite was started with SIGINT ignored."""
+    with python_ctrl_c():
+        yield
+
+
+def test_sigint_becomes_job_interrupted_and_silences_beam(tmp_path, caplog, ctrl_c):
     hook = threading.excepthook
     try:
         with pytest.raises(JobInterrupted) as info, interruptible(str(tmp_path)):
@@ -105,7 +111,7 @@ def test_sigint_becomes_job_interrupted_and_silences_beam(tmp_path, caplog):
     assert threading.excepthook is hook
 
 
-def test_failure_without_interrupt_passes_through(tmp_path):
+def test_failure_without_interrupt_passes_through(tmp_path, ctrl_c):
     failure = RuntimeError("boom [while running 'Embed']")
     with pytest.raises(RuntimeError) as info, interruptible(str(tmp_path)):
         raise failure

@@ -25,6 +25,7 @@ import zstandard
 from pipeline.portable import portable_services
 from tests.hub_recipe import EXAMPLES, PREPROCESSOR
 from tests.pipeline.conftest import read_dead_letters, read_embeddings, read_manifest
+from tests.signals import default_ctrl_c
 
 pytestmark = pytest.mark.slow
 
@@ -296,7 +297,7 @@ def test_ctrl_c_while_waiting_asks_the_runner_to_cancel_and_exits_130(services, 
     output = tmp_path / "out"
     launcher = subprocess.Popen(
         [sys.executable, "-m", "pipeline", "--input", corpus, "--output", output, "--model", tiny_bert_dir,
-         *services.runner_args()], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+         *services.runner_args()], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, preexec_fn=default_ctrl_c)
     assert launcher.stdout.readline().startswith("submitted job ")  # now it waits; the worker is still starting
     launcher.send_signal(signal.SIGINT)
     _, err = launcher.communicate(timeout=60)
