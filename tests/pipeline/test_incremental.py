@@ -1,12 +1,23 @@
 """Nightly incremental runs: --skip_existing reuses what an earlier output holds, --snapshot copies it."""
 
 import json
+import random
 
 import numpy as np
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from pipeline.incremental import DUPLICATE, NEW, OLD, REUSED, resolve_id, text_hash
+from pipeline.incremental import (
+    DUPLICATE,
+    NEW_KEYS,
+    OLD_KEYS,
+    REUSED,
+    by_bucket,
+    decisions_by_line,
+    resolve_keys,
+    text_hash,
+)
 from tests.pipeline.conftest import read_embeddings, read_manifest
 
 
@@ -98,6 +109,98 @@ def test_snapshot_without_skip_existing_is_a_config_error(run_cli, tmp_path, tin
     (tmp_path / "in.txt").write_text("x\n")
     code, _, err = run_cli("--input", tmp_path / "in.txt", "--output", tmp_path / "out", "--snapshot")
     assert code == 2 and "--snapshot copies rows found by --skip_existing" in err
+
+
+NEW, OLD = "new", "old"
+
+
+def resolve_id(record_id, values):
+    """The rule for one id, written plainly (how it was decided per id before keys went by bucket).
+
+    values: ("new", shard index, source, line, text hash) of this run's records with the id and
+    ("old", file index, path, text hash) of earlier rows with it. Yields ("decision", ((source, line),
+    decision)) and ("copy", ((file index, path), id)).
+    """
+    new = sorted(v[1:] for v in values if v[0] == NEW)
+    old = sorted(v[1:] for v in values if v[0] == OLD)
+    if not new:
+        return
+    _, first_source, first_line, first_hash = new[0]
+    for _, source, line, _ in new[1:]:
+        yield "decision", ((source, line), (DUPLICATE, first_source, first_line))
+    matches = [(index, path) for index, path, digest in old if digest == first_hash]
+    if matches:
+        index, path = matches[-1]
+        yield "decision", ((first_source, first_line), (REUSED, index))
+        yield "copy", ((index, path), record_id)
+
+
+def resolve_by_bucket(new_rows, old_rows):
+    """Decisions {(source, line): decision} and copies {(file, path): ids} as the job makes them: keys cut
+    into buckets (rows given in several tables, as shards and files send them), each bucket resolved alone."""
+    new = pa.Table.from_pylist([dict(zip(NEW_KEYS.names, r, strict=True)) for r in new_rows], schema=NEW_KEYS)
+    old = pa.Table.from_pylist([dict(zip(OLD_KEYS.names, r, strict=True)) for r in old_rows], schema=OLD_KEYS)
+    buckets = {}
+    for table, kind in ((new, NEW), (old, OLD)):
+        for bucket, part in by_bucket(table):
+            half = part.num_rows // 2
+            buckets.setdefault(bucket, {NEW: [], OLD: []})[kind] += [part.slice(0, half), part.slice(half)]
+    decisions, copies = {}, {}
+    for found in buckets.values():
+        resolved = resolve_keys(pa.concat_tables(found[NEW] or [NEW_KEYS.empty_table()]),
+                                pa.concat_tables(found[OLD] or [OLD_KEYS.empty_table()]))
+        for source, shard in resolved.decisions.items():
+            for line, decision in decisions_by_line([shard]).items():
+                assert (source, line) not in decisions
+                decisions[(source, line)] = decision
+        for earlier, ids in resolved.copies.items():
+            copies.setdefault(earlier, set()).update(ids.to_pylist())
+    return decisions, copies
+
+
+def resolve_one_by_one(new_rows, old_rows):
+    """The same from the plain rule, id by id."""
+    by_id = {}
+    for record_id, *rest in new_rows:
+        by_id.setdefault(record_id, []).append((NEW, *rest))
+    for record_id, *rest in old_rows:
+        by_id.setdefault(record_id, []).append((OLD, *rest))
+    decisions, copies = {}, {}
+    for record_id, values in by_id.items():
+        for kind, value in resolve_id(record_id, values):
+            if kind == "decision":
+                decisions[value[0]] = value[1]
+            else:
+                copies.setdefault(value[0], set()).add(value[1])
+    return decisions, copies
+
+
+def test_bucketed_keys_decide_as_the_rule_for_one_id_does_on_a_tricky_corpus():
+    rng = random.Random(7)
+    ids = [f"id{i}" for i in range(400)] + ["", "日本", "x" * 300]
+    texts = [f"h{i}" for i in range(6)]
+    shards = [(0, "a.jsonl"), (1, "b.jsonl"), (2, "c.jsonl")]
+    new_rows = []
+    for index, source in shards:
+        for line in range(1, 301):  # ids repeat within and across shards; some ids only here
+            new_rows.append((rng.choice(ids[:250] + ids[-2:]), index, source, line, rng.choice(texts)))
+    files = [(0, "dt=1/e-0.parquet"), (1, "dt=1/e-1.parquet"), (2, "dt=2/e-0.parquet")]
+    old_rows = []
+    for index, path in files:  # the same id in several earlier files, with the same or another text
+        for record_id in rng.sample(ids, 300):  # some ids only in earlier outputs
+            old_rows.append((record_id, index, path, rng.choice(texts)))
+    rng.shuffle(new_rows)
+    rng.shuffle(old_rows)
+    decisions, copies = resolve_by_bucket(new_rows, old_rows)
+    assert (decisions, copies) == resolve_one_by_one(new_rows, old_rows)
+    kinds = {d[0] for d in decisions.values()}
+    assert kinds == {DUPLICATE, REUSED} and len(copies) == 3
+
+
+def test_bucketed_keys_without_earlier_outputs_decide_only_duplicates():
+    new_rows = [("x", 1, "b", 4, "h"), ("x", 0, "a", 9, "h"), ("y", 0, "a", 1, "h")]
+    decisions, copies = resolve_by_bucket(new_rows, [])
+    assert decisions == {("b", 4): (DUPLICATE, "a", 9)} and copies == {}
 
 
 def test_resolve_id_keeps_the_first_occurrence_and_reuses_the_newest_matching_file():
