@@ -5,16 +5,17 @@ A record is reused when an earlier output file made under the same model fingerp
 settings, so the same vector.
 
 The keys of every record (id, shard, line, text hash) and of every earlier row (id, file, text hash)
-travel as Arrow tables cut into buckets by id (`id_bucket`), not as one element per record: a
-bucket is resolved with a sort and a join (`resolve_keys`), so a night of millions of records costs a
-few thousand elements on any runner, and each bucket sees every key of its ids.
+travel as arrays (`NewKeys`, `OldKeys`) cut into buckets by id (`id_bucket`), not as one element per
+record: a bucket is resolved with a sort and a join (`resolve_keys`), so a night of millions of records
+costs a few thousand elements on any runner, and each bucket sees every key of its ids. Arrays, not
+Arrow tables: a pickled table carries its schema, which costs more than a bucket's keys.
 """
 
 from __future__ import annotations
 
 import hashlib
 import zlib
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -30,12 +31,35 @@ def text_hash(text: str) -> str:
 DUPLICATE, REUSED = "duplicate", "reused"
 # How many buckets the keys are cut into: the reuse decision's parallelism on a distributed runner, and
 # (times shards plus earlier files) how many elements carry the keys.
-KEY_BUCKETS = 128
-# The keys of this run's records (one shard's records, or a bucket's from every shard).
-NEW_KEYS = pa.schema([("id", pa.string()), ("shard", pa.int32()), ("source", pa.string()), ("line", pa.int64()),
-                      ("text_hash", pa.string())])
-# The keys of an earlier output's rows; file is the earlier file's position in sorted path order.
-OLD_KEYS = pa.schema([("id", pa.string()), ("file", pa.int32()), ("path", pa.string()), ("text_hash", pa.string())])
+KEY_BUCKETS = 32
+
+
+@dataclass(frozen=True)
+class NewKeys:
+    """The keys of some records of one shard of this run (those it would embed), as arrays of equal length."""
+
+    shard: int  # the shard's position in the sorted input list
+    source: str  # its name
+    ids: pa.Array  # string
+    lines: np.ndarray  # int64, record numbers in the shard
+    hashes: pa.Array  # string, `text_hash` of each text
+
+    def take(self, positions: np.ndarray) -> NewKeys:
+        return NewKeys(self.shard, self.source, self.ids.take(positions), self.lines[positions],
+                       self.hashes.take(positions))
+
+
+@dataclass(frozen=True)
+class OldKeys:
+    """The keys of some rows of one earlier output file (made under this run's fingerprint)."""
+
+    file: int  # the file's position in sorted path order
+    path: str
+    ids: pa.Array  # string
+    hashes: pa.Array  # string, its text_hash column
+
+    def take(self, positions: np.ndarray) -> OldKeys:
+        return OldKeys(self.file, self.path, self.ids.take(positions), self.hashes.take(positions))
 
 
 def id_bucket(record_id: str) -> int:
@@ -43,88 +67,116 @@ def id_bucket(record_id: str) -> int:
     return zlib.crc32(record_id.encode("utf-8", "surrogatepass")) % KEY_BUCKETS
 
 
-def by_bucket(keys: pa.Table) -> Iterator[tuple[int, pa.Table]]:
-    """(bucket, the rows of keys whose id falls in it), for every bucket that has any."""
-    buckets = np.fromiter((id_bucket(i) for i in keys.column("id").to_pylist()), dtype=np.int64,
-                          count=keys.num_rows)
+def by_bucket(keys: NewKeys | OldKeys) -> Iterator[tuple[int, NewKeys | OldKeys]]:
+    """(bucket, the keys whose id falls in it), for every bucket that has any.
+
+    Copies, not slices: a pickled slice may carry its whole parent's buffers.
+    """
+    buckets = np.fromiter((id_bucket(i) for i in keys.ids.to_pylist()), dtype=np.int64, count=len(keys.ids))
     order = np.argsort(buckets, kind="stable")
     ends = np.cumsum(np.bincount(buckets, minlength=KEY_BUCKETS))
     start = 0
     for bucket, end in enumerate(ends.tolist()):
         if end > start:
-            # A copy, not a slice: a pickled slice may carry its whole parent's buffers.
             yield bucket, keys.take(order[start:end])
         start = end
 
 
 @dataclass(frozen=True)
 class ShardDecisions:
-    """What the keys decided for some records of one shard (lines are its record numbers).
+    """What the keys decided for some records of one shard; lines are its record numbers (int64 arrays).
 
-    reused: line, file (the earlier file whose row it reuses); duplicates: line, first_source, first_line
-    (the occurrence of the same id that is embedded or reused).
+    Reused: reused_lines, and reused_files the earlier file whose row each reuses. Duplicates:
+    duplicate_lines, and the occurrence of the same id that is embedded or reused (first_shards,
+    first_lines; sources names those shards).
     """
 
-    reused: pa.Table
-    duplicates: pa.Table
+    reused_lines: np.ndarray
+    reused_files: np.ndarray
+    duplicate_lines: np.ndarray
+    first_shards: np.ndarray
+    first_lines: np.ndarray
+    sources: dict[int, str]
 
 
 @dataclass(frozen=True)
 class Resolved:
-    """A bucket's decisions, by shard name, and the earlier rows to copy: ids by (file, path)."""
+    """A bucket's decisions, by shard index, and the earlier rows to copy: ids by (file, path)."""
 
-    decisions: dict[str, ShardDecisions]
+    decisions: dict[int, ShardDecisions]
     copies: dict[tuple[int, str], pa.Array]
 
 
-def resolve_keys(new: pa.Table, old: pa.Table) -> Resolved:
-    """Decide the records whose keys are in new (NEW_KEYS), given the earlier rows in old (OLD_KEYS).
+def resolve_keys(new: Sequence[NewKeys], old: Sequence[OldKeys]) -> Resolved:
+    """Decide the records whose keys are in new, given the earlier rows in old (all of their ids' keys).
 
     Per id, the first occurrence (lowest shard, then line) is the one embedded or reused; every later
     one is a duplicate of it. The first is reused when an earlier row holds its id with the same text
     hash; of several, the last file in sorted path order (so the newest dt=...) wins, and that row is
     copied with --snapshot. Ids of old that this run does not hold decide nothing.
     """
-    new = new.sort_by([("id", "ascending"), ("shard", "ascending"), ("line", "ascending")])
-    rows = new.num_rows
+    sources = {k.shard: k.source for k in new}
+    paths = {k.file: k.path for k in old}
+    table = pa.table({
+        "id": _concat([k.ids for k in new]),
+        "shard": np.concatenate([np.full(len(k.lines), k.shard, np.int64) for k in new] or [np.empty(0, np.int64)]),
+        "line": np.concatenate([k.lines for k in new] or [np.empty(0, np.int64)]),
+        "text_hash": _concat([k.hashes for k in new]),
+    }).sort_by([("id", "ascending"), ("shard", "ascending"), ("line", "ascending")])
+    rows = table.num_rows
     first = np.ones(rows, dtype=bool)
     if rows > 1:
-        ids = new.column("id").combine_chunks()
+        ids = table.column("id").combine_chunks()
         first[1:] = pc.not_equal(ids.slice(1), ids.slice(0, rows - 1)).to_numpy(zero_copy_only=False)
+    shard, line = table.column("shard").to_numpy(), table.column("line").to_numpy()  # sorted as table is
     starts = np.flatnonzero(first)
     later = np.flatnonzero(~first)
     first_of_later = starts[np.cumsum(first)[later] - 1]
-    source, line = new.column("source"), new.column("line")
-    duplicates = pa.table({"source": source.take(later), "line": line.take(later),
-                           "first_source": source.take(first_of_later), "first_line": line.take(first_of_later)})
-    firsts = new.take(starts).select(["id", "source", "line", "text_hash"])
-    reused = _reused(firsts, old)
-    decisions: dict[str, ShardDecisions] = {}
-    for name in set(reused.column("source").to_pylist()) | set(duplicates.column("source").to_pylist()):
-        decisions[name] = ShardDecisions(_of_source(reused, name, ["line", "file"]),
-                                         _of_source(duplicates, name, ["line", "first_source", "first_line"]))
+    reused = _reused(table.take(starts), old)
+    reused_shard, reused_line, reused_file = (reused.column(n).to_numpy() for n in ("shard", "line", "file"))
+    by_shard_reused = dict(_groups(reused_shard, reused_line, reused_file))
+    by_shard_later = dict(_groups(shard[later], line[later], first_of_later))
+    decisions = {}
+    empty = np.empty(0, np.int64)
+    for index in sorted(by_shard_reused.keys() | by_shard_later.keys()):
+        lines, files = by_shard_reused.get(index, (empty, empty))
+        duplicate_lines, firsts = by_shard_later.get(index, (empty, empty))
+        first_shards = shard[firsts]
+        decisions[index] = ShardDecisions(lines, files, duplicate_lines, first_shards, line[firsts],
+                                          {s: sources[s] for s in set(first_shards.tolist())})
     copies = {}
-    for file, path in sorted(set(zip(reused.column("file").to_pylist(), reused.column("path").to_pylist(),
-                                     strict=True))):
-        copies[(file, path)] = pc.filter(reused.column("id"), pc.equal(reused.column("file"), file)).combine_chunks()
+    for file in np.unique(reused_file).tolist():
+        copies[(file, paths[file])] = pc.filter(reused.column("id"), pa.array(reused_file == file)).combine_chunks()
     return Resolved(decisions, copies)
 
 
-def _reused(firsts: pa.Table, old: pa.Table) -> pa.Table:
-    """id, source, line, file, path of the first occurrences an earlier row holds with the same text hash."""
-    if not firsts.num_rows or not old.num_rows:
-        return pa.table({"id": pa.array([], pa.string()), "source": pa.array([], pa.string()),
-                         "line": pa.array([], pa.int64()), "file": pa.array([], pa.int32()),
-                         "path": pa.array([], pa.string())})
-    newest = old.group_by(["id", "text_hash"]).aggregate([("file", "max")]).rename_columns(
+def _groups(keys: np.ndarray, *columns: np.ndarray) -> Iterator[tuple[int, tuple[np.ndarray, ...]]]:
+    """(key, the columns' values at its rows) for every distinct key; one sort, not a pass per key."""
+    order = np.argsort(keys, kind="stable")
+    values, starts = np.unique(keys[order], return_index=True)
+    ends = [*starts[1:].tolist(), len(order)] if len(starts) else []
+    for key, start, end in zip(values.tolist(), starts.tolist(), ends, strict=True):
+        yield key, tuple(column[order[start:end]] for column in columns)
+
+
+def _concat(arrays: list[pa.Array]) -> pa.Array:
+    return pa.concat_arrays(arrays) if arrays else pa.array([], pa.string())
+
+
+def _reused(firsts: pa.Table, old: Sequence[OldKeys]) -> pa.Table:
+    """id, shard, line, file of the first occurrences an earlier row holds with the same text hash."""
+    if not firsts.num_rows or not old:
+        return pa.table({"id": pa.array([], pa.string()), "shard": pa.array([], pa.int64()),
+                         "line": pa.array([], pa.int64()), "file": pa.array([], pa.int64())})
+    earlier = pa.table({
+        "id": _concat([k.ids for k in old]),
+        "text_hash": _concat([k.hashes for k in old]),
+        "file": np.concatenate([np.full(len(k.ids), k.file, np.int64) for k in old]),
+    })
+    newest = earlier.group_by(["id", "text_hash"]).aggregate([("file", "max")]).rename_columns(
         {"file_max": "file"})
-    paths = old.group_by(["file", "path"]).aggregate([])
-    matched = firsts.join(newest, keys=["id", "text_hash"], join_type="inner").join(paths, keys="file")
-    return matched.select(["id", "source", "line", "file", "path"])
-
-
-def _of_source(table: pa.Table, source: str, columns: list[str]) -> pa.Table:
-    return table.filter(pc.equal(table.column("source"), source)).select(columns).combine_chunks()
+    matched = firsts.join(newest, keys=["id", "text_hash"], join_type="inner")
+    return matched.select(["id", "shard", "line", "file"])
 
 
 def decisions_by_line(decisions: Iterable[ShardDecisions]) -> dict[int, tuple]:
@@ -132,11 +184,8 @@ def decisions_by_line(decisions: Iterable[ShardDecisions]) -> dict[int, tuple]:
     {line: (DUPLICATE, first source, first line)}."""
     out: dict[int, tuple] = {}
     for found in decisions:
-        reused, duplicates = found.reused, found.duplicates
-        out.update(zip(reused.column("line").to_pylist(),
-                       [(REUSED, file) for file in reused.column("file").to_pylist()], strict=True))
-        out.update(zip(duplicates.column("line").to_pylist(),
-                       [(DUPLICATE, s, n) for s, n in zip(duplicates.column("first_source").to_pylist(),
-                                                          duplicates.column("first_line").to_pylist(), strict=True)],
-                       strict=True))
+        out.update(zip(found.reused_lines.tolist(), [(REUSED, f) for f in found.reused_files.tolist()], strict=True))
+        firsts = [(DUPLICATE, found.sources[s], n)
+                  for s, n in zip(found.first_shards.tolist(), found.first_lines.tolist(), strict=True)]
+        out.update(zip(found.duplicate_lines.tolist(), firsts, strict=True))
     return out

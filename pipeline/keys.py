@@ -17,20 +17,14 @@ import logging
 from collections.abc import Iterable, Iterator
 
 import apache_beam as beam
+import numpy as np
 import pyarrow as pa
 from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 
 import encoders
 from encoders import EncoderSpec, model_fingerprint, resolved_once
-from pipeline.incremental import (
-    NEW_KEYS,
-    OLD_KEYS,
-    by_bucket,
-    decisions_by_line,
-    resolve_keys,
-    text_hash,
-)
+from pipeline.incremental import NewKeys, OldKeys, by_bucket, decisions_by_line, resolve_keys, text_hash
 from pipeline.kept import KeptColumns
 from pipeline.output import (
     BASE_COLUMNS,
@@ -49,8 +43,6 @@ logger = logging.getLogger(__name__)
 
 COPIES = "copies"
 EXISTING_STATS = "existing_stats"
-# What a bucket's group holds: keys of this run's records, or of an earlier output's rows.
-NEW, OLD = "new", "old"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -68,7 +60,7 @@ class DecideRecords(beam.PTransform):
 
     "existing" holds (earlier file, same fingerprint?, rows), with --skip_existing, for the manifest;
     "copies" ((earlier file index, path), ids), with --snapshot, the earlier rows to copy (`CopyReused`).
-    Keys travel as Arrow tables, one per shard or earlier file and bucket of ids (`pipeline.incremental`).
+    Keys travel as arrays, one element per shard or earlier file and bucket of ids (`pipeline.incremental`).
     """
 
     def __init__(self, input_format: InputFormat, reuse: Reuse | None) -> None:
@@ -103,7 +95,7 @@ class DecideRecords(beam.PTransform):
             outputs["copies"] = resolved[COPIES]
         to_read = (
             {
-                "shard": shards | "ShardByName" >> beam.Map(lambda e: (e[1].name, e)),
+                "shard": shards | "ShardByIndex" >> beam.Map(lambda e: (e[0], e)),
                 "decisions": resolved.decisions,
             }
             | "JoinDecisions" >> beam.CoGroupByKey()
@@ -121,7 +113,7 @@ def with_decisions(joined: tuple[str, dict]) -> Iterator[tuple[int, Shard, dict[
 
 
 class _ReadKeysFn(beam.DoFn):
-    """(bucket, (NEW, NEW_KEYS table)) of a shard's records that would be embedded, one element per bucket.
+    """(bucket, NewKeys) of a shard's records that would be embedded, one element per bucket.
 
     A few dozen bytes per record, never the text.
     """
@@ -129,7 +121,7 @@ class _ReadKeysFn(beam.DoFn):
     def __init__(self, input_format: InputFormat) -> None:
         self._input_format = input_format
 
-    def process(self, element: tuple[int, Shard]) -> Iterator[tuple[int, tuple[str, pa.Table]]]:
+    def process(self, element: tuple[int, Shard]) -> Iterator[tuple[int, NewKeys]]:
         shard_index, shard = element
         fmt = dataclasses.replace(self._input_format, format=shard.format)
         ids, lines, hashes = [], [], []
@@ -138,25 +130,19 @@ class _ReadKeysFn(beam.DoFn):
                 ids.append(outcome.id)
                 lines.append(outcome.line)
                 hashes.append(text_hash(outcome.text))
-        keys = pa.Table.from_arrays(
-            [pa.array(ids, pa.string()), pa.nulls(len(ids), pa.int32()).fill_null(shard_index),
-             pa.nulls(len(ids), pa.string()).fill_null(shard.name), pa.array(lines, pa.int64()),
-             pa.array(hashes, pa.string())], schema=NEW_KEYS)
-        for bucket, table in by_bucket(keys):
-            yield bucket, (NEW, table)
+        keys = NewKeys(shard_index, shard.name, pa.array(ids, pa.string()), np.array(lines, np.int64),
+                       pa.array(hashes, pa.string()))
+        yield from by_bucket(keys)
 
 
 class _ResolveBucketFn(beam.DoFn):
-    """One bucket's keys -> (shard name, ShardDecisions) per shard; ((file, path), ids) to COPIES."""
+    """One bucket's keys -> (shard index, ShardDecisions) per shard; ((file, path), ids) to COPIES."""
 
-    def process(self, element: tuple[int, Iterable[tuple[str, pa.Table]]]) -> Iterator:
-        _, tables = element
-        found = {NEW: [], OLD: []}
-        for kind, table in tables:
-            found[kind].append(table)
-        new = pa.concat_tables(found[NEW]) if found[NEW] else NEW_KEYS.empty_table()
-        old = pa.concat_tables(found[OLD]) if found[OLD] else OLD_KEYS.empty_table()
-        resolved = resolve_keys(new, old)
+    def process(self, element: tuple[int, Iterable[NewKeys | OldKeys]]) -> Iterator:
+        _, found = element
+        found = list(found)
+        resolved = resolve_keys([k for k in found if isinstance(k, NewKeys)],
+                                [k for k in found if isinstance(k, OldKeys)])
         yield from resolved.decisions.items()
         for earlier, ids in resolved.copies.items():
             yield beam.pvalue.TaggedOutput(COPIES, (earlier, ids))
@@ -176,7 +162,7 @@ class _ListExistingFn(beam.DoFn):
 
 
 class _ReadExistingKeysFn(beam.DoFn):
-    """(bucket, (OLD, OLD_KEYS table)) of an earlier file made under the same fingerprint, one per bucket.
+    """(bucket, OldKeys) of an earlier file made under the same fingerprint, one element per bucket.
 
     Only its id and text_hash columns are read.
 
@@ -203,13 +189,9 @@ class _ReadExistingKeysFn(beam.DoFn):
             if not same:
                 return
             table = parquet.read(columns=["id", "text_hash"])
-        rows = table.num_rows
-        keys = pa.Table.from_arrays(
-            [table.column("id").cast(pa.string()), pa.nulls(rows, pa.int32()).fill_null(index),
-             pa.nulls(rows, pa.string()).fill_null(path), table.column("text_hash").cast(pa.string())],
-            schema=OLD_KEYS)
-        for bucket, part in by_bucket(keys):
-            yield bucket, (OLD, part)
+        keys = OldKeys(index, path, table.column("id").cast(pa.string()).combine_chunks(),
+                       table.column("text_hash").cast(pa.string()).combine_chunks())
+        yield from by_bucket(keys)
 
 
 class CopyReused(beam.PTransform):

@@ -10,9 +10,9 @@ import pytest
 
 from pipeline.incremental import (
     DUPLICATE,
-    NEW_KEYS,
-    OLD_KEYS,
     REUSED,
+    NewKeys,
+    OldKeys,
     by_bucket,
     decisions_by_line,
     resolve_keys,
@@ -136,26 +136,38 @@ def resolve_id(record_id, values):
 
 
 def resolve_by_bucket(new_rows, old_rows):
-    """Decisions {(source, line): decision} and copies {(file, path): ids} as the job makes them: keys cut
-    into buckets (rows given in several tables, as shards and files send them), each bucket resolved alone."""
-    new = pa.Table.from_pylist([dict(zip(NEW_KEYS.names, r, strict=True)) for r in new_rows], schema=NEW_KEYS)
-    old = pa.Table.from_pylist([dict(zip(OLD_KEYS.names, r, strict=True)) for r in old_rows], schema=OLD_KEYS)
+    """Decisions {(source, line): decision} and copies {(file, path): ids} as the job makes them: keys sent
+    per shard and per earlier file, each cut into buckets, each bucket resolved alone."""
+    sent = []
+    for (shard, source), rows in group(new_rows, lambda r: (r[1], r[2])).items():
+        sent.append(NewKeys(shard, source, pa.array([r[0] for r in rows], pa.string()),
+                            np.array([r[3] for r in rows], np.int64), pa.array([r[4] for r in rows], pa.string())))
+    for (file, path), rows in group(old_rows, lambda r: (r[1], r[2])).items():
+        sent.append(OldKeys(file, path, pa.array([r[0] for r in rows], pa.string()),
+                            pa.array([r[3] for r in rows], pa.string())))
     buckets = {}
-    for table, kind in ((new, NEW), (old, OLD)):
-        for bucket, part in by_bucket(table):
-            half = part.num_rows // 2
-            buckets.setdefault(bucket, {NEW: [], OLD: []})[kind] += [part.slice(0, half), part.slice(half)]
+    for keys in sent:
+        for bucket, part in by_bucket(keys):
+            buckets.setdefault(bucket, []).append(part)
+    sources = {(r[1]): r[2] for r in new_rows}
     decisions, copies = {}, {}
     for found in buckets.values():
-        resolved = resolve_keys(pa.concat_tables(found[NEW] or [NEW_KEYS.empty_table()]),
-                                pa.concat_tables(found[OLD] or [OLD_KEYS.empty_table()]))
-        for source, shard in resolved.decisions.items():
-            for line, decision in decisions_by_line([shard]).items():
-                assert (source, line) not in decisions
-                decisions[(source, line)] = decision
+        resolved = resolve_keys([k for k in found if isinstance(k, NewKeys)],
+                                [k for k in found if isinstance(k, OldKeys)])
+        for shard, shard_decisions in resolved.decisions.items():
+            for line, decision in decisions_by_line([shard_decisions]).items():
+                assert (sources[shard], line) not in decisions
+                decisions[(sources[shard], line)] = decision
         for earlier, ids in resolved.copies.items():
             copies.setdefault(earlier, set()).update(ids.to_pylist())
     return decisions, copies
+
+
+def group(rows, key):
+    out = {}
+    for row in rows:
+        out.setdefault(key(row), []).append(row)
+    return out
 
 
 def resolve_one_by_one(new_rows, old_rows):
