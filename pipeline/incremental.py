@@ -43,10 +43,11 @@ class NewKeys:
     ids: pa.Array  # string
     lines: np.ndarray  # int64, record numbers in the shard
     hashes: pa.Array  # string, `text_hash` of each text
+    removed: np.ndarray  # int64, control characters normalisation took out of each text
 
     def take(self, positions: np.ndarray) -> NewKeys:
         return NewKeys(self.shard, self.source, self.ids.take(positions), self.lines[positions],
-                       self.hashes.take(positions))
+                       self.hashes.take(positions), self.removed[positions])
 
 
 @dataclass(frozen=True)
@@ -86,13 +87,15 @@ def by_bucket(keys: NewKeys | OldKeys) -> Iterator[tuple[int, NewKeys | OldKeys]
 class ShardDecisions:
     """What the keys decided for some records of one shard; lines are its record numbers (int64 arrays).
 
-    Reused: reused_lines, and reused_files the earlier file whose row each reuses. Duplicates:
+    Reused: reused_lines, reused_files the earlier file whose row each reuses, and reused_removed the
+    control characters its text lost (counted in the manifest, though the reader need not parse it again). Duplicates:
     duplicate_lines, and the occurrence of the same id that is embedded or reused (first_shards,
     first_lines; sources names those shards).
     """
 
     reused_lines: np.ndarray
     reused_files: np.ndarray
+    reused_removed: np.ndarray
     duplicate_lines: np.ndarray
     first_shards: np.ndarray
     first_lines: np.ndarray
@@ -122,6 +125,7 @@ def resolve_keys(new: Sequence[NewKeys], old: Sequence[OldKeys]) -> Resolved:
         "shard": np.concatenate([np.full(len(k.lines), k.shard, np.int64) for k in new] or [np.empty(0, np.int64)]),
         "line": np.concatenate([k.lines for k in new] or [np.empty(0, np.int64)]),
         "text_hash": _concat([k.hashes for k in new]),
+        "removed": np.concatenate([k.removed for k in new] or [np.empty(0, np.int64)]),
     }).sort_by([("id", "ascending"), ("shard", "ascending"), ("line", "ascending")])
     rows = table.num_rows
     first = np.ones(rows, dtype=bool)
@@ -133,16 +137,17 @@ def resolve_keys(new: Sequence[NewKeys], old: Sequence[OldKeys]) -> Resolved:
     later = np.flatnonzero(~first)
     first_of_later = starts[np.cumsum(first)[later] - 1]
     reused = _reused(table.take(starts), old)
-    reused_shard, reused_line, reused_file = (reused.column(n).to_numpy() for n in ("shard", "line", "file"))
-    by_shard_reused = dict(_groups(reused_shard, reused_line, reused_file))
+    reused_shard, reused_line, reused_file, reused_removed = (
+        reused.column(n).to_numpy() for n in ("shard", "line", "file", "removed"))
+    by_shard_reused = dict(_groups(reused_shard, reused_line, reused_file, reused_removed))
     by_shard_later = dict(_groups(shard[later], line[later], first_of_later))
     decisions = {}
     empty = np.empty(0, np.int64)
     for index in sorted(by_shard_reused.keys() | by_shard_later.keys()):
-        lines, files = by_shard_reused.get(index, (empty, empty))
+        lines, files, removed = by_shard_reused.get(index, (empty, empty, empty))
         duplicate_lines, firsts = by_shard_later.get(index, (empty, empty))
         first_shards = shard[firsts]
-        decisions[index] = ShardDecisions(lines, files, duplicate_lines, first_shards, line[firsts],
+        decisions[index] = ShardDecisions(lines, files, removed, duplicate_lines, first_shards, line[firsts],
                                           {s: sources[s] for s in set(first_shards.tolist())})
     copies = {}
     for file in np.unique(reused_file).tolist():
@@ -164,10 +169,10 @@ def _concat(arrays: list[pa.Array]) -> pa.Array:
 
 
 def _reused(firsts: pa.Table, old: Sequence[OldKeys]) -> pa.Table:
-    """id, shard, line, file of the first occurrences an earlier row holds with the same text hash."""
+    """id, shard, line, removed, file of the first occurrences an earlier row holds with the same text hash."""
     if not firsts.num_rows or not old:
-        return pa.table({"id": pa.array([], pa.string()), "shard": pa.array([], pa.int64()),
-                         "line": pa.array([], pa.int64()), "file": pa.array([], pa.int64())})
+        return pa.table({"id": pa.array([], pa.string()), **{n: pa.array([], pa.int64())
+                                                            for n in ("shard", "line", "removed", "file")}})
     earlier = pa.table({
         "id": _concat([k.ids for k in old]),
         "text_hash": _concat([k.hashes for k in old]),
@@ -176,15 +181,16 @@ def _reused(firsts: pa.Table, old: Sequence[OldKeys]) -> pa.Table:
     newest = earlier.group_by(["id", "text_hash"]).aggregate([("file", "max")]).rename_columns(
         {"file_max": "file"})
     matched = firsts.join(newest, keys=["id", "text_hash"], join_type="inner")
-    return matched.select(["id", "shard", "line", "file"])
+    return matched.select(["id", "shard", "line", "removed", "file"])
 
 
 def decisions_by_line(decisions: Iterable[ShardDecisions]) -> dict[int, tuple]:
-    """One shard's decisions as the reading stage looks them up: {line: (REUSED, file)} and
-    {line: (DUPLICATE, first source, first line)}."""
+    """One shard's decisions as the reading stage looks them up: {line: (REUSED, file, removed characters)}
+    and {line: (DUPLICATE, first source, first line)}."""
     out: dict[int, tuple] = {}
     for found in decisions:
-        out.update(zip(found.reused_lines.tolist(), [(REUSED, f) for f in found.reused_files.tolist()], strict=True))
+        reused = zip(found.reused_files.tolist(), found.reused_removed.tolist(), strict=True)
+        out.update(zip(found.reused_lines.tolist(), [(REUSED, f, r) for f, r in reused], strict=True))
         firsts = [(DUPLICATE, found.sources[s], n)
                   for s, n in zip(found.first_shards.tolist(), found.first_lines.tolist(), strict=True)]
         out.update(zip(found.duplicate_lines.tolist(), firsts, strict=True))

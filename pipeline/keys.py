@@ -124,14 +124,15 @@ class _ReadKeysFn(beam.DoFn):
     def process(self, element: tuple[int, Shard]) -> Iterator[tuple[int, NewKeys]]:
         shard_index, shard = element
         fmt = dataclasses.replace(self._input_format, format=shard.format)
-        ids, lines, hashes = [], [], []
+        ids, lines, hashes, removed = [], [], [], []
         for outcome, _ in shard_outcomes(shard, fmt):
             if isinstance(outcome, Record):
                 ids.append(outcome.id)
                 lines.append(outcome.line)
                 hashes.append(text_hash(outcome.text))
+                removed.append(outcome.removed_chars)
         keys = NewKeys(shard_index, shard.name, pa.array(ids, pa.string()), np.array(lines, np.int64),
-                       pa.array(hashes, pa.string()))
+                       pa.array(hashes, pa.string()), np.array(removed, np.int64))
         yield from by_bucket(keys)
 
 

@@ -92,6 +92,17 @@ def test_a_changed_text_is_embedded_again(nightly):
     assert table.column("text_hash").to_pylist()[0] == text_hash("new text")
 
 
+def test_reused_records_count_the_control_characters_their_texts_lost_as_on_the_first_day(nightly):
+    corpus, run = nightly
+    write_jsonl(corpus / "a.jsonl", [("x", "bell\u0007 and nul\u0000"), ("y", "plain"), ("x", "again\u0001")])
+    day1 = run("2026-11-24")
+    day2 = run("2026-11-25", *skip_args(corpus), "--snapshot")
+    first, second = read_manifest(day1), read_manifest(day2)
+    assert second["counts"] == {"read": 3, "embedded": 0, "skipped": 0, "failed": 1, "reused": 2}
+    assert second["failed_by_reason"] == {"duplicate_id": 1}
+    assert second["control_chars_removed"] == first["control_chars_removed"] == 3
+
+
 def test_a_different_model_fingerprint_reuses_nothing_and_says_so(nightly):
     corpus, run = nightly
     write_jsonl(corpus / "a.jsonl", [("x", "one"), ("y", "two")])
@@ -141,7 +152,8 @@ def resolve_by_bucket(new_rows, old_rows):
     sent = []
     for (shard, source), rows in group(new_rows, lambda r: (r[1], r[2])).items():
         sent.append(NewKeys(shard, source, pa.array([r[0] for r in rows], pa.string()),
-                            np.array([r[3] for r in rows], np.int64), pa.array([r[4] for r in rows], pa.string())))
+                            np.array([r[3] for r in rows], np.int64), pa.array([r[4] for r in rows], pa.string()),
+                            np.array([r[5] for r in rows], np.int64)))
     for (file, path), rows in group(old_rows, lambda r: (r[1], r[2])).items():
         sent.append(OldKeys(file, path, pa.array([r[0] for r in rows], pa.string()),
                             pa.array([r[3] for r in rows], pa.string())))
@@ -171,17 +183,19 @@ def group(rows, key):
 
 
 def resolve_one_by_one(new_rows, old_rows):
-    """The same from the plain rule, id by id."""
+    """The same from the plain rule, id by id (a reused record's decision also holds its removed characters)."""
     by_id = {}
-    for record_id, *rest in new_rows:
-        by_id.setdefault(record_id, []).append((NEW, *rest))
+    removed = {}
+    for record_id, shard, source, line, digest, lost in new_rows:
+        by_id.setdefault(record_id, []).append((NEW, shard, source, line, digest))
+        removed[(source, line)] = lost
     for record_id, *rest in old_rows:
         by_id.setdefault(record_id, []).append((OLD, *rest))
     decisions, copies = {}, {}
     for record_id, values in by_id.items():
         for kind, value in resolve_id(record_id, values):
             if kind == "decision":
-                decisions[value[0]] = value[1]
+                decisions[value[0]] = (*value[1], removed[value[0]]) if value[1][0] == REUSED else value[1]
             else:
                 copies.setdefault(value[0], set()).add(value[1])
     return decisions, copies
@@ -195,7 +209,8 @@ def test_bucketed_keys_decide_as_the_rule_for_one_id_does_on_a_tricky_corpus():
     new_rows = []
     for index, source in shards:
         for line in range(1, 301):  # ids repeat within and across shards; some ids only here
-            new_rows.append((rng.choice(ids[:250] + ids[-2:]), index, source, line, rng.choice(texts)))
+            record_id = rng.choice(ids[:250] + ids[-2:])
+            new_rows.append((record_id, index, source, line, rng.choice(texts), rng.randrange(3)))
     files = [(0, "dt=1/e-0.parquet"), (1, "dt=1/e-1.parquet"), (2, "dt=2/e-0.parquet")]
     old_rows = []
     for index, path in files:  # the same id in several earlier files, with the same or another text
@@ -210,7 +225,7 @@ def test_bucketed_keys_decide_as_the_rule_for_one_id_does_on_a_tricky_corpus():
 
 
 def test_bucketed_keys_without_earlier_outputs_decide_only_duplicates():
-    new_rows = [("x", 1, "b", 4, "h"), ("x", 0, "a", 9, "h"), ("y", 0, "a", 1, "h")]
+    new_rows = [("x", 1, "b", 4, "h", 0), ("x", 0, "a", 9, "h", 0), ("y", 0, "a", 1, "h", 0)]
     decisions, copies = resolve_by_bucket(new_rows, [])
     assert decisions == {("b", 4): (DUPLICATE, "a", 9)} and copies == {}
 
