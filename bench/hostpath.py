@@ -27,31 +27,17 @@ import tempfile
 import time
 from pathlib import Path
 
+from bench.device import L4_MINILM_PADDED_TOKENS_PER_SECOND, build_tiny_model, cpu_flags, replace_device
+
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_CORPUS = REPO / "bench" / "data" / "reviews-zh.txt"
-TINY_MODEL = {"num_hidden_layers": 1, "hidden_size": 32, "num_attention_heads": 2, "intermediate_size": 128,
-              "max_position_embeddings": 512}
-# An NVIDIA L4 running all-MiniLM-L6-v2 in float16: about an eighth of an H100's 1.48 M real tokens/s
-# (docs/dependencies.md, GPU facts), i.e. ~185,000 real tokens/s, ~200,000 padded tokens/s.
-L4_MINILM_PADDED_TOKENS_PER_SECOND = 200_000
 MODES = ("null", "null-serial", "tiny-model", "simulated-gpu", "simulated-gpu-serial")
-
-
-def build_tiny_model(directory: Path) -> Path:
-    """The near-zero BERT: the default model's vocabulary, 1 layer of width 32, random weights."""
-    if (directory / "tf_model.h5").exists():
-        return directory
-    from encoders.model_source import embedded_model_dir
-    from tests.model_factory import write_random_bert
-
-    vocab = (Path(embedded_model_dir()) / "vocab.txt").read_text(encoding="utf-8").splitlines()
-    return write_random_bert(directory, vocab, **TINY_MODEL)
 
 
 def run_mode(mode: str, corpus: Path, output: Path, model: Path, device_rate: float) -> None:
     """One measurement, in this process: the job through the CLI, with the device replaced as the mode says."""
     if mode != "tiny-model":
-        _register_fake_device(0.0 if mode.startswith("null") else 1.0 / device_rate)
+        replace_device(0.0 if mode.startswith("null") else 1.0 / device_rate)
     if mode.endswith("-serial"):
         import pipeline.embed
 
@@ -61,36 +47,6 @@ def run_mode(mode: str, corpus: Path, output: Path, model: Path, device_rate: fl
     code = main(["--input", str(corpus), "--output", str(output), "--model", str(model), "--max_seq_length", "256",
                  "--progress", "off", "--overwrite"])
     sys.exit(code)
-
-
-def _register_fake_device(seconds_per_padded_token: float) -> None:
-    """Replace the transformers backend's model by a device call that returns zeros (after sleeping)."""
-    import numpy as np
-
-    import encoders.transformers_backend as backend
-    from encoders.base import Encoder
-    from encoders.registry import Backend, register_backend
-
-    class FakeDevice(Encoder):
-        def __init__(self, spec) -> None:
-            super().__init__(spec, backend.tokenizer_from_model_dir(spec.model))
-
-        @property
-        def dim(self) -> int:
-            return self.spec.dim
-
-        def _forward(self, input_ids, input_mask):
-            raise NotImplementedError("no model: the device call is replaced")
-
-        def embed_token_ids(self, input_ids: np.ndarray, input_mask: np.ndarray) -> np.ndarray:
-            if seconds_per_padded_token:
-                time.sleep(input_ids.size * seconds_per_padded_token)
-            return np.zeros((input_ids.shape[0], self.dim), dtype=np.float32)
-
-        def warm_up(self) -> None:
-            pass
-
-    register_backend(Backend("transformers", check=backend.check, inspect=backend.inspect, load=FakeDevice))
 
 
 def tokenizer_rate(texts: list[str], model: Path) -> float:
@@ -165,9 +121,9 @@ def main() -> None:
     texts = lines * args.copies
     corpus = workdir / "corpus.txt"
     corpus.write_text("\n".join(texts) + "\n", encoding="utf-8")
-    model = args.model or build_tiny_model(REPO / "bench" / "data" / "tiny-model")
+    model = args.model or build_tiny_model()
     results: dict = {"machine": {"platform": platform.platform(), "cpus": os.cpu_count(),
-                                 "python": platform.python_version(), "cpu_flags": _cpu_flags()},
+                                 "python": platform.python_version(), "cpu_flags": cpu_flags()},
                      "started": time.strftime("%Y-%m-%d %H:%M:%S"), "texts": len(texts),
                      "device_tokens_per_second": args.device_tokens_per_second}
     results["tokenizer_texts_per_second"] = tokenizer_rate(texts, model)
@@ -183,15 +139,6 @@ def main() -> None:
     (args.output / "results-hostpath.json").write_text(json.dumps(results, indent=1) + "\n")
     (args.output / "results-hostpath.md").write_text(render(results))
     print(render(results))
-
-
-def _cpu_flags() -> list[str]:
-    """Which CPU flavour this is: fast bfloat16 (AMX, AVX512-BF16) or not."""
-    try:
-        flags = Path("/proc/cpuinfo").read_text().split()
-    except OSError:
-        return []
-    return sorted({f for f in flags if f in ("amx_bf16", "amx_tile", "avx512_bf16", "avx512f")})
 
 
 def render(r: dict) -> str:

@@ -21,7 +21,16 @@ from pipeline.config import JobConfig, compared_settings, job_config
 from pipeline.errors import JobConfigError
 from pipeline.interrupt import JobInterrupted, interruptible
 from pipeline.logs import configure_logging
-from pipeline.outcome import console_url, is_dataflow, job_id_of, submitted, summary, wait_for_job, waits
+from pipeline.outcome import (
+    console_url,
+    is_dataflow,
+    job_id_of,
+    stopped_waiting,
+    submitted,
+    summary,
+    wait_for_job,
+    waits,
+)
 from pipeline.placement import check_placement
 from pipeline.preflight import preflight_checks
 from pipeline.settings import JobSettings
@@ -153,10 +162,7 @@ def main(argv: list[str] | None = None) -> int:
         with interruptible(config.output):
             if not local:
                 result = submit_job(config, options)
-                print(submitted(result, config.output, options))
-                if not waits(config.job.wait, is_dataflow(options), result):
-                    return 0
-                return wait_for_job(result, config.output, started, console_url(job_id_of(result), options))
+                return follow_job(result, config, options, started)
             manifest = run_job(config, options)
     except JobInterrupted as exc:
         print(exc, file=sys.stderr)
@@ -167,6 +173,22 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     print(summary(manifest, time.monotonic() - started, config.output))
     return 0
+
+
+def follow_job(result, config: JobConfig, options, started: float) -> int:
+    """After submitting: say so, then wait for the job's end unless told not to; returns the exit code.
+
+    From the moment the job exists, a Ctrl-C asks its runner to cancel it (Dataflow: stops waiting) and
+    says what became of it, however early it comes.
+    """
+    console = console_url(job_id_of(result), options)
+    try:
+        print(submitted(result, config.output, options), flush=True)  # flushed: a scheduler's log shows it now
+        if not waits(config.job.wait, is_dataflow(options), result):
+            return 0
+        return wait_for_job(result, config.output, started, console)
+    except KeyboardInterrupt:
+        raise stopped_waiting(result, config.output, console) from None
 
 
 def _refuse_local_paths(settings: tuple[object, ...], base: str) -> None:

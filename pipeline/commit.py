@@ -11,6 +11,7 @@ import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
 
 from encoders import EncoderSpec
+from pipeline import stage_metrics
 from pipeline.config import compared_settings, recorded_settings
 from pipeline.manifest import build_manifest, incremental_summary
 from pipeline.output import FAILED_DIR, STAGING_DIR, SUCCESS_FILE, staged_name, write_file
@@ -81,6 +82,12 @@ class _CommitFn(beam.DoFn):
         self._commit = commit
 
     def process(self, _, shard_stats, part_stats, existing=(), copied=()) -> Iterator[dict]:
+        with stage_metrics.timed(stage_metrics.COMMIT_MS):
+            manifest = self._commit_output(shard_stats, part_stats, existing, copied)
+        yield manifest
+
+    def _commit_output(self, shard_stats, part_stats, existing, copied) -> dict:
+        """Build the manifest, move the staged files into place, write `_SUCCESS`, clean the staging area."""
         job = self._commit.job
         output = job.output
         join = FileSystems.join
@@ -105,4 +112,5 @@ class _CommitFn(beam.DoFn):
             leftovers.append(staging)
         if leftovers:
             FileSystems.delete(leftovers)
-        yield manifest
+        stage_metrics.counter(stage_metrics.COMMIT_FILES).inc(len(names))
+        return manifest

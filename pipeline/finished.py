@@ -79,13 +79,48 @@ def read_manifest(output: str) -> dict:
 
 
 def embeddings_files(output: str, manifest: dict) -> tuple[str, ...]:
-    """The paths of the embeddings files the manifest lists; NotAFinishedRun if one is gone."""
+    """The paths of the embeddings files the manifest lists; NotAFinishedRun if one is gone.
+
+    One listing of each directory they sit in (the output's own, as the job writes them) answers for
+    all of them: on an object store a listing returns a thousand names a request, where asking for
+    each file costs a request each. A file the listing does not show is asked for on its own
+    (a directory name a glob would misread lands there too).
+    """
     files = tuple(join(output, name) for name in manifest["files"]["embeddings"])
+    shown = _shown_by_listing(files)
+    unlisted = [file for file in files if file not in shown]
     with ThreadPoolExecutor(max_workers=LOOK_THREADS) as pool:
-        for file, found in zip(files, pool.map(exists, files), strict=True):
+        for file, found in zip(unlisted, pool.map(exists, unlisted), strict=True):
             if not found:
                 raise NotAFinishedRun(f"{file} is listed in {SUCCESS_FILE} but missing")
     return files
+
+
+def _shown_by_listing(files: Sequence[str]) -> set[str]:
+    """Those of files that a listing of their directories shows (none when a directory cannot be listed)."""
+    by_directory: dict[str, list[str]] = {}
+    for file in files:
+        by_directory.setdefault(file.rsplit("/", 1)[0], []).append(file)
+    if all(beam_filesystem_knows(d) for d in by_directory):
+        from apache_beam.io.filesystems import FileSystems
+
+        try:
+            matched = FileSystems.match([join(d, "*") for d in by_directory])
+        except OSError:  # Beam's BeamIOError: a directory it cannot list
+            return set()
+        listed = {m.path for result in matched for m in result.metadata_list}
+        return {file for file in files if file in listed}
+    import fsspec
+
+    shown = set()
+    for directory, inside in by_directory.items():
+        fs, inner = fsspec.core.url_to_fs(directory)
+        try:
+            listed = set(fs.ls(inner, detail=False))
+        except OSError:
+            continue
+        shown.update(file for file in inside if fsspec.core.url_to_fs(file)[1] in listed)
+    return shown
 
 
 def row_batches(file: str, columns: Sequence[str]) -> Iterator:

@@ -24,6 +24,7 @@ from apache_beam.io.filesystems import FileSystems
 
 import encoders
 from encoders import EncoderSpec, model_fingerprint, resolved_once
+from pipeline import stage_metrics
 from pipeline.incremental import NewKeys, OldKeys, by_bucket, decisions_by_line, resolve_keys, text_hash
 from pipeline.kept import KeptColumns
 from pipeline.output import (
@@ -125,15 +126,20 @@ class _ReadKeysFn(beam.DoFn):
         shard_index, shard = element
         fmt = dataclasses.replace(self._input_format, format=shard.format)
         ids, lines, hashes, removed = [], [], [], []
-        for outcome, _ in shard_outcomes(shard, fmt):
-            if isinstance(outcome, Record):
-                ids.append(outcome.id)
-                lines.append(outcome.line)
-                hashes.append(text_hash(outcome.text))
-                removed.append(outcome.removed_chars)
-        keys = NewKeys(shard_index, shard.name, pa.array(ids, pa.string()), np.array(lines, np.int64),
-                       pa.array(hashes, pa.string()), np.array(removed, np.int64))
-        yield from by_bucket(keys)
+        with stage_metrics.timed(stage_metrics.KEYS_MS):
+            for outcome, _ in shard_outcomes(shard, fmt):
+                if isinstance(outcome, Record):
+                    ids.append(outcome.id)
+                    lines.append(outcome.line)
+                    hashes.append(text_hash(outcome.text))
+                    removed.append(outcome.removed_chars)
+            keys = NewKeys(shard_index, shard.name, pa.array(ids, pa.string()), np.array(lines, np.int64),
+                           pa.array(hashes, pa.string()), np.array(removed, np.int64))
+            buckets = list(by_bucket(keys))
+        stage_metrics.counter(stage_metrics.KEYS_RECORDS).inc(len(ids))
+        stage_metrics.counter(stage_metrics.KEY_BYTES).inc(
+            keys.ids.nbytes + keys.lines.nbytes + keys.hashes.nbytes + keys.removed.nbytes)
+        yield from buckets
 
 
 class _ResolveBucketFn(beam.DoFn):
@@ -181,7 +187,8 @@ class _ReadExistingKeysFn(beam.DoFn):
         import pyarrow.parquet as pq
 
         index, path = element
-        with FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED) as f:
+        with (stage_metrics.timed(stage_metrics.EARLIER_KEYS_MS),
+              FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED) as f):
             parquet = pq.ParquetFile(f)
             metadata = parquet.schema_arrow.metadata or {}
             same = metadata.get(b"model_fingerprint", b"").decode() == self._fingerprint
@@ -189,10 +196,12 @@ class _ReadExistingKeysFn(beam.DoFn):
             yield beam.pvalue.TaggedOutput(EXISTING_STATS, (path, same, parquet.metadata.num_rows))
             if not same:
                 return
+            stage_metrics.counter(stage_metrics.EARLIER_ROWS).inc(parquet.metadata.num_rows)
             table = parquet.read(columns=["id", "text_hash"])
-        keys = OldKeys(index, path, table.column("id").cast(pa.string()).combine_chunks(),
-                       table.column("text_hash").cast(pa.string()).combine_chunks())
-        yield from by_bucket(keys)
+            keys = OldKeys(index, path, table.column("id").cast(pa.string()).combine_chunks(),
+                           table.column("text_hash").cast(pa.string()).combine_chunks())
+            buckets = list(by_bucket(keys))
+        yield from buckets
 
 
 class CopyReused(beam.PTransform):
@@ -253,6 +262,12 @@ class _CopyReusedFn(beam.DoFn):
 
     def process(self, element: tuple[tuple[int, str], Iterable], kept: KeptColumns,
                 ready: object = None) -> Iterator[tuple[str, int]]:
+        with stage_metrics.timed(stage_metrics.SNAPSHOT_COPY_MS):
+            copied = self._copy(element, kept)
+        yield copied
+
+    def _copy(self, element: tuple[tuple[int, str], Iterable[tuple[str, tuple | None]]],
+              kept: KeptColumns) -> tuple[str, int]:
         import pyarrow.compute as pc
         import pyarrow.parquet as pq
 
@@ -273,4 +288,4 @@ class _CopyReusedFn(beam.DoFn):
         rows = pa.Table.from_arrays([*(rows.column(n) for n in BASE_COLUMNS), *extra], schema=schema)
         name = reused_file_name(index)
         write_file(FileSystems.join(self._output, staged_name(name)), parquet_bytes(rows))
-        yield name, rows.num_rows
+        return name, rows.num_rows

@@ -112,7 +112,7 @@ def wait_for_job(result, output: str, started: float, console: str | None = None
         state = result.wait_until_finish()
     except BaseException as exc:  # the runner's report of a failed job: exit 1 with its cause
         if isinstance(exc, KeyboardInterrupt) or caused_by_interrupt(exc):
-            raise _stopped_waiting(result, job_id, committed, console) from None
+            raise stopped_waiting(result, output, console) from None
         if not isinstance(exc, Exception):
             raise
         logger.debug("job %s failed", job_id, exc_info=True)
@@ -129,9 +129,13 @@ def wait_for_job(result, output: str, started: float, console: str | None = None
     return 0
 
 
-def _stopped_waiting(result, job_id: str, committed: str, console: str | None) -> Exception:
-    """The JobInterrupted for a Ctrl-C while waiting: the job is cancelled, or on Dataflow left running."""
+def stopped_waiting(result, output: str, console: str | None) -> Exception:
+    """The JobInterrupted for a Ctrl-C after submitting: the job is cancelled, or on Dataflow left running."""
+    from apache_beam.io.filesystems import FileSystems
+
     from pipeline.interrupt import JobInterrupted
+
+    job_id, committed = job_id_of(result), FileSystems.join(output, SUCCESS_FILE)
 
     if console:
         return JobInterrupted(f"stopped waiting; job {job_id} goes on ({console}); {committed} appears when it "

@@ -21,10 +21,10 @@ from pipeline.readers import shard_outcomes
 from pipeline.records import DeadLetter, InputFormat, Record, Unread, kept_chars, text_preview
 from pipeline.settings import JobSettings
 from pipeline.shards import Shard
+from pipeline.stage_metrics import METRICS_NAMESPACE
 
 logger = logging.getLogger(__name__)
 
-METRICS_NAMESPACE = "embedding_job"
 SHARD_STATS = "shard_stats"
 REUSED_ROWS = "reused_rows"
 

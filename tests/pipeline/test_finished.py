@@ -1,0 +1,57 @@
+"""Reading back a finished output: the files its manifest lists are checked by listing, not one request a file."""
+
+import fsspec
+import pytest
+
+import pipeline.finished as finished
+from pipeline.finished import NotAFinishedRun, embeddings_files
+
+
+def manifest_of(names):
+    return {"files": {"embeddings": list(names), "failed": []}}
+
+
+def write_output(directory, count):
+    directory.mkdir(parents=True, exist_ok=True)
+    names = [f"embeddings-00000-{i:05d}.parquet" for i in range(count)]
+    for name in names:
+        (directory / name).write_bytes(b"PAR1")
+    return names
+
+
+def test_checking_many_files_asks_for_none_of_them_on_its_own(tmp_path, monkeypatch):
+    names = write_output(tmp_path / "out", 50)
+
+    def no_request_per_file(path):
+        raise AssertionError(f"asked for {path} on its own")
+
+    monkeypatch.setattr(finished, "exists", no_request_per_file)
+    files = embeddings_files(str(tmp_path / "out"), manifest_of(names))
+    assert files == tuple(f"{tmp_path}/out/{name}" for name in names)
+
+
+def test_a_listed_file_that_is_gone_is_named(tmp_path):
+    names = write_output(tmp_path / "out", 3)
+    (tmp_path / "out" / names[1]).unlink()
+    with pytest.raises(NotAFinishedRun, match=f"{names[1]} is listed in _SUCCESS but missing"):
+        embeddings_files(str(tmp_path / "out"), manifest_of(names))
+
+
+def test_an_output_whose_name_a_glob_would_misread_is_still_checked(tmp_path):
+    names = write_output(tmp_path / "out[1]", 3)
+    assert len(embeddings_files(str(tmp_path / "out[1]"), manifest_of(names))) == 3
+    (tmp_path / "out[1]" / names[0]).unlink()
+    with pytest.raises(NotAFinishedRun, match="missing"):
+        embeddings_files(str(tmp_path / "out[1]"), manifest_of(names))
+
+
+def test_files_on_an_fsspec_filesystem_are_checked_by_listing_too(monkeypatch):
+    fs = fsspec.filesystem("memory")
+    names = [f"embeddings-00000-{i:05d}.parquet" for i in range(3)]
+    for name in names:
+        fs.pipe(f"/listed-output/{name}", b"PAR1")
+    monkeypatch.setattr(finished, "exists", lambda path: False)
+    assert len(embeddings_files("memory://listed-output", manifest_of(names))) == 3
+    fs.rm(f"/listed-output/{names[2]}")
+    with pytest.raises(NotAFinishedRun, match=f"{names[2]} is listed"):
+        embeddings_files("memory://listed-output", manifest_of(names))
