@@ -42,11 +42,7 @@ from bench.device import (
     device_setting,
     worker_site_dir,
 )
-
-try:  # the corpus generator of the incremental-night work; the interim copy until it lands on this branch
-    from bench.scale_corpus import NightPlan, write_night
-except ImportError:
-    from bench._scale_corpus_interim import NightPlan, write_night
+from bench.scale_corpus import NightPlan, write_night
 
 REPO = Path(__file__).resolve().parents[1]
 DEVICES = {"null": 0.0, "simulated-gpu": 1.0 / L4_MINILM_PADDED_TOKENS_PER_SECOND, "tiny-model": None}

@@ -1,14 +1,26 @@
-"""Incremental runs: which records an earlier output already holds. Pure logic, no Beam.
+"""Incremental runs: which records an earlier output already holds. Pure logic over Arrow tables, no Beam.
 
 A record is reused when an earlier output file made under the same model fingerprint
 (`encoders.fingerprint`) holds its id with the same text hash: same text, same model, same
 settings, so the same vector.
+
+The keys of every record (id, shard, line, text hash) and of every earlier row (id, file, text hash)
+travel as arrays (`NewKeys`, `OldKeys`) cut into buckets by id (`id_bucket`), not as one element per
+record: a bucket is resolved with a sort and a join (`resolve_keys`), so a night of millions of records
+costs a few thousand elements on any runner, and each bucket sees every key of its ids. Arrays, not
+Arrow tables: a pickled table carries its schema, which costs more than a bucket's keys.
 """
 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable, Iterator
+import zlib
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
 
 
 def text_hash(text: str) -> str:
@@ -16,30 +28,170 @@ def text_hash(text: str) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()[:32]
 
 
-# What the grouping by id sees: ("new", shard index, source, line, text hash) for a record of this
-# run, ("old", file index, path, text hash) for a row of an earlier output.
-NEW, OLD = "new", "old"
 DUPLICATE, REUSED = "duplicate", "reused"
+# How many buckets the keys are cut into: the reuse decision's parallelism on a distributed runner, and
+# (times shards plus earlier files) how many elements carry the keys.
+KEY_BUCKETS = 32
 
 
-def resolve_id(record_id: str, values: Iterable[tuple]) -> Iterator[tuple[str, tuple]]:
-    """Decisions for the records of this run that share one id.
+@dataclass(frozen=True)
+class NewKeys:
+    """The keys of some records of one shard of this run (those it would embed), as arrays of equal length."""
 
-    Yields ("decision", ((source, line), (DUPLICATE, first source, first line))) for every later
-    occurrence, ("decision", ((source, line), (REUSED, file index))) when the first occurrence's
-    text hash is in an earlier output, and ("copy", ((file index, path), id)) for the earlier row it
-    reuses. First means earliest by shard index then line; among earlier outputs the last file
-    (in sorted path order, so the newest dt=...) wins.
+    shard: int  # the shard's position in the sorted input list
+    source: str  # its name
+    ids: pa.Array  # string
+    lines: np.ndarray  # int64, record numbers in the shard
+    hashes: pa.Array  # string, `text_hash` of each text
+    removed: np.ndarray  # int64, control characters normalisation took out of each text
+
+    def take(self, positions: np.ndarray) -> NewKeys:
+        return NewKeys(self.shard, self.source, self.ids.take(positions), self.lines[positions],
+                       self.hashes.take(positions), self.removed[positions])
+
+
+@dataclass(frozen=True)
+class OldKeys:
+    """The keys of some rows of one earlier output file (made under this run's fingerprint)."""
+
+    file: int  # the file's position in sorted path order
+    path: str
+    ids: pa.Array  # string
+    hashes: pa.Array  # string, its text_hash column
+
+    def take(self, positions: np.ndarray) -> OldKeys:
+        return OldKeys(self.file, self.path, self.ids.take(positions), self.hashes.take(positions))
+
+
+def id_bucket(record_id: str) -> int:
+    """The bucket of an id: stable across processes and machines (CRC-32, not Python's salted hash)."""
+    return zlib.crc32(record_id.encode("utf-8", "surrogatepass")) % KEY_BUCKETS
+
+
+def by_bucket(keys: NewKeys | OldKeys) -> Iterator[tuple[int, NewKeys | OldKeys]]:
+    """(bucket, the keys whose id falls in it), for every bucket that has any.
+
+    Copies, not slices: a pickled slice may carry its whole parent's buffers.
     """
-    new = sorted(v[1:] for v in values if v[0] == NEW)
-    old = sorted(v[1:] for v in values if v[0] == OLD)
-    if not new:
-        return
-    _, first_source, first_line, first_hash = new[0]
-    for _, source, line, _ in new[1:]:
-        yield "decision", ((source, line), (DUPLICATE, first_source, first_line))
-    matches = [(index, path) for index, path, digest in old if digest == first_hash]
-    if matches:
-        index, path = matches[-1]
-        yield "decision", ((first_source, first_line), (REUSED, index))
-        yield "copy", ((index, path), record_id)
+    buckets = np.fromiter((id_bucket(i) for i in keys.ids.to_pylist()), dtype=np.int64, count=len(keys.ids))
+    order = np.argsort(buckets, kind="stable")
+    ends = np.cumsum(np.bincount(buckets, minlength=KEY_BUCKETS))
+    start = 0
+    for bucket, end in enumerate(ends.tolist()):
+        if end > start:
+            yield bucket, keys.take(order[start:end])
+        start = end
+
+
+@dataclass(frozen=True)
+class ShardDecisions:
+    """What the keys decided for some records of one shard; lines are its record numbers (int64 arrays).
+
+    Reused: reused_lines, reused_files the earlier file whose row each reuses, and reused_removed the
+    control characters its text lost (counted in the manifest, though the reader need not parse it again). Duplicates:
+    duplicate_lines, and the occurrence of the same id that is embedded or reused (first_shards,
+    first_lines; sources names those shards).
+    """
+
+    reused_lines: np.ndarray
+    reused_files: np.ndarray
+    reused_removed: np.ndarray
+    duplicate_lines: np.ndarray
+    first_shards: np.ndarray
+    first_lines: np.ndarray
+    sources: dict[int, str]
+
+
+@dataclass(frozen=True)
+class Resolved:
+    """A bucket's decisions, by shard index, and the earlier rows to copy: ids by (file, path)."""
+
+    decisions: dict[int, ShardDecisions]
+    copies: dict[tuple[int, str], pa.Array]
+
+
+def resolve_keys(new: Sequence[NewKeys], old: Sequence[OldKeys]) -> Resolved:
+    """Decide the records whose keys are in new, given the earlier rows in old (all of their ids' keys).
+
+    Per id, the first occurrence (lowest shard, then line) is the one embedded or reused; every later
+    one is a duplicate of it. The first is reused when an earlier row holds its id with the same text
+    hash; of several, the last file in sorted path order (so the newest dt=...) wins, and that row is
+    copied with --snapshot. Ids of old that this run does not hold decide nothing.
+    """
+    sources = {k.shard: k.source for k in new}
+    paths = {k.file: k.path for k in old}
+    table = pa.table({
+        "id": _concat([k.ids for k in new]),
+        "shard": np.concatenate([np.full(len(k.lines), k.shard, np.int64) for k in new] or [np.empty(0, np.int64)]),
+        "line": np.concatenate([k.lines for k in new] or [np.empty(0, np.int64)]),
+        "text_hash": _concat([k.hashes for k in new]),
+        "removed": np.concatenate([k.removed for k in new] or [np.empty(0, np.int64)]),
+    }).sort_by([("id", "ascending"), ("shard", "ascending"), ("line", "ascending")])
+    rows = table.num_rows
+    first = np.ones(rows, dtype=bool)
+    if rows > 1:
+        ids = table.column("id").combine_chunks()
+        first[1:] = pc.not_equal(ids.slice(1), ids.slice(0, rows - 1)).to_numpy(zero_copy_only=False)
+    shard, line = table.column("shard").to_numpy(), table.column("line").to_numpy()  # sorted as table is
+    starts = np.flatnonzero(first)
+    later = np.flatnonzero(~first)
+    first_of_later = starts[np.cumsum(first)[later] - 1]
+    reused = _reused(table.take(starts), old)
+    reused_shard, reused_line, reused_file, reused_removed = (
+        reused.column(n).to_numpy() for n in ("shard", "line", "file", "removed"))
+    by_shard_reused = dict(_groups(reused_shard, reused_line, reused_file, reused_removed))
+    by_shard_later = dict(_groups(shard[later], line[later], first_of_later))
+    decisions = {}
+    empty = np.empty(0, np.int64)
+    for index in sorted(by_shard_reused.keys() | by_shard_later.keys()):
+        lines, files, removed = by_shard_reused.get(index, (empty, empty, empty))
+        duplicate_lines, firsts = by_shard_later.get(index, (empty, empty))
+        first_shards = shard[firsts]
+        decisions[index] = ShardDecisions(lines, files, removed, duplicate_lines, first_shards, line[firsts],
+                                          {s: sources[s] for s in set(first_shards.tolist())})
+    copies = {}
+    for file in np.unique(reused_file).tolist():
+        copies[(file, paths[file])] = pc.filter(reused.column("id"), pa.array(reused_file == file)).combine_chunks()
+    return Resolved(decisions, copies)
+
+
+def _groups(keys: np.ndarray, *columns: np.ndarray) -> Iterator[tuple[int, tuple[np.ndarray, ...]]]:
+    """(key, the columns' values at its rows) for every distinct key; one sort, not a pass per key."""
+    order = np.argsort(keys, kind="stable")
+    values, starts = np.unique(keys[order], return_index=True)
+    ends = [*starts[1:].tolist(), len(order)] if len(starts) else []
+    for key, start, end in zip(values.tolist(), starts.tolist(), ends, strict=True):
+        yield key, tuple(column[order[start:end]] for column in columns)
+
+
+def _concat(arrays: list[pa.Array]) -> pa.Array:
+    return pa.concat_arrays(arrays) if arrays else pa.array([], pa.string())
+
+
+def _reused(firsts: pa.Table, old: Sequence[OldKeys]) -> pa.Table:
+    """id, shard, line, removed, file of the first occurrences an earlier row holds with the same text hash."""
+    if not firsts.num_rows or not old:
+        return pa.table({"id": pa.array([], pa.string()), **{n: pa.array([], pa.int64())
+                                                            for n in ("shard", "line", "removed", "file")}})
+    earlier = pa.table({
+        "id": _concat([k.ids for k in old]),
+        "text_hash": _concat([k.hashes for k in old]),
+        "file": np.concatenate([np.full(len(k.ids), k.file, np.int64) for k in old]),
+    })
+    newest = earlier.group_by(["id", "text_hash"]).aggregate([("file", "max")]).rename_columns(
+        {"file_max": "file"})
+    matched = firsts.join(newest, keys=["id", "text_hash"], join_type="inner")
+    return matched.select(["id", "shard", "line", "removed", "file"])
+
+
+def decisions_by_line(decisions: Iterable[ShardDecisions]) -> dict[int, tuple]:
+    """One shard's decisions as the reading stage looks them up: {line: (REUSED, file, removed characters)}
+    and {line: (DUPLICATE, first source, first line)}."""
+    out: dict[int, tuple] = {}
+    for found in decisions:
+        reused = zip(found.reused_files.tolist(), found.reused_removed.tolist(), strict=True)
+        out.update(zip(found.reused_lines.tolist(), [(REUSED, f, r) for f, r in reused], strict=True))
+        firsts = [(DUPLICATE, found.sources[s], n)
+                  for s, n in zip(found.first_shards.tolist(), found.first_lines.tolist(), strict=True)]
+        out.update(zip(found.duplicate_lines.tolist(), firsts, strict=True))
+    return out

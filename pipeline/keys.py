@@ -1,10 +1,13 @@
 """The keys stage: which records to embed, given repeated ids (--id_field) and earlier outputs (--skip_existing).
 
-A first pass reads only (id, position, text hash) of every record, never the text; grouping by id
-(with the ids and hashes of earlier output files) decides, per record, whether it is a later
+A first pass reads only (id, position, text hash) of every record, never the text; grouping by bucket
+of ids (with the ids and hashes of earlier output files) decides, per record, whether it is a later
 occurrence of an id (dead-lettered as duplicate_id) or already embedded earlier (reused, and with
---snapshot copied). Each shard then meets only its own decisions, not a job-wide side input: a
-nightly run may reuse millions of records, and every worker would hold them all.
+--snapshot copied). Keys travel as Arrow tables, one per shard (or earlier file) and bucket, and a
+bucket is resolved with a sort and a join (`pipeline.incremental`): Beam's cost per element is paid a
+few thousand times a night, not once per record, on every runner. Each shard then meets only its own
+decisions, not a job-wide side input: a nightly run may reuse millions of records, and every worker
+would hold them all.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ import logging
 from collections.abc import Iterable, Iterator
 
 import apache_beam as beam
+import numpy as np
 import pyarrow as pa
 from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
@@ -21,7 +25,7 @@ from apache_beam.io.filesystems import FileSystems
 import encoders
 from encoders import EncoderSpec, model_fingerprint, resolved_once
 from pipeline import stage_metrics
-from pipeline.incremental import NEW, OLD, resolve_id, text_hash
+from pipeline.incremental import NewKeys, OldKeys, by_bucket, decisions_by_line, resolve_keys, text_hash
 from pipeline.kept import KeptColumns
 from pipeline.output import (
     BASE_COLUMNS,
@@ -56,7 +60,8 @@ class DecideRecords(beam.PTransform):
     """(index, Shard) -> {"to_read": (index, Shard, {line: decision}), and with reuse "existing", "copies"}.
 
     "existing" holds (earlier file, same fingerprint?, rows), with --skip_existing, for the manifest;
-    "copies" ((earlier file index, path), id), with --snapshot, the earlier rows to copy (`CopyReused`).
+    "copies" ((earlier file index, path), ids), with --snapshot, the earlier rows to copy (`CopyReused`).
+    Keys travel as arrays, one element per shard or earlier file and bucket of ids (`pipeline.incremental`).
     """
 
     def __init__(self, input_format: InputFormat, reuse: Reuse | None) -> None:
@@ -84,17 +89,15 @@ class DecideRecords(beam.PTransform):
         resolved = (
             keys
             | "AllKeys" >> beam.Flatten()
-            | "GroupById" >> beam.GroupByKey()
-            | "ResolveIds" >> beam.ParDo(_ResolveIdsFn()).with_outputs(COPIES, main="decisions")
+            | "GroupByBucket" >> beam.GroupByKey()
+            | "ResolveBuckets" >> beam.ParDo(_ResolveBucketFn()).with_outputs(COPIES, main="decisions")
         )
         if reuse is not None and reuse.snapshot:
             outputs["copies"] = resolved[COPIES]
         to_read = (
             {
-                "shard": shards | "ShardByName" >> beam.Map(lambda e: (e[1].name, e)),
-                "decisions": resolved.decisions | "DecisionByShard" >> beam.MapTuple(
-                    lambda position, decision: (position[0], (position[1], decision))
-                ),
+                "shard": shards | "ShardByIndex" >> beam.Map(lambda e: (e[0], e)),
+                "decisions": resolved.decisions,
             }
             | "JoinDecisions" >> beam.CoGroupByKey()
             | "WithDecisions" >> beam.FlatMap(with_decisions)
@@ -105,13 +108,13 @@ class DecideRecords(beam.PTransform):
 def with_decisions(joined: tuple[str, dict]) -> Iterator[tuple[int, Shard, dict[int, tuple]]]:
     """(shard index, shard, {line: decision}) from a shard joined with its decisions."""
     _, groups = joined
-    decisions = dict(groups["decisions"])
+    decisions = decisions_by_line(groups["decisions"])
     for index, shard in groups["shard"]:
         yield index, shard, decisions
 
 
 class _ReadKeysFn(beam.DoFn):
-    """(id, (NEW, shard index, source, line, text hash)) of every record a shard would embed.
+    """(bucket, NewKeys) of a shard's records that would be embedded, one element per bucket.
 
     A few dozen bytes per record, never the text.
     """
@@ -119,29 +122,37 @@ class _ReadKeysFn(beam.DoFn):
     def __init__(self, input_format: InputFormat) -> None:
         self._input_format = input_format
 
-    def process(self, element: tuple[int, Shard]) -> Iterator[tuple[str, tuple]]:
+    def process(self, element: tuple[int, Shard]) -> Iterator[tuple[int, NewKeys]]:
         shard_index, shard = element
         fmt = dataclasses.replace(self._input_format, format=shard.format)
-        records = id_chars = 0
+        ids, lines, hashes, removed = [], [], [], []
         with stage_metrics.timed(stage_metrics.KEYS_MS):
             for outcome, _ in shard_outcomes(shard, fmt):
                 if isinstance(outcome, Record):
-                    records += 1
-                    id_chars += len(outcome.id)
-                    yield outcome.id, (NEW, shard_index, outcome.source, outcome.line, text_hash(outcome.text))
-        stage_metrics.counter(stage_metrics.KEYS_RECORDS).inc(records)
-        # Ids counted in characters (bytes for ASCII ids): a per-record encode would cost more than it tells.
-        key_bytes = id_chars + records * (len(shard.name.encode("utf-8")) + stage_metrics.KEY_FIXED_BYTES)
-        stage_metrics.counter(stage_metrics.KEY_BYTES).inc(key_bytes)
+                    ids.append(outcome.id)
+                    lines.append(outcome.line)
+                    hashes.append(text_hash(outcome.text))
+                    removed.append(outcome.removed_chars)
+            keys = NewKeys(shard_index, shard.name, pa.array(ids, pa.string()), np.array(lines, np.int64),
+                           pa.array(hashes, pa.string()), np.array(removed, np.int64))
+            buckets = list(by_bucket(keys))
+        stage_metrics.counter(stage_metrics.KEYS_RECORDS).inc(len(ids))
+        stage_metrics.counter(stage_metrics.KEY_BYTES).inc(
+            keys.ids.nbytes + keys.lines.nbytes + keys.hashes.nbytes + keys.removed.nbytes)
+        yield from buckets
 
 
-class _ResolveIdsFn(beam.DoFn):
-    """Per id: decisions (duplicate, reused) keyed by (source, line); reused rows to copy go to COPIES."""
+class _ResolveBucketFn(beam.DoFn):
+    """One bucket's keys -> (shard index, ShardDecisions) per shard; ((file, path), ids) to COPIES."""
 
-    def process(self, element: tuple[str, Iterable[tuple]]) -> Iterator:
-        record_id, values = element
-        for kind, value in resolve_id(record_id, values):
-            yield value if kind == "decision" else beam.pvalue.TaggedOutput(COPIES, value)
+    def process(self, element: tuple[int, Iterable[NewKeys | OldKeys]]) -> Iterator:
+        _, found = element
+        found = list(found)
+        resolved = resolve_keys([k for k in found if isinstance(k, NewKeys)],
+                                [k for k in found if isinstance(k, OldKeys)])
+        yield from resolved.decisions.items()
+        for earlier, ids in resolved.copies.items():
+            yield beam.pvalue.TaggedOutput(COPIES, (earlier, ids))
 
 
 class _ListExistingFn(beam.DoFn):
@@ -158,7 +169,9 @@ class _ListExistingFn(beam.DoFn):
 
 
 class _ReadExistingKeysFn(beam.DoFn):
-    """(id, (OLD, file index, path, text hash)) of an earlier file made under the same fingerprint.
+    """(bucket, OldKeys) of an earlier file made under the same fingerprint, one element per bucket.
+
+    Only its id and text_hash columns are read.
 
     Every file also reports (path, same fingerprint?, rows) to EXISTING_STATS, so the manifest
     can say why nothing was reused.
@@ -184,13 +197,15 @@ class _ReadExistingKeysFn(beam.DoFn):
             if not same:
                 return
             stage_metrics.counter(stage_metrics.EARLIER_ROWS).inc(parquet.metadata.num_rows)
-            for batch in parquet.iter_batches(columns=["id", "text_hash"]):
-                for record_id, digest in zip(batch.column(0).to_pylist(), batch.column(1).to_pylist(), strict=True):
-                    yield record_id, (OLD, index, path, digest)
+            table = parquet.read(columns=["id", "text_hash"])
+            keys = OldKeys(index, path, table.column("id").cast(pa.string()).combine_chunks(),
+                           table.column("text_hash").cast(pa.string()).combine_chunks())
+            buckets = list(by_bucket(keys))
+        yield from buckets
 
 
 class CopyReused(beam.PTransform):
-    """--snapshot: copies ((earlier file index, path), id) -> (file name, rows) copied into this output.
+    """--snapshot: copies ((earlier file index, path), ids) -> (file name, rows) copied into this output.
 
     Each earlier file's reused rows become one file of this output (staged, deterministic name). With
     kept columns, the rows take them from this run's input, not the earlier output: `rows` holds
@@ -208,15 +223,17 @@ class CopyReused(beam.PTransform):
 
     def expand(self, copies: beam.PCollection) -> beam.PCollection:
         if self._rows is None:
-            by_file = copies | "NothingKept" >> beam.MapTuple(lambda earlier, record_id: (earlier, (record_id, None)))
+            by_file = copies
         else:
+            by_id = copies | "ById" >> beam.FlatMapTuple(
+                lambda earlier, ids: ((record_id, earlier) for record_id in ids.to_pylist()))
             by_file = (
-                {"earlier": copies | "ById" >> beam.MapTuple(lambda earlier, record_id: (record_id, earlier)),
+                {"earlier": by_id,
                  "row": self._rows}
                 | "JoinKeptValues" >> beam.CoGroupByKey()
                 | "WithKeptValues" >> beam.FlatMap(_with_row)
             )
-        copy = _CopyReusedFn(self._reuse.encoder, self._reuse.output)
+        copy = _CopyReusedFn(self._reuse.encoder, self._reuse.output, with_rows=self._rows is not None)
         return (
             by_file
             | "GroupByEarlierFile" >> beam.GroupByKey()
@@ -232,13 +249,18 @@ def _with_row(joined: tuple[str, dict]) -> Iterator[tuple[tuple[int, str], tuple
 
 
 class _CopyReusedFn(beam.DoFn):
-    """Copy the reused rows of one earlier file into this run's output, kept columns from this run's input."""
+    """Copy the reused rows of one earlier file into this run's output, kept columns from this run's input.
 
-    def __init__(self, encoder: EncoderSpec, output: str) -> None:
+    Its element holds the file's reused ids as Arrow arrays (one per bucket), or with_rows (id, (kept values,
+    text)) pairs.
+    """
+
+    def __init__(self, encoder: EncoderSpec, output: str, with_rows: bool = False) -> None:
         self._encoder = encoder
         self._output = output
+        self._with_rows = with_rows
 
-    def process(self, element: tuple[tuple[int, str], Iterable[tuple[str, tuple | None]]], kept: KeptColumns,
+    def process(self, element: tuple[tuple[int, str], Iterable], kept: KeptColumns,
                 ready: object = None) -> Iterator[tuple[str, int]]:
         with stage_metrics.timed(stage_metrics.SNAPSHOT_COPY_MS):
             copied = self._copy(element, kept)
@@ -251,8 +273,11 @@ class _CopyReusedFn(beam.DoFn):
 
         schema = output_schema(self._encoder, kept.output_fields())
         (index, path), found = element
-        values = dict(found)
-        wanted = pa.array(sorted(values), type=pa.string())
+        if self._with_rows:
+            values = dict(found)
+            wanted = pa.array(sorted(values), type=pa.string())
+        else:
+            wanted = pa.concat_arrays(list(found))
         with FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED) as f:
             table = pq.read_table(f, columns=list(BASE_COLUMNS))
         rows = table.filter(pc.is_in(table.column("id"), value_set=wanted))

@@ -18,7 +18,7 @@ from pipeline.manifest import ShardStats
 from pipeline.preflight import list_shards
 from pipeline.progress import PROGRESS
 from pipeline.readers import shard_outcomes
-from pipeline.records import DeadLetter, InputFormat, Record, kept_chars, text_preview
+from pipeline.records import DeadLetter, InputFormat, Record, Unread, kept_chars, text_preview
 from pipeline.settings import JobSettings
 from pipeline.shards import Shard
 from pipeline.stage_metrics import METRICS_NAMESPACE
@@ -96,7 +96,8 @@ class _ListShardsFn(beam.DoFn):
 class ReadParts(beam.PTransform):
     """(shard index, Shard, decisions or None) -> Parts (main), ShardStats (tag SHARD_STATS), reused rows.
 
-    decisions, {line: decision} from `pipeline.keys`, leave out reused records and turn later
+    decisions, {line: decision} from `pipeline.keys`, leave out reused records (not parsed again where
+    nothing of them is kept) and turn later
     occurrences of an id into dead letters. kept is a side input holding the run's `KeptColumns`
     (`pipeline.kept.DecideKeptColumns`). With reused_rows (--snapshot with kept columns), each reused
     record's own values go to REUSED_ROWS as (id, (kept values, text)): its copy takes them from this
@@ -157,7 +158,12 @@ class _ReadShardFn(beam.DoFn):
 
         position = 0
         raw_stream = None
-        outcomes = shard_outcomes(shard, fmt)
+        unread: set[int] = set()
+        if decisions and not kept.fields and not self._reused_rows:
+            # A reused record needs nothing of its line but to be counted, with the control characters the
+            # keys pass saw normalisation remove: the reader need not parse it again.
+            unread = {line for line, decision in decisions.items() if decision[0] == REUSED}
+        outcomes = shard_outcomes(shard, fmt, unread)
         reading = 0.0  # time in the reader itself; a yielded part runs the fused stages after this one
         while True:
             started = time.perf_counter()
@@ -171,7 +177,10 @@ class _ReadShardFn(beam.DoFn):
             row, misfit = kept.fit(outcome.kept) if isinstance(outcome, Record) else ((), None)
             if isinstance(outcome, Record):
                 removed += outcome.removed_chars
-            if decision is not None and decision[0] != REUSED and isinstance(outcome, Record):
+            if isinstance(outcome, Unread):
+                reused += 1
+                removed += decision[2]
+            elif decision is not None and decision[0] != REUSED and isinstance(outcome, Record):
                 dead.append(_duplicate(outcome, decision[1:]))
             elif misfit is not None:
                 dead.append(_misfit(outcome, misfit))

@@ -2,7 +2,8 @@
 
 Every reader streams: it holds one record (one line, one CSV row, one Parquet batch) at a
 time, so a 10 GB shard is never loaded whole. Each yields one outcome per input record:
-a Record to embed, a Skipped blank, or a DeadLetter with its reason.
+a Record to embed, a Skipped blank, or a DeadLetter with its reason (or, for lines the job has already
+decided, an Unread placeholder: see `shard_outcomes`).
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import functools
 import io
 import json
 import sys
-from collections.abc import Iterator
+from collections.abc import Container, Iterator
 from typing import BinaryIO
 
 import zstandard
@@ -24,13 +25,14 @@ from pipeline.records import (
     InputFormat,
     Record,
     Skipped,
+    Unread,
     from_fields,
     parse_line,
     raw_preview,
 )
 from pipeline.shards import Shard, open_shard
 
-Outcome = Record | DeadLetter | Skipped
+Outcome = Record | DeadLetter | Skipped | Unread
 STRUCTURED_FORMATS = ("jsonl", "csv", "tsv", "parquet")
 HEADED_FORMATS = ("csv", "tsv", "parquet")  # the field names are known before the first record
 _DELIMITERS = {"csv": ",", "tsv": "\t"}
@@ -50,22 +52,26 @@ class ShardReadError(RuntimeError):
 _STREAM_ERRORS = (OSError, EOFError, ValueError, zstandard.ZstdError)
 
 
-def shard_outcomes(shard: Shard, fmt: InputFormat) -> Iterator[tuple[Outcome, BinaryIO]]:
+def shard_outcomes(shard: Shard, fmt: InputFormat,
+                   unread: Container[int] = frozenset()) -> Iterator[tuple[Outcome, BinaryIO]]:
     """(outcome, raw stream) for every record of a shard; a stream that cannot be read fails the job, named.
 
-    The raw stream's position tells how much of the stored file has been read (for progress).
+    The raw stream's position tells how much of the stored file has been read (for progress). Lines of
+    unread (record numbers a pass over the same shard found to be Records) may come as Unread, not
+    parsed again: text and JSON Lines shards do so, where parsing is most of the cost of a line.
     """
     try:
         stream, raw_stream = open_shard(shard.path)
         with stream:
-            for outcome in read_records(stream, shard.name, fmt):
+            for outcome in read_records(stream, shard.name, fmt, unread):
                 yield outcome, raw_stream
     except _STREAM_ERRORS as exc:
         raise ShardReadError(f"cannot read shard {escaped(shard.path)}: {exc}") from exc
 
 
-def read_records(stream: BinaryIO, source: str, fmt: InputFormat) -> Iterator[Outcome]:
-    """Outcomes of every record of a decompressed shard stream, in order.
+def read_records(stream: BinaryIO, source: str, fmt: InputFormat,
+                 unread: Container[int] = frozenset()) -> Iterator[Outcome]:
+    """Outcomes of every record of a decompressed shard stream, in order (see `shard_outcomes` for unread).
 
     Raises ShardFormatError when the shard as a whole cannot be read as fmt says.
     """
@@ -74,10 +80,10 @@ def read_records(stream: BinaryIO, source: str, fmt: InputFormat) -> Iterator[Ou
     elif fmt.format == "parquet":
         yield from _read_parquet(stream, source, fmt)
     else:
-        yield from _read_lines(stream, source, fmt)
+        yield from _read_lines(stream, source, fmt, unread)
 
 
-def _read_lines(stream: BinaryIO, source: str, fmt: InputFormat) -> Iterator[Outcome]:
+def _read_lines(stream: BinaryIO, source: str, fmt: InputFormat, unread: Container[int]) -> Iterator[Outcome]:
     """Plain text and JSON Lines: one record per line, lines split at LF (CRLF's CR dropped)."""
     limit = fmt.max_chars * _BYTES_PER_CHAR + _BYTES_PER_CHAR
     line = 0
@@ -89,6 +95,9 @@ def _read_lines(stream: BinaryIO, source: str, fmt: InputFormat) -> Iterator[Out
                 pass
             detail = f"line longer than {limit} bytes, so more than --max_chars {fmt.max_chars} characters"
             yield DeadLetter(source, line, "too_long", detail, raw=raw_preview(raw[:4096]))
+            continue
+        if line in unread:
+            yield Unread(source, line)
             continue
         yield parse_line(raw.rstrip(b"\n").removesuffix(b"\r"), source, line, fmt)
 

@@ -75,6 +75,14 @@ class Skipped:
 
 
 @dataclass(frozen=True)
+class Unread:
+    """A record the reader passed over without parsing it: the keys pass already read it and found it reused."""
+
+    source: str
+    line: int
+
+
+@dataclass(frozen=True)
 class InputFormat:
     """How to read the records of a shard."""
 

@@ -18,13 +18,13 @@ METRICS_NAMESPACE = "embedding_job"
 # Counter names; *_ms counters hold milliseconds summed over every element (and worker) of the stage.
 KEYS_MS = "keys_ms"  # reading (id, position, text hash) of every record and handing them on to the grouping
 KEYS_RECORDS = "keys_records"
-KEY_BYTES = "key_bytes"  # what the keys carry into the grouping by id: ids, sources, hashes, two numbers each
+KEY_BYTES = "key_bytes"  # what the keys carry into the grouping: their arrays (ids, lines, hashes, removed)
 EARLIER_KEYS_MS = "earlier_keys_ms"  # reading ids and text hashes of earlier output files (--skip_existing)
 EARLIER_ROWS = "earlier_rows"
 SNAPSHOT_COPY_MS = "snapshot_copy_ms"  # --snapshot: copying reused rows into this output
 COMMIT_MS = "commit_ms"  # building the manifest, moving staged files into place, writing _SUCCESS
 COMMIT_FILES = "commit_files"
-# Bytes one key adds besides its id and source: the 32-character hash and two integers (8 bytes each).
+# Bytes one key holds besides its id: the 32-character hash and two 8-byte integers (a lower bound per key).
 KEY_FIXED_BYTES = 32 + 16
 
 

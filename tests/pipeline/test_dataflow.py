@@ -123,7 +123,7 @@ def test_incremental_job_with_ids_builds_for_dataflow():
                                   "--id_field", "id", "--skip_existing", "gs://bucket/out/dt=w/*.parquet",
                                   "--snapshot"])
     steps = {t.unique_name for t in submit_job(config, options).job.proto_pipeline.components.transforms.values()}
-    assert {"Decide/ReadKeys", "Decide/ListEarlierFiles", "Decide/ReadEarlierKeys", "Decide/GroupById",
+    assert {"Decide/ReadKeys", "Decide/ListEarlierFiles", "Decide/ReadEarlierKeys", "Decide/GroupByBucket",
             "Decide/JoinDecisions", "CopyReused", "Read", "Commit"} <= steps
 
 

@@ -1,12 +1,23 @@
 """Nightly incremental runs: --skip_existing reuses what an earlier output holds, --snapshot copies it."""
 
 import json
+import random
 
 import numpy as np
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from pipeline.incremental import DUPLICATE, NEW, OLD, REUSED, resolve_id, text_hash
+from pipeline.incremental import (
+    DUPLICATE,
+    REUSED,
+    NewKeys,
+    OldKeys,
+    by_bucket,
+    decisions_by_line,
+    resolve_keys,
+    text_hash,
+)
 from tests.pipeline.conftest import read_embeddings, read_manifest
 
 
@@ -81,6 +92,17 @@ def test_a_changed_text_is_embedded_again(nightly):
     assert table.column("text_hash").to_pylist()[0] == text_hash("new text")
 
 
+def test_reused_records_count_the_control_characters_their_texts_lost_as_on_the_first_day(nightly):
+    corpus, run = nightly
+    write_jsonl(corpus / "a.jsonl", [("x", "bell\u0007 and nul\u0000"), ("y", "plain"), ("x", "again\u0001")])
+    day1 = run("2026-11-24")
+    day2 = run("2026-11-25", *skip_args(corpus), "--snapshot")
+    first, second = read_manifest(day1), read_manifest(day2)
+    assert second["counts"] == {"read": 3, "embedded": 0, "skipped": 0, "failed": 1, "reused": 2}
+    assert second["failed_by_reason"] == {"duplicate_id": 1}
+    assert second["control_chars_removed"] == first["control_chars_removed"] == 3
+
+
 def test_a_different_model_fingerprint_reuses_nothing_and_says_so(nightly):
     corpus, run = nightly
     write_jsonl(corpus / "a.jsonl", [("x", "one"), ("y", "two")])
@@ -98,6 +120,114 @@ def test_snapshot_without_skip_existing_is_a_config_error(run_cli, tmp_path, tin
     (tmp_path / "in.txt").write_text("x\n")
     code, _, err = run_cli("--input", tmp_path / "in.txt", "--output", tmp_path / "out", "--snapshot")
     assert code == 2 and "--snapshot copies rows found by --skip_existing" in err
+
+
+NEW, OLD = "new", "old"
+
+
+def resolve_id(record_id, values):
+    """The rule for one id, written plainly (how it was decided per id before keys went by bucket).
+
+    values: ("new", shard index, source, line, text hash) of this run's records with the id and
+    ("old", file index, path, text hash) of earlier rows with it. Yields ("decision", ((source, line),
+    decision)) and ("copy", ((file index, path), id)).
+    """
+    new = sorted(v[1:] for v in values if v[0] == NEW)
+    old = sorted(v[1:] for v in values if v[0] == OLD)
+    if not new:
+        return
+    _, first_source, first_line, first_hash = new[0]
+    for _, source, line, _ in new[1:]:
+        yield "decision", ((source, line), (DUPLICATE, first_source, first_line))
+    matches = [(index, path) for index, path, digest in old if digest == first_hash]
+    if matches:
+        index, path = matches[-1]
+        yield "decision", ((first_source, first_line), (REUSED, index))
+        yield "copy", ((index, path), record_id)
+
+
+def resolve_by_bucket(new_rows, old_rows):
+    """Decisions {(source, line): decision} and copies {(file, path): ids} as the job makes them: keys sent
+    per shard and per earlier file, each cut into buckets, each bucket resolved alone."""
+    sent = []
+    for (shard, source), rows in group(new_rows, lambda r: (r[1], r[2])).items():
+        sent.append(NewKeys(shard, source, pa.array([r[0] for r in rows], pa.string()),
+                            np.array([r[3] for r in rows], np.int64), pa.array([r[4] for r in rows], pa.string()),
+                            np.array([r[5] for r in rows], np.int64)))
+    for (file, path), rows in group(old_rows, lambda r: (r[1], r[2])).items():
+        sent.append(OldKeys(file, path, pa.array([r[0] for r in rows], pa.string()),
+                            pa.array([r[3] for r in rows], pa.string())))
+    buckets = {}
+    for keys in sent:
+        for bucket, part in by_bucket(keys):
+            buckets.setdefault(bucket, []).append(part)
+    sources = {(r[1]): r[2] for r in new_rows}
+    decisions, copies = {}, {}
+    for found in buckets.values():
+        resolved = resolve_keys([k for k in found if isinstance(k, NewKeys)],
+                                [k for k in found if isinstance(k, OldKeys)])
+        for shard, shard_decisions in resolved.decisions.items():
+            for line, decision in decisions_by_line([shard_decisions]).items():
+                assert (sources[shard], line) not in decisions
+                decisions[(sources[shard], line)] = decision
+        for earlier, ids in resolved.copies.items():
+            copies.setdefault(earlier, set()).update(ids.to_pylist())
+    return decisions, copies
+
+
+def group(rows, key):
+    out = {}
+    for row in rows:
+        out.setdefault(key(row), []).append(row)
+    return out
+
+
+def resolve_one_by_one(new_rows, old_rows):
+    """The same from the plain rule, id by id (a reused record's decision also holds its removed characters)."""
+    by_id = {}
+    removed = {}
+    for record_id, shard, source, line, digest, lost in new_rows:
+        by_id.setdefault(record_id, []).append((NEW, shard, source, line, digest))
+        removed[(source, line)] = lost
+    for record_id, *rest in old_rows:
+        by_id.setdefault(record_id, []).append((OLD, *rest))
+    decisions, copies = {}, {}
+    for record_id, values in by_id.items():
+        for kind, value in resolve_id(record_id, values):
+            if kind == "decision":
+                decisions[value[0]] = (*value[1], removed[value[0]]) if value[1][0] == REUSED else value[1]
+            else:
+                copies.setdefault(value[0], set()).add(value[1])
+    return decisions, copies
+
+
+def test_bucketed_keys_decide_as_the_rule_for_one_id_does_on_a_tricky_corpus():
+    rng = random.Random(7)
+    ids = [f"id{i}" for i in range(400)] + ["", "日本", "x" * 300]
+    texts = [f"h{i}" for i in range(6)]
+    shards = [(0, "a.jsonl"), (1, "b.jsonl"), (2, "c.jsonl")]
+    new_rows = []
+    for index, source in shards:
+        for line in range(1, 301):  # ids repeat within and across shards; some ids only here
+            record_id = rng.choice(ids[:250] + ids[-2:])
+            new_rows.append((record_id, index, source, line, rng.choice(texts), rng.randrange(3)))
+    files = [(0, "dt=1/e-0.parquet"), (1, "dt=1/e-1.parquet"), (2, "dt=2/e-0.parquet")]
+    old_rows = []
+    for index, path in files:  # the same id in several earlier files, with the same or another text
+        for record_id in rng.sample(ids, 300):  # some ids only in earlier outputs
+            old_rows.append((record_id, index, path, rng.choice(texts)))
+    rng.shuffle(new_rows)
+    rng.shuffle(old_rows)
+    decisions, copies = resolve_by_bucket(new_rows, old_rows)
+    assert (decisions, copies) == resolve_one_by_one(new_rows, old_rows)
+    kinds = {d[0] for d in decisions.values()}
+    assert kinds == {DUPLICATE, REUSED} and len(copies) == 3
+
+
+def test_bucketed_keys_without_earlier_outputs_decide_only_duplicates():
+    new_rows = [("x", 1, "b", 4, "h", 0), ("x", 0, "a", 9, "h", 0), ("y", 0, "a", 1, "h", 0)]
+    decisions, copies = resolve_by_bucket(new_rows, [])
+    assert decisions == {("b", 4): (DUPLICATE, "a", 9)} and copies == {}
 
 
 def test_resolve_id_keeps_the_first_occurrence_and_reuses_the_newest_matching_file():

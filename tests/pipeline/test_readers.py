@@ -13,7 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from pipeline.readers import ShardFormatError, ShardReadError, read_records, shard_outcomes, structure_problem
-from pipeline.records import DeadLetter, InputFormat, Record, Skipped
+from pipeline.records import DeadLetter, InputFormat, Record, Skipped, Unread
 from pipeline.shards import Shard
 
 
@@ -124,6 +124,18 @@ def test_a_line_longer_than_max_chars_is_dead_lettered_without_reading_it_whole(
 def test_json_lone_surrogate_is_undecodable_not_a_crash():
     got = outcomes(json.dumps({"text": "bad \ud800"}).encode() + b"\n", InputFormat("jsonl"))
     assert got[0].reason == "undecodable"
+
+
+def test_json_lines_already_decided_are_passed_over_unparsed_and_the_others_read_as_usual():
+    fmt = InputFormat("jsonl", id_field="id")
+    data = b'{"id": "a", "text": "one"}\n{"id": "b", "text": "two"}\nnot json\n{"id": "c", "text": "three"}\n'
+    got = list(read_records(io.BytesIO(data), "s", fmt, unread={2, 4}))
+    assert got[0] == Record("a", "one", "s", 1) and got[1] == Unread("s", 2) and got[3] == Unread("s", 4)
+    assert got[2].reason == "invalid_json"
+
+
+def test_csv_rows_are_parsed_even_when_already_decided():
+    assert outcomes(b"doc,body\n1,x\n", CSV) == list(read_records(io.BytesIO(b"doc,body\n1,x\n"), "s", CSV, {2}))
 
 
 def test_crlf_and_lone_cr():

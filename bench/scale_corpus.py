@@ -1,10 +1,21 @@
-"""Interim copy of bench/scale_corpus.py from the incremental-night branch (h-i19-incr): delete once it lands.
+"""A deterministic corpus for nightly runs at scale: night-1 JSON Lines shards, and a night 2 that differs a little.
 
-bench.scale imports bench.scale_corpus first; this copy only runs while that module is absent here.
+    .venv/bin/python -m bench.scale_corpus --out /tmp/scale --records 1000000 --shards 20 [--changed 0.05 --new 0.01]
+
+writes /tmp/scale/night1/part-SSSSS.jsonl and /tmp/scale/night2/part-SSSSS.jsonl: `{"id": ..., "text": ...}`
+per line. Night 2 holds the same ids in the same places, a `changed` share of them with another text, and a
+`new` share of new ids at the end of each shard, so `--skip_existing` night 1 reuses about 1 - changed of night 2.
+
+Texts are English words from a fixed list, drawn by a Zipf-like weight, with lengths (in words) from a
+log-normal of median `--median_words` (12 by default: most 5-32, a few past 100), a skewed mix of short and
+long records, so tokenizing and hashing cost what they would. Everything is drawn from NumPy's PCG64 seeded by
+(seed, shard, purpose), so a shard's content depends only on those and the sizes: the same on every machine
+and whichever shards are written. Nothing is downloaded.
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import logging
 from collections.abc import Iterator
@@ -106,3 +117,23 @@ def write_night(plan: NightPlan, directory: Path, night: int) -> list[Path]:
         paths.append(path)
     logger.info("night %d: %d shards in %s", night, plan.shards, directory)
     return paths
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--out", type=Path, required=True, help="writes OUT/night1 and OUT/night2")
+    parser.add_argument("--records", type=int, default=NightPlan.records)
+    parser.add_argument("--shards", type=int, default=NightPlan.shards)
+    parser.add_argument("--changed", type=float, default=NightPlan.changed)
+    parser.add_argument("--new", type=float, default=NightPlan.new)
+    parser.add_argument("--seed", type=int, default=NightPlan.seed)
+    parser.add_argument("--median_words", type=int, default=MEDIAN_WORDS)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    plan = NightPlan(args.records, args.shards, args.changed, args.new, args.seed, args.median_words)
+    for night in (1, 2):
+        write_night(plan, args.out / f"night{night}", night)
+
+
+if __name__ == "__main__":
+    main()
