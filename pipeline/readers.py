@@ -112,7 +112,7 @@ def _read_delimited(stream: BinaryIO, source: str, fmt: InputFormat) -> Iterator
         raise ShardFormatError(f"cannot read the header row: {exc}") from exc
     if header is None:
         return
-    problem = missing_fields(header, fmt)
+    problem = fields_problem(header, fmt)
     if problem:
         raise ShardFormatError(problem)
     end = rows.line_num
@@ -222,24 +222,32 @@ def _row_raw(batch, position: int, fmt: InputFormat) -> str:
     return raw_preview(json.dumps(row, ensure_ascii=False).encode("utf-8", "surrogateescape"))
 
 
-def missing_fields(names: list[str], fmt: InputFormat) -> str | None:
-    """Why a header/schema with these field names cannot serve fmt, or None."""
+def fields_problem(names: list[str], fmt: InputFormat) -> str | None:
+    """Why a header/schema with these field names cannot serve fmt (a field it lacks, or holds more than once), or None.
+
+    A repeated name the job reads is refused: reading by name would take one of the columns without a word. A
+    repeated name it does not read is no concern of the job's.
+    """
     wanted = {f"--{flag}_field {name!r}": name for flag, name in (("text", fmt.text_field), ("id", fmt.id_field))
               if name}
     wanted.update({f"--keep_fields {name!r}": name for name in fmt.keep_fields})
     missing = [flag for flag, name in wanted.items() if name not in names]
-    if not missing:
-        return None
-    flags = " / ".join(missing)
-    shown = ", ".join(repr(n) for n in names[:20]) + (" ..." if len(names) > 20 else "")
-    return f"{flags} not among its fields ({shown})"
+    if missing:
+        flags = " / ".join(missing)
+        shown = ", ".join(repr(n) for n in names[:20]) + (" ..." if len(names) > 20 else "")
+        return f"{flags} not among its fields ({shown})"
+    repeated = [f"{flag} names {names.count(name)} of its columns" for flag, name in wanted.items()
+                if names.count(name) > 1]
+    if repeated:
+        return f"{'; '.join(repeated)}, so which to read is unclear: rename all but one"
+    return None
 
 
 def parquet_schema_problem(schema, fmt: InputFormat) -> str | None:
-    """Why a Parquet schema cannot serve fmt (missing fields, a text column that is not text), or None."""
+    """Why a Parquet schema cannot serve fmt (missing or repeated fields, a text column that is not text), or None."""
     import pyarrow as pa
 
-    problem = missing_fields(schema.names, fmt)
+    problem = fields_problem(schema.names, fmt)
     if problem:
         return problem
     text_type = schema.field(fmt.text_field).type
@@ -267,5 +275,5 @@ def structure_problem(stream: BinaryIO, fmt: InputFormat) -> str | None:
             header = next(csv.reader(_text_stream(stream, fmt.encoding), delimiter=_DELIMITERS[fmt.format]), None)
         except (csv.Error, UnicodeError) as exc:
             return f"cannot read the header row: {exc}"
-        return None if header is None else missing_fields(header, fmt)
+        return None if header is None else fields_problem(header, fmt)
     return None

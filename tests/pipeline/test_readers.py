@@ -63,6 +63,41 @@ def test_csv_header_without_the_text_field_fails_the_shard():
     assert structure_problem(io.BytesIO(b"doc,body\n"), CSV) is None
 
 
+@pytest.mark.parametrize(("header", "flag"), [
+    (b"doc,body,lang,body", "--text_field 'body'"),
+    (b"doc,lang,body,doc", "--id_field 'doc'"),
+    (b"lang,doc,body,lang", "--keep_fields 'lang'"),
+])
+def test_a_csv_header_repeating_a_column_the_job_reads_fails_the_shard_naming_the_name(header, flag):
+    """The csv module's dict would silently take the last of them."""
+    fmt = InputFormat("csv", text_field="body", id_field="doc", keep_fields=("lang",))
+    data = header + b"\n" + b",".join([b"x"] * header.count(b",")) + b",x\n"
+    with pytest.raises(ShardFormatError, match=re.escape(f"{flag} names 2 of its columns")):
+        outcomes(data, fmt)
+    assert f"{flag} names 2 of its columns" in structure_problem(io.BytesIO(data), fmt)
+
+
+def test_a_parquet_schema_repeating_the_text_column_fails_the_shard_as_a_csv_header_does():
+    data = parquet_bytes(pa.Table.from_arrays([pa.array(["a"]), pa.array(["b"])], names=["text", "text"]))
+    assert "--text_field 'text' names 2 of its columns" in structure_problem(io.BytesIO(data), InputFormat("parquet"))
+    with pytest.raises(ShardFormatError, match="--text_field 'text' names 2 of its columns"):
+        outcomes(data, InputFormat("parquet"))
+
+
+def test_a_shard_met_while_running_whose_header_repeats_a_column_it_reads_fails_the_job_naming_it(tmp_path):
+    (tmp_path / "late.csv").write_text("doc,body,body\n1,a,b\n", encoding="utf-8")
+    shard = Shard(str(tmp_path / "late.csv"), "late.csv", "csv")
+    expected = f"cannot read shard {tmp_path}/late.csv: --text_field 'body' names 2 of its columns"
+    with pytest.raises(ShardReadError, match=re.escape(expected)):
+        list(shard_outcomes(shard, CSV))
+
+
+def test_a_csv_header_repeating_a_column_the_job_does_not_read_is_read_as_usual():
+    got = outcomes(b"doc,note,body,note\n1,a,hello,b\n", CSV)
+    assert got == [Record("1", "hello", "s", 2)]
+    assert structure_problem(io.BytesIO(b"doc,note,body,note\n"), CSV) is None
+
+
 def test_csv_field_longer_than_max_chars_is_too_long():
     fmt = InputFormat("csv", max_chars=10)
     got = outcomes(b"text\n" + b"x" * 11 + b"\nshort\n", fmt)
