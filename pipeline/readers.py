@@ -27,6 +27,7 @@ from pipeline.records import (
     from_fields,
     parse_line,
     raw_preview,
+    text_preview,
 )
 from pipeline.shards import Shard, open_shard
 
@@ -100,7 +101,10 @@ def _text_stream(stream: BinaryIO, encoding: str) -> io.TextIOWrapper:
 
 
 def _read_delimited(stream: BinaryIO, source: str, fmt: InputFormat) -> Iterator[Outcome]:
-    """CSV/TSV with a header row; a quoted field may span lines. `line` is where the row starts."""
+    """CSV/TSV with a header row; a quoted field may span lines. `line` is where the row starts.
+
+    A row shorter than its header lacks its last fields (null); a longer one is a dead letter `extra_fields`.
+    """
     delimiter = _DELIMITERS[fmt.format]
     # A field may be longer than the default 128 KiB; --max_chars then decides. The limit is
     # process-wide in the csv module, so it only ever grows.
@@ -129,6 +133,10 @@ def _read_delimited(stream: BinaryIO, source: str, fmt: InputFormat) -> Iterator
         end = rows.line_num
         if not row:
             yield Skipped(source, start)
+            continue
+        if len(row) > len(header):  # an unquoted delimiter in a value, or a row of another file: never cut
+            detail = f"{len(row)} fields, but its header has {len(header)}: the extra fields belong to no column"
+            yield DeadLetter(source, start, "extra_fields", detail, raw=text_preview(_csv_line(row, delimiter)))
             continue
         yield from_fields(dict(zip(header, row, strict=False)), source, start, fmt, _csv_line(row, delimiter))
 

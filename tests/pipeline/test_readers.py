@@ -98,6 +98,22 @@ def test_a_csv_header_repeating_a_column_the_job_does_not_read_is_read_as_usual(
     assert structure_problem(io.BytesIO(b"doc,note,body,note\n"), CSV) is None
 
 
+def test_a_csv_row_with_more_fields_than_its_header_is_a_dead_letter_holding_the_row_as_read():
+    """An unquoted delimiter inside a value shifts the row; its last fields would be dropped without a word."""
+    got = outcomes(b'doc,body\n1,hello, world\n2,"two\nlines",x\n3,fine\n', CSV)
+    assert [(o.reason, o.line, o.raw) for o in got[:2]] == [
+        ("extra_fields", 2, "1,hello, world"), ("extra_fields", 3, '2,"two\nlines",x')]
+    assert "3 fields, but its header has 2" in got[0].detail
+    assert got[2] == Record("3", "fine", "s", 5)
+
+
+def test_a_csv_row_with_fewer_fields_than_its_header_lacks_its_last_fields():
+    fmt = InputFormat("csv", text_field="body", id_field="doc", keep_fields=("lang", "stars"))
+    got = outcomes(b"doc,body,lang,stars\n1,hello,en\n2\n", fmt)
+    assert got[0] == Record("1", "hello", "s", 2, kept=("en", None))
+    assert (got[1].reason, got[1].id) == ("missing_text", "2")
+
+
 def test_csv_field_longer_than_max_chars_is_too_long():
     fmt = InputFormat("csv", max_chars=10)
     got = outcomes(b"text\n" + b"x" * 11 + b"\nshort\n", fmt)
