@@ -2,8 +2,9 @@
 
 One set of checks and messages for every tool that reads an output: no `_SUCCESS` (with files under
 _temporary/: a run still going or stopped), a `_SUCCESS` that is not our manifest, a listed file that
-is gone, an embedding column that does not hold vectors of the recorded width. Local paths and
-everything Beam knows go through Beam's filesystems, other URLs (memory://, ...) through fsspec.
+is gone or damaged (a page that fails its checksum), an embedding column that does not hold vectors of
+the recorded width. Local paths and everything Beam knows go through Beam's filesystems, other URLs
+(memory://, ...) through fsspec.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from pipeline.output import STAGING_DIR, SUCCESS_FILE
+from pipeline.output import STAGING_DIR, SUCCESS_FILE, open_parquet
 from pipeline.shards import beam_filesystem_knows, open_file
 
 # Files looked at at once: on an object store each look is a round trip, so thousands of files need overlap.
@@ -25,7 +26,7 @@ ROWS_PER_BATCH = 4096  # rows read at once: 4096 x 384 float32 is 6 MB
 
 
 class NotAFinishedRun(Exception):
-    """The path holds no finished output of this job (no `_SUCCESS`, not our manifest, a file gone or not ours)."""
+    """No finished output of this job at the path: no `_SUCCESS`, not our manifest, a file gone, damaged or not ours."""
 
 
 def join(output: str, name: str) -> str:
@@ -126,16 +127,18 @@ def _shown_by_listing(files: Sequence[str]) -> set[str]:
 def row_batches(file: str, columns: Sequence[str]) -> Iterator:
     """One embeddings file's rows, ROWS_PER_BATCH at a time, only these columns (so memory is bounded).
 
-    Raises NotAFinishedRun when the file lacks one of them.
+    Raises NotAFinishedRun, naming the file, when it lacks one of them or cannot be read: not Parquet,
+    or a page that does not match its checksum (the file changed after the job wrote it).
     """
-    import pyarrow.parquet as pq
-
-    with open_file(file) as f:
-        parquet = pq.ParquetFile(f)
-        missing = [c for c in columns if c not in parquet.schema_arrow.names]
-        if missing:
-            raise NotAFinishedRun(f"{file} lacks the column(s) {', '.join(missing)}: not this job's output")
-        yield from parquet.iter_batches(batch_size=ROWS_PER_BATCH, columns=list(columns))
+    try:
+        with open_file(file) as f:
+            parquet = open_parquet(f)
+            missing = [c for c in columns if c not in parquet.schema_arrow.names]
+            if missing:
+                raise NotAFinishedRun(f"{file} lacks the column(s) {', '.join(missing)}: not this job's output")
+            yield from parquet.iter_batches(batch_size=ROWS_PER_BATCH, columns=list(columns))
+    except (OSError, pa.ArrowException) as exc:
+        raise NotAFinishedRun(f"{file} cannot be read: {' '.join(str(exc).split())}") from None
 
 
 def recorded_dim(output: str, manifest: dict) -> int:

@@ -12,6 +12,7 @@ would hold them all.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 from collections.abc import Iterable, Iterator
@@ -24,12 +25,14 @@ from apache_beam.io.filesystems import FileSystems
 
 import encoders
 from encoders import EncoderSpec, model_fingerprint, resolved_once
+from encoders.declare import escaped
 from pipeline import stage_metrics
 from pipeline.incremental import NewKeys, OldKeys, by_bucket, decisions_by_line, resolve_keys, text_hash
 from pipeline.kept import KeptColumns
 from pipeline.output import (
     BASE_COLUMNS,
     EMBEDDINGS_SUFFIX,
+    open_parquet,
     output_schema,
     parquet_bytes,
     reused_file_name,
@@ -155,6 +158,21 @@ class _ResolveBucketFn(beam.DoFn):
             yield beam.pvalue.TaggedOutput(COPIES, (earlier, ids))
 
 
+class EarlierOutputError(RuntimeError):
+    """An earlier output file (--skip_existing) cannot be read: not Parquet, or damaged: the job must fail."""
+
+
+@contextlib.contextmanager
+def _reading_earlier(path: str) -> Iterator[None]:
+    """Turn what reading an earlier output file raises into EarlierOutputError naming it (a page that fails its
+    checksum is an OSError): reusing rows from a damaged file would carry its changed vectors on."""
+    try:
+        yield
+    except (OSError, pa.ArrowException) as exc:
+        detail = " ".join(str(exc).split())
+        raise EarlierOutputError(f"cannot read earlier output {escaped(path)} (--skip_existing): {detail}") from exc
+
+
 class _ListExistingFn(beam.DoFn):
     """(index, path) of every earlier output file matching --skip_existing, in sorted order."""
 
@@ -184,12 +202,10 @@ class _ReadExistingKeysFn(beam.DoFn):
         self._fingerprint = model_fingerprint(resolved_once(self._encoder), encoders.__version__)
 
     def process(self, element: tuple[int, str]) -> Iterator:
-        import pyarrow.parquet as pq
-
         index, path = element
-        with (stage_metrics.timed(stage_metrics.EARLIER_KEYS_MS),
+        with (stage_metrics.timed(stage_metrics.EARLIER_KEYS_MS), _reading_earlier(path),
               FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED) as f):
-            parquet = pq.ParquetFile(f)
+            parquet = open_parquet(f)
             metadata = parquet.schema_arrow.metadata or {}
             same = metadata.get(b"model_fingerprint", b"").decode() == self._fingerprint
             same = same and "text_hash" in parquet.schema_arrow.names
@@ -269,7 +285,6 @@ class _CopyReusedFn(beam.DoFn):
     def _copy(self, element: tuple[tuple[int, str], Iterable[tuple[str, tuple | None]]],
               kept: KeptColumns) -> tuple[str, int]:
         import pyarrow.compute as pc
-        import pyarrow.parquet as pq
 
         schema = output_schema(self._encoder, kept.output_fields())
         (index, path), found = element
@@ -278,8 +293,8 @@ class _CopyReusedFn(beam.DoFn):
             wanted = pa.array(sorted(values), type=pa.string())
         else:
             wanted = pa.concat_arrays(list(found))
-        with FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED) as f:
-            table = pq.read_table(f, columns=list(BASE_COLUMNS))
+        with _reading_earlier(path), FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED) as f:
+            table = open_parquet(f).read(columns=list(BASE_COLUMNS))
         rows = table.filter(pc.is_in(table.column("id"), value_set=wanted))
         ids = rows.column("id").to_pylist()
         extra = []

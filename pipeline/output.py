@@ -1,4 +1,4 @@
-"""The output layout: file names, staging, the Parquet schema and table building.
+"""The output layout: file names, staging, the Parquet schema, table building, and pages written and read checksummed.
 
 Each part of each input shard becomes one Parquet file (and, when some of its records
 failed, one dead-letter file) whose name depends only on the shard's position in the
@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, BinaryIO
 
 import numpy as np
 import pyarrow as pa
@@ -18,6 +19,9 @@ import pyarrow as pa
 import encoders
 from encoders import EncoderSpec, model_fingerprint, resolved_once
 from encoders.declare import VECTORS, metadata_text, values
+
+if TYPE_CHECKING:
+    import pyarrow.parquet as pq
 
 logger = logging.getLogger(__name__)
 
@@ -76,15 +80,29 @@ def parquet_bytes(table: pa.Table) -> bytes:
     """The table as a Parquet file in memory (object stores take whole objects; parts are small).
 
     Dictionary encoding only where values repeat (counts, flags, kept fields), not for UNIQUE_COLUMNS.
+    Every page carries a CRC-32 of its bytes (`open_parquet` checks them), so a page changed after
+    it was written is an error when read back, not silently different vectors.
     """
     import pyarrow.parquet as pq
 
     sink = pa.BufferOutputStream()
     if table.num_rows:
-        pq.write_table(table, sink, use_dictionary=[n for n in table.schema.names if n not in UNIQUE_COLUMNS])
+        pq.write_table(table, sink, use_dictionary=[n for n in table.schema.names if n not in UNIQUE_COLUMNS],
+                       write_page_checksum=True)
     else:  # the schema and no row group: a row group of 0 rows makes datasets' reader fail (batch size 0)
-        pq.ParquetWriter(sink, table.schema).close()
+        pq.ParquetWriter(sink, table.schema, write_page_checksum=True).close()
     return sink.getvalue().to_pybytes()
+
+
+def open_parquet(source: str | BinaryIO) -> pq.ParquetFile:
+    """An output Parquet file (a path or an open binary file) whose pages are checked as they are read.
+
+    A page whose bytes do not match its checksum raises OSError when its rows are read. Pages that carry
+    no checksum (a file another tool rewrote, or one written before checksums) are read unchecked.
+    """
+    import pyarrow.parquet as pq
+
+    return pq.ParquetFile(source, page_checksum_verification=True)
 
 
 def embeddings_schema(dim: int, metadata: Mapping[str, str], kept: Sequence[pa.Field] = ()) -> pa.Schema:

@@ -29,6 +29,7 @@ from pipeline.records import (
     from_fields,
     parse_line,
     raw_preview,
+    text_preview,
 )
 from pipeline.shards import Shard, open_shard
 
@@ -109,7 +110,10 @@ def _text_stream(stream: BinaryIO, encoding: str) -> io.TextIOWrapper:
 
 
 def _read_delimited(stream: BinaryIO, source: str, fmt: InputFormat) -> Iterator[Outcome]:
-    """CSV/TSV with a header row; a quoted field may span lines. `line` is where the row starts."""
+    """CSV/TSV with a header row; a quoted field may span lines. `line` is where the row starts.
+
+    A row shorter than its header lacks its last fields (null); a longer one is a dead letter `extra_fields`.
+    """
     delimiter = _DELIMITERS[fmt.format]
     # A field may be longer than the default 128 KiB; --max_chars then decides. The limit is
     # process-wide in the csv module, so it only ever grows.
@@ -121,7 +125,7 @@ def _read_delimited(stream: BinaryIO, source: str, fmt: InputFormat) -> Iterator
         raise ShardFormatError(f"cannot read the header row: {exc}") from exc
     if header is None:
         return
-    problem = missing_fields(header, fmt)
+    problem = fields_problem(header, fmt)
     if problem:
         raise ShardFormatError(problem)
     end = rows.line_num
@@ -138,6 +142,10 @@ def _read_delimited(stream: BinaryIO, source: str, fmt: InputFormat) -> Iterator
         end = rows.line_num
         if not row:
             yield Skipped(source, start)
+            continue
+        if len(row) > len(header):  # an unquoted delimiter in a value, or a row of another file: never cut
+            detail = f"{len(row)} fields, but its header has {len(header)}: the extra fields belong to no column"
+            yield DeadLetter(source, start, "extra_fields", detail, raw=text_preview(_csv_line(row, delimiter)))
             continue
         yield from_fields(dict(zip(header, row, strict=False)), source, start, fmt, _csv_line(row, delimiter))
 
@@ -231,24 +239,32 @@ def _row_raw(batch, position: int, fmt: InputFormat) -> str:
     return raw_preview(json.dumps(row, ensure_ascii=False).encode("utf-8", "surrogateescape"))
 
 
-def missing_fields(names: list[str], fmt: InputFormat) -> str | None:
-    """Why a header/schema with these field names cannot serve fmt, or None."""
+def fields_problem(names: list[str], fmt: InputFormat) -> str | None:
+    """Why a header/schema with these field names cannot serve fmt (a field it lacks, or holds more than once), or None.
+
+    A repeated name the job reads is refused: reading by name would take one of the columns without a word. A
+    repeated name it does not read is no concern of the job's.
+    """
     wanted = {f"--{flag}_field {name!r}": name for flag, name in (("text", fmt.text_field), ("id", fmt.id_field))
               if name}
     wanted.update({f"--keep_fields {name!r}": name for name in fmt.keep_fields})
     missing = [flag for flag, name in wanted.items() if name not in names]
-    if not missing:
-        return None
-    flags = " / ".join(missing)
-    shown = ", ".join(repr(n) for n in names[:20]) + (" ..." if len(names) > 20 else "")
-    return f"{flags} not among its fields ({shown})"
+    if missing:
+        flags = " / ".join(missing)
+        shown = ", ".join(repr(n) for n in names[:20]) + (" ..." if len(names) > 20 else "")
+        return f"{flags} not among its fields ({shown})"
+    repeated = [f"{flag} names {names.count(name)} of its columns" for flag, name in wanted.items()
+                if names.count(name) > 1]
+    if repeated:
+        return f"{'; '.join(repeated)}, so which to read is unclear: rename all but one"
+    return None
 
 
 def parquet_schema_problem(schema, fmt: InputFormat) -> str | None:
-    """Why a Parquet schema cannot serve fmt (missing fields, a text column that is not text), or None."""
+    """Why a Parquet schema cannot serve fmt (missing or repeated fields, a text column that is not text), or None."""
     import pyarrow as pa
 
-    problem = missing_fields(schema.names, fmt)
+    problem = fields_problem(schema.names, fmt)
     if problem:
         return problem
     text_type = schema.field(fmt.text_field).type
@@ -276,5 +292,5 @@ def structure_problem(stream: BinaryIO, fmt: InputFormat) -> str | None:
             header = next(csv.reader(_text_stream(stream, fmt.encoding), delimiter=_DELIMITERS[fmt.format]), None)
         except (csv.Error, UnicodeError) as exc:
             return f"cannot read the header row: {exc}"
-        return None if header is None else missing_fields(header, fmt)
+        return None if header is None else fields_problem(header, fmt)
     return None

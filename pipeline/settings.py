@@ -19,6 +19,8 @@ from pipeline.shards import FORMATS
 DEFAULT_TEXT_FIELD = "text"
 _IO = "input and output"
 DATAFLOW = "Dataflow"
+# Why output column names must differ in more than case: readers of the files fold it.
+_CASE_BLIND = "a difference BigQuery and Spark ignore in column names"
 
 
 @dataclass(frozen=True)
@@ -125,8 +127,12 @@ class JobSettings:
                                      f"(as embedded) in column {TEXT_COLUMN!r}")
             if name == self.id_field:
                 raise JobConfigError(f"--keep_fields {name!r} is the --id_field, already the output's 'id'")
-            if name in (*BASE_COLUMNS, TEXT_COLUMN):
+            own = next((column for column in (*BASE_COLUMNS, TEXT_COLUMN) if column.lower() == name.lower()), None)
+            if own == name:
                 raise JobConfigError(f"--keep_fields {name!r} would replace the output's own column {name!r}")
+            if own is not None:
+                raise JobConfigError(f"--keep_fields {name!r} differs from the output's own column {own!r} only in "
+                                     f"case, {_CASE_BLIND}; rename the input field")
 
     def input_format(self, shard_format: str = "text") -> InputFormat:
         """How to read a shard of the given format under these settings."""
@@ -142,4 +148,10 @@ def _field_list(given: tuple[str, ...] | list[str] | None) -> tuple[str, ...]:
     repeated = sorted({name for name in found if found.count(name) > 1})
     if repeated:
         raise JobConfigError(f"--keep_fields names {', '.join(map(repr, repeated))} more than once")
+    folded = [name.lower() for name in found]
+    clash = next((name.lower() for name in found if folded.count(name.lower()) > 1), None)
+    if clash is not None:
+        alike = [name for name in found if name.lower() == clash]
+        raise JobConfigError(f"--keep_fields names {' and '.join(map(repr, alike))}, which differ only in case, "
+                             f"{_CASE_BLIND}; keep one")
     return tuple(found)

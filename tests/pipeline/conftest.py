@@ -68,6 +68,29 @@ def rewrite_embeddings(path: Path, change, keep_metadata: bool = True) -> None:
     pq.write_table(table if keep_metadata else table.replace_schema_metadata(None), path)
 
 
+def damage_page(path: Path, column: str = "embedding", count: int = 200) -> None:
+    """Invert count bytes inside the page that holds column's values in the file's first row group, as a bad disk,
+    a bad copy or a hand edit would; the footer and the page headers are left alone, so the file still opens.
+
+    A dictionary-encoded column's values are in its dictionary page (the data page after it holds indices into
+    it), so that page is changed when there is one, otherwise the data page.
+    """
+    row_group = pq.ParquetFile(path).metadata.row_group(0)
+    chunks = [row_group.column(i) for i in range(row_group.num_columns)]
+    chunk = next(c for c in chunks if c.path_in_schema.split(".")[0] == column)
+    start = chunk.dictionary_page_offset if chunk.has_dictionary_page else chunk.data_page_offset
+    end = chunk.data_page_offset if chunk.has_dictionary_page else start + chunk.total_compressed_size
+    first = start + _PAGE_HEADER_ROOM
+    assert first + count <= end, f"the page of {column} in {path} holds fewer than {count} bytes past its header"
+    data = bytearray(path.read_bytes())
+    data[first:first + count] = bytes(b ^ 0xFF for b in data[first:first + count])
+    path.write_bytes(bytes(data))
+
+
+# More than a page header (with its checksum) and the compressed block's preamble take: bytes past it are values.
+_PAGE_HEADER_ROOM = 48
+
+
 def _rows_changed(change, vector_type: pa.DataType | None = None):
     """change(rows as Python lists) -> rows, written back as vector_type (list<float> unless given)."""
     return lambda column: pa.array(change(column.to_pylist()), type=vector_type or pa.list_(pa.float32()))

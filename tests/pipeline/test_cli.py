@@ -89,6 +89,7 @@ def corpus(tmp_path):
     path.write_text("hello\n")
     (tmp_path / "plain.txt").write_text("x\n")
     (tmp_path / "rows.csv").write_text("doc,body\n1,hello\n")
+    (tmp_path / "repeated.tsv").write_text("doc\tbody\tbody\n1\thello\tworld\n")
     pq.write_table(pa.table({"body": [1, 2]}), tmp_path / "numbers.parquet")
     (tmp_path / "garbage.parquet").write_bytes(b"PAR1 this is not parquet")
     (tmp_path / "half-copied-model").mkdir()  # a config and nothing else
@@ -118,6 +119,8 @@ def corpus(tmp_path):
         (["--input", "{tmp}/rows.csv", "--text_field", "content"], "--text_field 'content' not among its fields"),
         (["--input", "{tmp}/rows.csv", "--text_field", "body", "--id_field", "key"], "--id_field 'key' not among"),
         (["--input", "{tmp}/numbers.parquet", "--text_field", "body"], "is a int64 column, not a string column"),
+        (["--input", "{tmp}/repeated.tsv", "--text_field", "body"],
+         "repeated.tsv (tsv): --text_field 'body' names 2 of its columns"),
         (["--input", "{tmp}/garbage.parquet"], "not a readable Parquet file"),
         (["--input", "s3://no-such-bucket-here/*.txt"], "s3:// needs the AWS extra"),
         (["--no_such_flag", "1"], "unknown option --no_such_flag"),

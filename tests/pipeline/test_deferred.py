@@ -79,6 +79,22 @@ def test_text_field_on_plain_text_fails_the_job_on_the_worker_as_it_exits_2_at_l
     assert not (tmp_path / "out" / "_SUCCESS").exists()
 
 
+def test_a_csv_header_repeating_the_text_column_fails_the_job_on_the_worker_as_it_exits_2_at_launch(run_cli,
+                                                                                                   tiny_bert_dir,
+                                                                                                   tmp_path):
+    (tmp_path / "in").mkdir()
+    (tmp_path / "in" / "rows.csv").write_text("doc,body,body\n1,hello,world\n")
+    inputs = str(tmp_path / "in" / "*.csv")
+    code, _, err = run_cli("--input", inputs, "--output", tmp_path / "local", "--model", tiny_bert_dir,
+                           "--text_field", "body")
+    assert code == 2
+    message = err.removeprefix("error: ").strip()
+    assert message.startswith(f"{tmp_path}/in/rows.csv (csv): --text_field 'body' names 2 of its columns")
+    with pytest.raises(Exception, match=re.escape(message)):
+        deferred_run(tmp_path, tiny_bert_dir, tmp_path / "out", inputs=(inputs,), id_field=None, text_field="body")
+    assert not (tmp_path / "out" / "_SUCCESS").exists()
+
+
 def test_an_unreadable_success_file_is_an_unfinished_run_on_the_worker_too(corpus, tiny_bert_dir, tmp_path):
     out = tmp_path / "out"
     out.mkdir()

@@ -18,7 +18,7 @@ from pipeline.incremental import (
     resolve_keys,
     text_hash,
 )
-from tests.pipeline.conftest import read_embeddings, read_manifest
+from tests.pipeline.conftest import damage_page, read_embeddings, read_manifest
 
 
 def write_jsonl(path, rows):
@@ -243,3 +243,43 @@ def test_resolve_id_keeps_the_first_occurrence_and_reuses_the_newest_matching_fi
     assert ("decision", (("a.jsonl", 9), (REUSED, 1))) in out
     assert ("copy", ((1, "dt=2/e.parquet"), "x")) in out and len(out) == 3
     assert list(resolve_id("y", [(OLD, 0, "p", "h")])) == []
+
+
+def _first_night(nightly):
+    """Night one over 20 records (one file), and a new record for night two; the file."""
+    corpus, run = nightly
+    write_jsonl(corpus / "a.jsonl", [(f"a{i}", f"第一天的文本 {i} " + "好" * i) for i in range(20)])
+    day1 = run("2026-11-24")
+    write_jsonl(corpus / "b.jsonl", [("b0", "new text")])
+    (file,) = [day1 / name for name in read_manifest(day1)["files"]["embeddings"]]
+    return file
+
+
+def _night_two(run_cli, corpus, tiny_bert_dir, *extra):
+    return run_cli("--input", corpus / "*.jsonl", "--output", f"{corpus.parent}/out/dt={{run_date}}", "--id_field",
+                   "id", "--model", tiny_bert_dir, "--run_date", "2026-11-25", *skip_args(corpus), *extra)
+
+
+def _assert_failed_naming(result, damaged):
+    code, _, err = result
+    assert code == 1
+    last = err.strip().splitlines()[-1]
+    assert last.startswith("error: pipeline failed: ")
+    assert f"cannot read earlier output {damaged} (--skip_existing): " in last
+    assert "CRC checksum verification failed" in last
+    assert not (damaged.parent.parent / "dt=2026-11-25" / "_SUCCESS").exists()
+
+
+def test_copying_rows_from_an_earlier_file_whose_vector_page_changed_fails_naming_it(nightly, run_cli, tiny_bert_dir):
+    damaged = _first_night(nightly)
+    before = pq.read_table(damaged).column("embedding")
+    damage_page(damaged)
+    assert pq.read_table(damaged).column("embedding") != before  # read unchecked: other vectors, no error
+    _assert_failed_naming(_night_two(run_cli, nightly[0], tiny_bert_dir, "--snapshot"), damaged)
+
+
+def test_an_earlier_file_whose_hash_page_changed_fails_the_night_naming_it(nightly, run_cli, tiny_bert_dir):
+    """Without --snapshot only the ids and hashes of earlier files are read: their pages are checked."""
+    damaged = _first_night(nightly)
+    damage_page(damaged, "text_hash")
+    _assert_failed_naming(_night_two(run_cli, nightly[0], tiny_bert_dir), damaged)

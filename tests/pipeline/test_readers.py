@@ -63,6 +63,57 @@ def test_csv_header_without_the_text_field_fails_the_shard():
     assert structure_problem(io.BytesIO(b"doc,body\n"), CSV) is None
 
 
+@pytest.mark.parametrize(("header", "flag"), [
+    (b"doc,body,lang,body", "--text_field 'body'"),
+    (b"doc,lang,body,doc", "--id_field 'doc'"),
+    (b"lang,doc,body,lang", "--keep_fields 'lang'"),
+])
+def test_a_csv_header_repeating_a_column_the_job_reads_fails_the_shard_naming_the_name(header, flag):
+    """The csv module's dict would silently take the last of them."""
+    fmt = InputFormat("csv", text_field="body", id_field="doc", keep_fields=("lang",))
+    data = header + b"\n" + b",".join([b"x"] * header.count(b",")) + b",x\n"
+    with pytest.raises(ShardFormatError, match=re.escape(f"{flag} names 2 of its columns")):
+        outcomes(data, fmt)
+    assert f"{flag} names 2 of its columns" in structure_problem(io.BytesIO(data), fmt)
+
+
+def test_a_parquet_schema_repeating_the_text_column_fails_the_shard_as_a_csv_header_does():
+    data = parquet_bytes(pa.Table.from_arrays([pa.array(["a"]), pa.array(["b"])], names=["text", "text"]))
+    assert "--text_field 'text' names 2 of its columns" in structure_problem(io.BytesIO(data), InputFormat("parquet"))
+    with pytest.raises(ShardFormatError, match="--text_field 'text' names 2 of its columns"):
+        outcomes(data, InputFormat("parquet"))
+
+
+def test_a_shard_met_while_running_whose_header_repeats_a_column_it_reads_fails_the_job_naming_it(tmp_path):
+    (tmp_path / "late.csv").write_text("doc,body,body\n1,a,b\n", encoding="utf-8")
+    shard = Shard(str(tmp_path / "late.csv"), "late.csv", "csv")
+    expected = f"cannot read shard {tmp_path}/late.csv: --text_field 'body' names 2 of its columns"
+    with pytest.raises(ShardReadError, match=re.escape(expected)):
+        list(shard_outcomes(shard, CSV))
+
+
+def test_a_csv_header_repeating_a_column_the_job_does_not_read_is_read_as_usual():
+    got = outcomes(b"doc,note,body,note\n1,a,hello,b\n", CSV)
+    assert got == [Record("1", "hello", "s", 2)]
+    assert structure_problem(io.BytesIO(b"doc,note,body,note\n"), CSV) is None
+
+
+def test_a_csv_row_with_more_fields_than_its_header_is_a_dead_letter_holding_the_row_as_read():
+    """An unquoted delimiter inside a value shifts the row; its last fields would be dropped without a word."""
+    got = outcomes(b'doc,body\n1,hello, world\n2,"two\nlines",x\n3,fine\n', CSV)
+    assert [(o.reason, o.line, o.raw) for o in got[:2]] == [
+        ("extra_fields", 2, "1,hello, world"), ("extra_fields", 3, '2,"two\nlines",x')]
+    assert "3 fields, but its header has 2" in got[0].detail
+    assert got[2] == Record("3", "fine", "s", 5)
+
+
+def test_a_csv_row_with_fewer_fields_than_its_header_lacks_its_last_fields():
+    fmt = InputFormat("csv", text_field="body", id_field="doc", keep_fields=("lang", "stars"))
+    got = outcomes(b"doc,body,lang,stars\n1,hello,en\n2\n", fmt)
+    assert got[0] == Record("1", "hello", "s", 2, kept=("en", None))
+    assert (got[1].reason, got[1].id) == ("missing_text", "2")
+
+
 def test_csv_field_longer_than_max_chars_is_too_long():
     fmt = InputFormat("csv", max_chars=10)
     got = outcomes(b"text\n" + b"x" * 11 + b"\nshort\n", fmt)

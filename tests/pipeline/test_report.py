@@ -21,7 +21,7 @@ from pipeline.cli import main as run_job
 from pipeline.report import main as report_main
 from pipeline.report import render
 from pipeline.report_data import near_duplicates, read_run
-from tests.pipeline.conftest import NOT_VECTORS, read_embeddings, read_manifest, rewrite_embeddings
+from tests.pipeline.conftest import NOT_VECTORS, damage_page, read_embeddings, read_manifest, rewrite_embeddings
 
 REPO = Path(__file__).resolve().parents[2]
 FIGURES = ("fig-tokens", "fig-outcomes", "fig-dead-letters", "fig-performance", "fig-norms", "fig-duplicates")
@@ -463,4 +463,20 @@ def test_embeddings_that_are_not_vectors_of_the_recorded_dim_exit_2_with_one_lin
     assert captured.out == ""
     assert captured.err.startswith(f"error: {copy / largest}: ") and captured.err.count("\n") == 1
     assert said in captured.err
+    assert not (tmp_path / "report.html").exists()
+
+
+def test_a_page_changed_after_the_job_wrote_it_exits_2_naming_the_file(finished_run, tmp_path, capsys):
+    copy = tmp_path / "out"
+    shutil.copytree(finished_run, copy)
+    names = read_manifest(copy)["files"]["embeddings"]
+    damaged = copy / max(names, key=lambda name: pq.read_metadata(copy / name).num_rows)
+    before = pq.read_table(damaged).column("embedding")
+    damage_page(damaged)
+    assert pq.read_table(damaged).column("embedding") != before  # read unchecked: other vectors, no error
+    assert report_main([str(copy), "--to", str(tmp_path / "report.html")]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert captured.err.startswith(f"error: {damaged} cannot be read: ") and captured.err.count("\n") == 1
+    assert "CRC checksum verification failed" in captured.err
     assert not (tmp_path / "report.html").exists()

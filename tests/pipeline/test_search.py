@@ -13,7 +13,14 @@ import pytest
 from encoders import build_encoder, model_fingerprint, resolve_spec
 from pipeline.cli import main as run_job
 from pipeline.search import Hit, TopK, format_hits, main, open_output, recorded_spec
-from tests.pipeline.conftest import NOT_VECTORS, in_process, read_embeddings, read_manifest, rewrite_embeddings
+from tests.pipeline.conftest import (
+    NOT_VECTORS,
+    damage_page,
+    in_process,
+    read_embeddings,
+    read_manifest,
+    rewrite_embeddings,
+)
 
 LONG = "今天天气很好我们去公园散步吧你好世界" * 2  # 36 characters: more than one 16-token window
 TINY_TEXTS = [
@@ -374,3 +381,26 @@ def test_embeddings_that_are_not_vectors_of_the_recorded_dim_exit_2_with_one_lin
         assert (code, printed) == (2, "")
         assert err.startswith(f"error: {last}: ") and err.count("\n") == 1
         assert said in err
+
+
+def test_a_page_changed_after_the_job_wrote_it_exits_2_naming_the_file(search, tiny_output, tmp_path):
+    out = tmp_path / "out"
+    shutil.copytree(tiny_output, out)
+    damaged = out / read_manifest(out)["files"]["embeddings"][1]
+    before = pq.read_table(damaged).column("embedding")
+    damage_page(damaged)
+    assert pq.read_table(damaged).column("embedding") != before  # read unchecked: other vectors, no error
+    for args in (("hello world",), ("--id", _id(1))):
+        code, printed, err = search(out, *args)
+        assert (code, printed) == (2, "")
+        assert err.startswith(f"error: {damaged} cannot be read: ") and err.count("\n") == 1
+        assert "CRC checksum verification failed" in err
+
+
+def test_files_another_tool_wrote_without_page_checksums_are_searched_as_before(search, tiny_output, tmp_path):
+    out = tmp_path / "out"
+    shutil.copytree(tiny_output, out)
+    for name in read_manifest(out)["files"]["embeddings"]:
+        pq.write_table(pq.read_table(out / name), out / name)  # pyarrow's defaults: no page checksums
+    for args in ((LONG,), ("--id", _id(2))):
+        assert _json_hits(search, out, *args, "--k", "100") == _json_hits(search, tiny_output, *args, "--k", "100")

@@ -1,0 +1,65 @@
+"""The Parquet files the job writes carry a checksum on every page, and reading our outputs back checks them."""
+
+import io
+
+import numpy as np
+import pyarrow.parquet as pq
+
+from pipeline.output import embeddings_schema, embeddings_table, open_parquet, parquet_bytes
+from tests.pipeline.conftest import damage_page
+
+ROWS, DIM = 8, 32
+
+
+def _table():
+    rng = np.random.default_rng(3)
+    ids = [f"r{i}" for i in range(ROWS)]
+    schema = embeddings_schema(DIM, {"model_fingerprint": "f"})
+    return embeddings_table(
+        ids,
+        rng.standard_normal((ROWS, DIM)),
+        np.full(ROWS, 7),
+        np.arange(ROWS) % 2 == 0,
+        np.ones(ROWS),
+        [f"h{i}" for i in range(ROWS)],
+        schema,
+    )
+
+
+def _page_ends(data: bytes) -> list[tuple[str, int]]:
+    """(column, end) of every page of the file, dictionary pages included (small files: one data page a column)."""
+    row_group = pq.ParquetFile(io.BytesIO(data)).metadata.row_group(0)
+    ends = []
+    for chunk in (row_group.column(i) for i in range(row_group.num_columns)):
+        if chunk.has_dictionary_page:
+            ends.append((f"{chunk.path_in_schema} (dictionary)", chunk.data_page_offset))
+        start = chunk.dictionary_page_offset if chunk.has_dictionary_page else chunk.data_page_offset
+        ends.append((chunk.path_in_schema, start + chunk.total_compressed_size))
+    return ends
+
+
+def test_every_page_the_job_writes_carries_a_checksum_that_reading_checks():
+    data = parquet_bytes(_table())
+    assert open_parquet(io.BytesIO(data)).read().equals(_table())
+    ends = _page_ends(data)
+    assert len(ends) == 11  # six columns, all but the booleans dictionary-encoded
+    unchecked = []
+    for page, end in ends:
+        changed = bytearray(data)
+        changed[end - 1] ^= 0x01  # the page's last byte: past its header, whatever the header's length
+        try:
+            open_parquet(io.BytesIO(bytes(changed))).read()
+        except OSError as exc:
+            if "CRC checksum verification failed" in str(exc):
+                continue
+        unchecked.append(page)
+    assert not unchecked
+
+
+def test_pages_written_without_a_checksum_are_read_unchecked(tmp_path):
+    """What files rewritten by other tools (DuckDB, pyarrow's defaults) are like: still read, nothing to check."""
+    path = tmp_path / "plain.parquet"
+    pq.write_table(_table(), path)
+    assert open_parquet(path).read().equals(_table())
+    damage_page(path)
+    assert open_parquet(path).read().column("embedding") != _table().column("embedding")
