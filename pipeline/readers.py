@@ -30,6 +30,7 @@ from pipeline.records import (
     parse_line,
     raw_preview,
     text_preview,
+    without_bom,
 )
 from pipeline.shards import Shard, open_shard
 
@@ -95,7 +96,7 @@ def _read_lines(stream: BinaryIO, source: str, fmt: InputFormat, unread: Contain
             while (rest := stream.readline(1 << 20)) and not rest.endswith(b"\n"):
                 pass
             detail = f"line longer than {limit} bytes, so more than --max_chars {fmt.max_chars} characters"
-            yield DeadLetter(source, line, "too_long", detail, raw=raw_preview(raw[:4096]))
+            yield DeadLetter(source, line, "too_long", detail, raw=raw_preview(without_bom(raw[:4096], line, fmt)))
             continue
         if line in unread:
             yield Unread(source, line)

@@ -137,10 +137,16 @@ def _encoded(raw: str) -> bytes:
         return raw.encode("utf-8", "backslashreplace")
 
 
+def without_bom(raw: bytes, line: int, fmt: InputFormat) -> bytes:
+    """A UTF-8 shard's first line without its byte order mark: it is not part of the record (nor of its raw)."""
+    if line == 1 and fmt.encoding.replace("_", "-").lower() in ("utf-8", "utf8"):
+        return raw.removeprefix(b"\xef\xbb\xbf")
+    return raw
+
+
 def parse_line(raw: bytes, source: str, line: int, fmt: InputFormat) -> Record | DeadLetter | Skipped:
     """Decode and parse one line (without its line ending)."""
-    if line == 1 and fmt.encoding.replace("_", "-").lower() in ("utf-8", "utf8"):
-        raw = raw.removeprefix(b"\xef\xbb\xbf")
+    raw = without_bom(raw, line, fmt)
     try:
         decoded = raw.decode(fmt.encoding)
     except UnicodeDecodeError as exc:

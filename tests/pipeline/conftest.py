@@ -80,8 +80,8 @@ def damage_page(path: Path, column: str = "embedding", count: int = 200) -> None
     chunk = next(c for c in chunks if c.path_in_schema.split(".")[0] == column)
     start = chunk.dictionary_page_offset if chunk.has_dictionary_page else chunk.data_page_offset
     end = chunk.data_page_offset if chunk.has_dictionary_page else start + chunk.total_compressed_size
-    first = start + _PAGE_HEADER_ROOM
-    assert first + count <= end, f"the page of {column} in {path} holds fewer than {count} bytes past its header"
+    first = end - count  # the page's last bytes: values, whatever the length of its header and levels
+    assert first >= start + _PAGE_HEADER_ROOM, f"the page of {column} in {path} holds fewer than {count} bytes"
     data = bytearray(path.read_bytes())
     data[first:first + count] = bytes(b ^ 0xFF for b in data[first:first + count])
     path.write_bytes(bytes(data))

@@ -172,6 +172,12 @@ def test_a_line_longer_than_max_chars_is_dead_lettered_without_reading_it_whole(
     assert got[1] == Record("s:2", "next", "s", 2)
 
 
+def test_a_first_line_too_long_to_read_shows_its_record_without_the_byte_order_mark():
+    line = json.dumps({"id": "a", "text": "word " * 100})
+    (got,) = outcomes(b"\xef\xbb\xbf" + line.encode() + b"\n", InputFormat("jsonl", max_chars=100))
+    assert got.reason == "too_long" and got.raw.startswith('{"id": "a"')
+
+
 def test_json_lone_surrogate_is_undecodable_not_a_crash():
     got = outcomes(json.dumps({"text": "bad \ud800"}).encode() + b"\n", InputFormat("jsonl"))
     assert got[0].reason == "undecodable"
