@@ -329,7 +329,7 @@ def render(results: dict) -> str:
     out = [
         "# Scale (`make bench-scale`)",
         "",
-        f"{results['date']}, {machine['cpu_model']}, {machine['cpus']} CPUs (shared with other work), flags "
+        f"{results['date']}, {machine['cpu_model']}, {machine['cpus']} CPUs, flags "
         f"{', '.join(machine['cpu_flags']) or 'none'}; Python {machine['python']}. Corpus: `bench.scale_corpus` "
         "(JSON Lines, ids, log-normal lengths of median 12 words; night 2: 5% of texts changed, 1% new ids), "
         "`--id_field id --max_seq_length 128`; night 2 adds `--skip_existing` night 1 `--snapshot`. "
