@@ -173,6 +173,11 @@ def _read_parquet(stream: BinaryIO, source: str, fmt: InputFormat) -> Iterator[O
 
     try:
         parquet = pq.ParquetFile(stream)
+        # Dictionaries read with Parquet's own int32 indices: narrowing them to the int8/int16 the file's Arrow
+        # schema declares checks every value as UTF-8, so one bad value would cost the shard, not its record.
+        dictionaries = [f.name for f in parquet.schema_arrow if pa.types.is_dictionary(f.type)]
+        if dictionaries:
+            parquet = pq.ParquetFile(stream, read_dictionary=dictionaries)
     except (pa.ArrowException, OSError) as exc:
         raise ShardFormatError(f"not a readable Parquet file: {exc}") from exc
     problem = parquet_schema_problem(parquet.schema_arrow, fmt)
