@@ -37,6 +37,7 @@ from pipeline.output import (
     parquet_bytes,
     reused_file_name,
     staged_name,
+    table_of,
     write_file,
 )
 from pipeline.readers import shard_outcomes
@@ -300,7 +301,7 @@ class _CopyReusedFn(beam.DoFn):
         extra = []
         if kept.fields or kept.text:
             extra = kept.arrays([values[i][0] for i in ids], [values[i][1] for i in ids])
-        rows = pa.Table.from_arrays([*(rows.column(n) for n in BASE_COLUMNS), *extra], schema=schema)
+        rows = table_of([*(rows.column(n) for n in BASE_COLUMNS), *extra], schema)
         name = reused_file_name(index)
         write_file(FileSystems.join(self._output, staged_name(name)), parquet_bytes(rows))
         return name, rows.num_rows

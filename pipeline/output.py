@@ -105,6 +105,34 @@ def open_parquet(source: str | BinaryIO) -> pq.ParquetFile:
     return pq.ParquetFile(source, page_checksum_verification=True)
 
 
+def written_type(type_: pa.DataType) -> pa.DataType:
+    """type_ as our files store a kept column of it: every fixed_size_list (at any depth) a list of the same items.
+
+    Parquet stores a fixed-size list as a list anyway (only the file's Arrow schema calls it fixed), and pyarrow
+    before 26 cannot read one back that holds a null (apache/arrow#35692), which Beam 2.77 pins us to. The
+    declared type stays in the field's metadata (DECLARED_TYPE_KEY). List views are left as they are.
+    """
+    if pa.types.is_fixed_size_list(type_) or pa.types.is_list(type_):
+        return pa.list_(type_.value_field.with_type(written_type(type_.value_type)))
+    if pa.types.is_large_list(type_):
+        return pa.large_list(type_.value_field.with_type(written_type(type_.value_type)))
+    if pa.types.is_struct(type_):
+        return pa.struct([f.with_type(written_type(f.type)) for f in type_])
+    if pa.types.is_map(type_):
+        return pa.map_(type_.key_field, type_.item_field.with_type(written_type(type_.item_type)), type_.keys_sorted)
+    return type_
+
+
+DECLARED_TYPE_KEY = b"declared_type"
+
+
+def _written_field(field: pa.Field) -> pa.Field:
+    written = written_type(field.type)
+    if written == field.type:
+        return field
+    return field.with_type(written).with_metadata({**(field.metadata or {}), DECLARED_TYPE_KEY: str(field.type)})
+
+
 def embeddings_schema(dim: int, metadata: Mapping[str, str], kept: Sequence[pa.Field] = ()) -> pa.Schema:
     """Columns id, embedding (fixed_size_list<float32>[dim]), n_tokens, truncated, n_chunks, text_hash, then kept.
 
@@ -121,7 +149,7 @@ def embeddings_schema(dim: int, metadata: Mapping[str, str], kept: Sequence[pa.F
         pa.field("n_chunks", pa.int32(), nullable=False),
         pa.field("text_hash", pa.string(), nullable=False),
     ]
-    return pa.schema([*own, *kept], metadata={k: str(v) for k, v in metadata.items()})
+    return pa.schema([*own, *map(_written_field, kept)], metadata={k: str(v) for k, v in metadata.items()})
 
 
 def file_metadata(spec: EncoderSpec) -> dict[str, str]:
@@ -176,7 +204,13 @@ def embeddings_table(
         pa.array(list(text_hashes), type=pa.string()),
         *kept,
     ]
-    return pa.Table.from_arrays(columns, schema=schema)
+    return table_of(columns, schema)
+
+
+def table_of(columns: Sequence[pa.Array | pa.ChunkedArray], schema: pa.Schema) -> pa.Table:
+    """The columns as a table of schema, kept columns cast to the types they are written as (`written_type`)."""
+    cast = [c if c.type == f.type else c.cast(f.type) for c, f in zip(columns, schema, strict=True)]
+    return pa.Table.from_arrays(cast, schema=schema)
 
 
 def write_file(path: str, data: bytes) -> None:

@@ -58,6 +58,7 @@ from tests.pipeline.documented_outcomes import (
     is_text,
     json_text,
     kept_value,
+    written,
 )
 from tests.pipeline.generated.records import FIELD_TOO_LARGE, MAX_CHARS, SKIP, Run, rendered
 from tests.pipeline.generated.runs import runs
@@ -198,7 +199,7 @@ def assert_rows(out: Path, expected: dict[tuple[str, int], Expected], columns: d
     ids = table.column("id").to_pylist()
     assert sorted(ids) == sorted(embedded)
     for name, type_ in columns.items():
-        assert table.schema.field(name).type == type_, name
+        assert table.schema.field(name).type == written(type_), name
     for position, record_id in enumerate(ids):
         e = embedded[record_id]
         for name in run.kept:

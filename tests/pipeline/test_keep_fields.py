@@ -577,3 +577,28 @@ def test_json_text_of_arrows_json_type_that_is_not_utf8_is_an_undecodable_dead_l
     kept = read_embeddings(out)
     assert kept.column("id").to_pylist() == ["r1"] and kept.column("note").type == pa.json_()
     assert kept.column("note").combine_chunks().storage.to_pylist() == ['{"a": 1}']
+
+
+def test_a_fixed_size_list_column_given_nulls_is_written_so_pyarrow_reads_it_back(tmp_path, embed):
+    # Parquet stores fixed-size lists as lists; pyarrow before 26 cannot read back a fixed-size one holding a null,
+    # as a record lacking the field gives it.
+    pairs = pa.list_(pa.timestamp("s", tz="UTC"), 2)
+    nested = pa.struct([("p", pairs)])
+    pq.write_table(pa.table({"id": ["p1", "p2"], "text": ["a", "b"],
+                             "pair": pa.array([[3, 4], [-95, None]], pairs),
+                             "box": pa.array([{"p": [5, 6]}, {"p": [1, 2]}], nested)}), tmp_path / "a.parquet")
+    write_jsonl(tmp_path / "b.jsonl", [{"id": "j1", "text": "c"}])  # lacks both: nulls in its file
+    code, err, out = embed(tmp_path / "*.*", "--id_field", "id", "--keep_fields", "pair,box",
+                           "--records_per_file", "1")
+    assert code == 0, err
+    table = pa.concat_tables([pq.read_table(out / name) for name in read_manifest(out)["files"]["embeddings"]])
+    assert pa.types.is_list(table.schema.field("pair").type)  # its items as pyarrow reads any list's back
+    declared = table.schema.field("pair").metadata[b"declared_type"].decode()  # the column's type in the job
+    assert declared.startswith("fixed_size_list<") and declared.endswith(">[2]"), declared
+    assert pa.types.is_list(table.schema.field("box").type.field("p").type)
+    ids = table.column("id").to_pylist()
+    pair = dict(zip(ids, table.column("pair").cast(pairs).to_pylist(), strict=True))
+    box = dict(zip(ids, table.column("box").cast(nested).to_pylist(), strict=True))
+    assert pair == dict(zip(["p1", "p2", "j1"], pa.array([[3, 4], [-95, None], None], pairs).to_pylist(), strict=True))
+    assert box == dict(zip(["p1", "p2", "j1"], pa.array([{"p": [5, 6]}, {"p": [1, 2]}, None], nested).to_pylist(),
+                           strict=True))

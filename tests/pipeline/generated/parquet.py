@@ -290,10 +290,7 @@ def parquet_shard(draw, name: str, pool: IdPool, types: dict[str, pa.DataType]):
     """A Parquet shard: text and id columns of a few types, and each kept field of the type given."""
     text_type = draw(st.sampled_from([pa.string(), pa.large_string(), pa.binary(), pa.large_binary()]))
     id_column = draw(st.sampled_from(ID_COLUMNS))
-    # Not in a dictionary of other than int32 indices: pyarrow reads one back by casting its values, which fails
-    # on a string that is not UTF-8 (so does the job, naming the shard: a known limit).
-    textual = [k for k, t in types.items() if holds_text(t) and
-               (not pa.types.is_dictionary(t) or t.index_type == pa.int32())]
+    textual = [k for k, t in types.items() if holds_text(t)]
     texts, ids, records = [], [], []
     kept: dict[str, list] = {k: [] for k in types}
     for index in range(draw(st.integers(0, 6))):
