@@ -282,6 +282,31 @@ def parquet_schema_problem(schema, fmt: InputFormat) -> str | None:
     return None
 
 
+def _holds_fixed_size_list(type_) -> bool:
+    import pyarrow as pa
+
+    if pa.types.is_fixed_size_list(type_):
+        return True
+    return any(_holds_fixed_size_list(type_.field(i).type) for i in range(type_.num_fields))
+
+
+def _unreadable_fixed_size_lists(parquet, fmt: InputFormat) -> str | None:
+    """Why a kept column of fixed-size lists cannot be read, or None. pyarrow before 26 (Beam 2.77 needs it)
+    cannot read one holding a null (apache/arrow#35692): found now, by reading those columns alone, it is a
+    config error, not a shard that fails mid-run. Costs a read of such columns only when they are kept."""
+    import pyarrow as pa
+
+    schema = parquet.schema_arrow
+    for name in fmt.keep_fields:
+        if name in schema.names and _holds_fixed_size_list(schema.field(name).type):
+            try:
+                parquet.read(columns=[name])
+            except pa.ArrowInvalid:
+                return (f"kept field {name!r} holds a null fixed-size list, which pyarrow before 26 cannot read "
+                        f"(apache/arrow#35692): cast the column to a list, or leave it out of --keep_fields")
+    return None
+
+
 def structure_problem(stream: BinaryIO, fmt: InputFormat) -> str | None:
     """Check a structured shard's header or schema before the job starts; reads only its start (or footer)."""
     if fmt.format == "parquet":
@@ -289,10 +314,10 @@ def structure_problem(stream: BinaryIO, fmt: InputFormat) -> str | None:
         import pyarrow.parquet as pq
 
         try:
-            schema = pq.ParquetFile(stream).schema_arrow
+            parquet = pq.ParquetFile(stream)
         except (pa.ArrowException, OSError) as exc:
             return f"not a readable Parquet file: {exc}"
-        return parquet_schema_problem(schema, fmt)
+        return parquet_schema_problem(parquet.schema_arrow, fmt) or _unreadable_fixed_size_lists(parquet, fmt)
     if fmt.format in _DELIMITERS:
         try:
             header = next(csv.reader(_text_stream(stream, fmt.encoding), delimiter=_DELIMITERS[fmt.format]), None)

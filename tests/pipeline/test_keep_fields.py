@@ -602,3 +602,19 @@ def test_a_fixed_size_list_column_given_nulls_is_written_so_pyarrow_reads_it_bac
     assert pair == dict(zip(["p1", "p2", "j1"], pa.array([[3, 4], [-95, None], None], pairs).to_pylist(), strict=True))
     assert box == dict(zip(["p1", "p2", "j1"], pa.array([{"p": [5, 6]}, {"p": [1, 2]}, None], nested).to_pylist(),
                            strict=True))
+
+
+def test_an_input_fixed_size_list_column_holding_a_null_stops_the_run_at_launch_naming_it(tmp_path, embed):
+    # pyarrow before 26 cannot read it back at all (apache/arrow#35692): the shard would fail mid-run.
+    pairs = pa.list_(pa.int32(), 2)
+    pq.write_table(pa.table({"id": ["p1", "p2"], "text": ["a", "b"], "pair": pa.array([[1, 2], None], pairs),
+                             "box": pa.array([{"p": None}, {"p": [3, 4]}], pa.struct([("p", pairs)]))}),
+                   tmp_path / "a.parquet")
+    for field in ("pair", "box"):
+        code, err, out = embed(tmp_path / "a.parquet", "--id_field", "id", "--keep_fields", field)
+        lines = err.strip().splitlines()
+        assert code == 2 and len(lines) == 1, err
+        assert "a.parquet" in lines[0] and f"kept field {field!r} holds a null fixed-size list" in lines[0]
+        assert not (out / "_SUCCESS").exists()
+    code, err, _ = embed(tmp_path / "a.parquet", "--id_field", "id", output="without")  # not kept: read as usual
+    assert code == 0, err
