@@ -28,6 +28,38 @@ def text_hash(text: str) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()[:32]
 
 
+# Hex digit value of each byte; 16 marks a byte that is not one.
+_NIBBLES = np.full(256, 16, np.uint8)
+for _value, _digit in enumerate(b"0123456789abcdef"):
+    _NIBBLES[_digit] = _NIBBLES[_digit - 32 if _digit >= ord("a") else _digit] = _value
+_KEY_DIGITS = 16
+_SHIFTS = np.arange(4 * (_KEY_DIGITS - 1), -1, -4, dtype=np.uint64)
+
+
+def hash_keys(hashes: pa.Array) -> tuple[np.ndarray, np.ndarray]:
+    """The first 64 bits of each hex text_hash as a uint64, and which hashes had them (not null, hex digits).
+
+    The keys carry these, not the hex strings: 8 bytes a record instead of 36, in every grouping of a
+    night. Two texts of one id that differ but share 64 bits would be taken for the same: a chance of
+    2**-64 per reused record.
+    """
+    hashes = hashes.cast(pa.large_string())
+    count = len(hashes)
+    if not count:
+        return np.empty(0, np.uint64), np.empty(0, bool)
+    _, offsets_buffer, data_buffer = hashes.buffers()
+    offsets = np.frombuffer(offsets_buffer, np.int64)[hashes.offset:hashes.offset + count + 1]
+    data = np.frombuffer(data_buffer, np.uint8) if data_buffer is not None else np.empty(0, np.uint8)
+    valid = (np.diff(offsets) >= _KEY_DIGITS) & ~hashes.is_null().to_numpy(zero_copy_only=False)
+    starts = np.where(valid, offsets[:-1], 0)
+    positions = starts[:, None] + np.arange(_KEY_DIGITS)
+    nibbles = _NIBBLES[data[np.minimum(positions, max(len(data) - 1, 0))]] if len(data) else np.full(
+        (count, _KEY_DIGITS), 16, np.uint8)
+    valid &= (nibbles < 16).all(axis=1)
+    keys = np.bitwise_or.reduce(nibbles.astype(np.uint64) << _SHIFTS, axis=1)
+    return np.where(valid, keys, np.uint64(0)), valid
+
+
 DUPLICATE, REUSED = "duplicate", "reused"
 # How many buckets the keys are cut into: the reuse decision's parallelism on a distributed runner, and
 # (times shards plus earlier files) how many elements carry the keys.
@@ -41,13 +73,28 @@ class NewKeys:
     shard: int  # the shard's position in the sorted input list
     source: str  # its name
     ids: pa.Array  # string
-    lines: np.ndarray  # int64, record numbers in the shard
-    hashes: pa.Array  # string, `text_hash` of each text
-    removed: np.ndarray  # int64, control characters normalisation took out of each text
+    lines: np.ndarray  # int32 (int64 past 2**31), record numbers in the shard
+    hashes: np.ndarray  # uint64, `hash_keys` of each text's `text_hash`
+    removed: np.ndarray | None  # control characters normalisation took out of each text; None: none did
 
     def take(self, positions: np.ndarray) -> NewKeys:
+        removed = None if self.removed is None else self.removed[positions]
         return NewKeys(self.shard, self.source, self.ids.take(positions), self.lines[positions],
-                       self.hashes.take(positions), self.removed[positions])
+                       self.hashes[positions], removed)
+
+    @classmethod
+    def of(cls, shard: int, source: str, ids: list[str], lines: list[int], hashes: list[str],
+           removed: list[int]) -> NewKeys:
+        """The keys of a shard's records, as small as they go: narrow lines, removed only when nonzero."""
+        wide = bool(lines) and max(lines) >= 2**31
+        keys, _ = hash_keys(pa.array(hashes, pa.string()))
+        return cls(shard, source, pa.array(ids, pa.string()), np.array(lines, np.int64 if wide else np.int32),
+                   keys, np.array(removed, np.int64) if any(removed) else None)
+
+    @property
+    def nbytes(self) -> int:
+        return (self.ids.nbytes + self.lines.nbytes + self.hashes.nbytes
+                + (0 if self.removed is None else self.removed.nbytes))
 
 
 @dataclass(frozen=True)
@@ -57,10 +104,19 @@ class OldKeys:
     file: int  # the file's position in sorted path order
     path: str
     ids: pa.Array  # string
-    hashes: pa.Array  # string, its text_hash column
+    hashes: np.ndarray  # uint64, `hash_keys` of its text_hash column
 
     def take(self, positions: np.ndarray) -> OldKeys:
-        return OldKeys(self.file, self.path, self.ids.take(positions), self.hashes.take(positions))
+        return OldKeys(self.file, self.path, self.ids.take(positions), self.hashes[positions])
+
+    @classmethod
+    def of(cls, file: int, path: str, ids: pa.Array, hashes: pa.Array) -> OldKeys:
+        """The keys of an earlier file's rows; a row whose text_hash is not one (null, not hex) cannot be reused."""
+        keys, valid = hash_keys(hashes)
+        ids = ids.cast(pa.string())
+        if not valid.all():
+            ids, keys = ids.filter(pa.array(valid)), keys[valid]
+        return cls(file, path, ids.combine_chunks() if isinstance(ids, pa.ChunkedArray) else ids, keys)
 
 
 def id_bucket(record_id: str) -> int:
@@ -85,7 +141,7 @@ def by_bucket(keys: NewKeys | OldKeys) -> Iterator[tuple[int, NewKeys | OldKeys]
 
 @dataclass(frozen=True)
 class ShardDecisions:
-    """What the keys decided for some records of one shard; lines are its record numbers (int64 arrays).
+    """What the keys decided for some records of one shard; lines are record numbers (int32, int64 past 2**31).
 
     Reused: reused_lines, reused_files the earlier file whose row each reuses, and reused_removed the
     control characters its text lost (counted in the manifest, though the reader need not parse it again). Duplicates:
@@ -123,9 +179,10 @@ def resolve_keys(new: Sequence[NewKeys], old: Sequence[OldKeys]) -> Resolved:
     table = pa.table({
         "id": _concat([k.ids for k in new]),
         "shard": np.concatenate([np.full(len(k.lines), k.shard, np.int64) for k in new] or [np.empty(0, np.int64)]),
-        "line": np.concatenate([k.lines for k in new] or [np.empty(0, np.int64)]),
-        "text_hash": _concat([k.hashes for k in new]),
-        "removed": np.concatenate([k.removed for k in new] or [np.empty(0, np.int64)]),
+        "line": np.concatenate([k.lines.astype(np.int64) for k in new] or [np.empty(0, np.int64)]),
+        "text_hash": np.concatenate([k.hashes for k in new] or [np.empty(0, np.uint64)]),
+        "removed": np.concatenate([np.zeros(len(k.lines), np.int64) if k.removed is None else k.removed
+                                   for k in new] or [np.empty(0, np.int64)]),
     }).sort_by([("id", "ascending"), ("shard", "ascending"), ("line", "ascending")])
     rows = table.num_rows
     first = np.ones(rows, dtype=bool)
@@ -147,8 +204,9 @@ def resolve_keys(new: Sequence[NewKeys], old: Sequence[OldKeys]) -> Resolved:
         lines, files, removed = by_shard_reused.get(index, (empty, empty, empty))
         duplicate_lines, firsts = by_shard_later.get(index, (empty, empty))
         first_shards = shard[firsts]
-        decisions[index] = ShardDecisions(lines, files, removed, duplicate_lines, first_shards, line[firsts],
-                                          {s: sources[s] for s in set(first_shards.tolist())})
+        decisions[index] = ShardDecisions(
+            _narrow(lines), _narrow(files), _narrow(removed), _narrow(duplicate_lines), _narrow(first_shards),
+            _narrow(line[firsts]), {s: sources[s] for s in set(first_shards.tolist())})
     copies = {}
     for file in np.unique(reused_file).tolist():
         copies[(file, paths[file])] = pc.filter(reused.column("id"), pa.array(reused_file == file)).combine_chunks()
@@ -164,6 +222,13 @@ def _groups(keys: np.ndarray, *columns: np.ndarray) -> Iterator[tuple[int, tuple
         yield key, tuple(column[order[start:end]] for column in columns)
 
 
+def _narrow(values: np.ndarray) -> np.ndarray:
+    """int32 when the values fit: decisions cross a grouping, where every byte a record is held in memory on
+    local runners."""
+    fits = not len(values) or (values.min() >= -(2**31) and values.max() < 2**31)
+    return values.astype(np.int32) if fits else values
+
+
 def _concat(arrays: list[pa.Array]) -> pa.Array:
     return pa.concat_arrays(arrays) if arrays else pa.array([], pa.string())
 
@@ -175,7 +240,7 @@ def _reused(firsts: pa.Table, old: Sequence[OldKeys]) -> pa.Table:
                                                             for n in ("shard", "line", "removed", "file")}})
     earlier = pa.table({
         "id": _concat([k.ids for k in old]),
-        "text_hash": _concat([k.hashes for k in old]),
+        "text_hash": np.concatenate([k.hashes for k in old]),
         "file": np.concatenate([np.full(len(k.ids), k.file, np.int64) for k in old]),
     })
     newest = earlier.group_by(["id", "text_hash"]).aggregate([("file", "max")]).rename_columns(

@@ -18,7 +18,6 @@ import logging
 from collections.abc import Iterable, Iterator
 
 import apache_beam as beam
-import numpy as np
 import pyarrow as pa
 from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
@@ -137,12 +136,10 @@ class _ReadKeysFn(beam.DoFn):
                     lines.append(outcome.line)
                     hashes.append(text_hash(outcome.text))
                     removed.append(outcome.removed_chars)
-            keys = NewKeys(shard_index, shard.name, pa.array(ids, pa.string()), np.array(lines, np.int64),
-                           pa.array(hashes, pa.string()), np.array(removed, np.int64))
+            keys = NewKeys.of(shard_index, shard.name, ids, lines, hashes, removed)
             buckets = list(by_bucket(keys))
         stage_metrics.counter(stage_metrics.KEYS_RECORDS).inc(len(ids))
-        stage_metrics.counter(stage_metrics.KEY_BYTES).inc(
-            keys.ids.nbytes + keys.lines.nbytes + keys.hashes.nbytes + keys.removed.nbytes)
+        stage_metrics.counter(stage_metrics.KEY_BYTES).inc(keys.nbytes)
         yield from buckets
 
 
@@ -215,8 +212,8 @@ class _ReadExistingKeysFn(beam.DoFn):
                 return
             stage_metrics.counter(stage_metrics.EARLIER_ROWS).inc(parquet.metadata.num_rows)
             table = parquet.read(columns=["id", "text_hash"])
-            keys = OldKeys(index, path, table.column("id").cast(pa.string()).combine_chunks(),
-                           table.column("text_hash").cast(pa.string()).combine_chunks())
+            keys = OldKeys.of(index, path, table.column("id").combine_chunks(),
+                              table.column("text_hash").combine_chunks())
             buckets = list(by_bucket(keys))
         yield from buckets
 

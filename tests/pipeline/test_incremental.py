@@ -15,6 +15,7 @@ from pipeline.incremental import (
     OldKeys,
     by_bucket,
     decisions_by_line,
+    hash_keys,
     resolve_keys,
     text_hash,
 )
@@ -151,12 +152,11 @@ def resolve_by_bucket(new_rows, old_rows):
     per shard and per earlier file, each cut into buckets, each bucket resolved alone."""
     sent = []
     for (shard, source), rows in group(new_rows, lambda r: (r[1], r[2])).items():
-        sent.append(NewKeys(shard, source, pa.array([r[0] for r in rows], pa.string()),
-                            np.array([r[3] for r in rows], np.int64), pa.array([r[4] for r in rows], pa.string()),
-                            np.array([r[5] for r in rows], np.int64)))
+        sent.append(NewKeys.of(shard, source, [r[0] for r in rows], [r[3] for r in rows],
+                               [text_hash(r[4]) for r in rows], [r[5] for r in rows]))
     for (file, path), rows in group(old_rows, lambda r: (r[1], r[2])).items():
-        sent.append(OldKeys(file, path, pa.array([r[0] for r in rows], pa.string()),
-                            pa.array([r[3] for r in rows], pa.string())))
+        sent.append(OldKeys.of(file, path, pa.array([r[0] for r in rows], pa.string()),
+                               pa.array([text_hash(r[3]) for r in rows], pa.string())))
     buckets = {}
     for keys in sent:
         for bucket, part in by_bucket(keys):
@@ -228,6 +228,23 @@ def test_bucketed_keys_without_earlier_outputs_decide_only_duplicates():
     new_rows = [("x", 1, "b", 4, "h", 0), ("x", 0, "a", 9, "h", 0), ("y", 0, "a", 1, "h", 0)]
     decisions, copies = resolve_by_bucket(new_rows, [])
     assert decisions == {("b", 4): (DUPLICATE, "a", 9)} and copies == {}
+
+
+def test_hash_keys_are_the_first_64_bits_of_each_hex_hash_and_a_row_without_one_is_never_reused():
+    texts = ["a", "日本", "", "x" * 500]
+    hashes = pa.array([text_hash(t) for t in texts] + [None, "not-a-hex-digest", "0123abc"], pa.string())
+    keys, valid = hash_keys(hashes.slice(0))
+    assert valid.tolist() == [True] * 4 + [False] * 3
+    assert keys[:4].tolist() == [int(text_hash(t)[:16], 16) for t in texts]
+    sliced, _ = hash_keys(hashes.slice(1, 2))  # an array that starts inside its buffers
+    assert sliced.tolist() == keys[1:3].tolist()
+    # An earlier file whose text_hash column holds nulls or non-hex values: those rows match nothing.
+    old = OldKeys.of(0, "e.parquet", pa.array(["a", "b", "c"]), pa.array([text_hash("A"), None, "zz"]))
+    assert old.ids.to_pylist() == ["a"]
+    new = NewKeys.of(0, "s.jsonl", ["a", "b", "c"], [1, 2, 3], [text_hash(t) for t in "ABC"], [0, 0, 0])
+    resolved = resolve_keys([new], [old])
+    assert decisions_by_line(resolved.decisions.values()) == {1: (REUSED, 0, 0)}
+    assert new.removed is None and new.lines.dtype == np.int32
 
 
 def test_resolve_id_keeps_the_first_occurrence_and_reuses_the_newest_matching_file():
