@@ -1,5 +1,7 @@
 import logging
 import re
+import threading
+import time
 
 from pipeline.progress import Progress
 
@@ -27,16 +29,19 @@ def test_log_mode_writes_periodic_log_lines(caplog):
     with caplog.at_level(logging.INFO, logger="pipeline.progress"):
         progress.start("log", total_bytes=0, interval=0.01)
         progress.add(texts=5)
-        import time
-
         time.sleep(0.1)
         progress.stop()
     assert any("progress: 5 texts" in r.getMessage() for r in caplog.records)
 
 
-def test_off_mode_starts_nothing(capsys):
+def test_off_mode_starts_no_reporter_and_reports_nothing(capsys, caplog):
+    before = set(threading.enumerate())
     progress = Progress()
-    progress.start("off", total_bytes=10, interval=0.01)
-    progress.add(texts=1)
-    progress.stop()
+    with caplog.at_level(logging.DEBUG, logger="pipeline.progress"):
+        progress.start("off", total_bytes=10, interval=0.01)
+        progress.add(texts=1)
+        assert set(threading.enumerate()) == before, "a reporter thread"
+        time.sleep(0.05)  # five periods: a reporter would have spoken
+        progress.stop()
+    assert not caplog.records
     assert capsys.readouterr().err == ""
