@@ -13,8 +13,9 @@ import logging
 from typing import TYPE_CHECKING
 
 from encoders import device
+from encoders.batching import CPU_TOKEN_BUDGET
 from encoders.declare import AUTO, declared
-from encoders.device import DeviceInfo
+from encoders.device import BFLOAT16_MIN_SPEEDUP, DeviceInfo
 from encoders.model_source import parse_model_source
 from encoders.registry import ModelShape, get_backend
 
@@ -23,18 +24,11 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-# --max_tokens_per_batch auto on a CPU: the fixed default of earlier versions, which measured best on
-# 2-core CPU workers (larger batches gain nothing once the cores are busy and hold more padding).
-CPU_TOKEN_BUDGET = 8192
-
 # --precision auto on a GPU: bfloat16 needs Ampere or later (A100, L4: 8.x; H100: 9.0); float16 tensor
 # cores start with Volta (V100: 7.0, T4: 7.5). Older GPUs (P100, P4) gain nothing from either (TensorFlow
 # warns so), so they keep float32, as does a GPU whose capability is not reported.
 BFLOAT16_MIN_CAPABILITY = (8, 0)
 FLOAT16_MIN_CAPABILITY = (7, 0)
-# On a CPU bfloat16 pays only with native support (AMX, avx512_bf16): measured there ~4.5x on the probe's
-# matmul and 1.3-1.6x on the whole model; without it bfloat16 is ~2x slower (docs/dependencies.md).
-BFLOAT16_MIN_SPEEDUP = 1.3
 
 # --max_tokens_per_batch auto on a GPU (see `gpu_token_budget`).
 VALUE_BYTES = {"float32": 4, "bfloat16": 2, "float16": 2}  # activations are computed in the compute type

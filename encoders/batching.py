@@ -13,6 +13,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
+# --max_tokens_per_batch auto on a CPU (`encoders.auto`): the fixed default of earlier versions, which measured
+# best on 2-core CPU workers (larger batches gain nothing once the cores are busy and hold more padding).
+CPU_TOKEN_BUDGET = 8192
 BUCKET_LENGTHS = (8, 16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512)
 # A batch closes when the next (shorter) text would carry more padding than this share of
 # the batch length: with sorted input this only splits the sparse long tail into tighter batches.

@@ -17,6 +17,10 @@ from dataclasses import dataclass
 logger = logging.getLogger(__name__)
 
 _GIB = 1 << 30
+# --precision auto on a CPU (`encoders.auto`): bfloat16 pays only with native support (AMX, avx512_bf16):
+# measured there ~4.5x on the probe's matmul and 1.3-1.6x on the whole model; without it bfloat16 is ~2x
+# slower (docs/dependencies.md).
+BFLOAT16_MIN_SPEEDUP = 1.3
 # TensorFlow 2.21 reports a GPU's name and compute capability but not its memory
 # (`tf.config.experimental.get_device_details`; `get_memory_info` gives only what this process holds).
 # Total memory comes from NVML when the `pynvml` module (PyPI `nvidia-ml-py`, the `gpu` extra) and the driver's

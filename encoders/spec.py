@@ -13,8 +13,9 @@ import functools
 from dataclasses import dataclass
 from pathlib import Path
 
-from encoders.auto import BFLOAT16_MIN_SPEEDUP, CPU_TOKEN_BUDGET
+from encoders.batching import CPU_TOKEN_BUDGET
 from encoders.declare import AUTO, MODEL_PATH, PATH, RECORDED, VECTORS, check_declared, setting
+from encoders.device import BFLOAT16_MIN_SPEEDUP
 from encoders.errors import EncoderConfigError
 from encoders.model_source import EMBEDDED_MODEL, ModelSource, parse_model_source
 from encoders.pooling import POOLING_METHODS, model_pooling_config
