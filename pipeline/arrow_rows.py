@@ -108,7 +108,7 @@ def joined_columns(fields: Sequence[pa.Field], rows: Sequence[tuple | ArrowRows]
                    value_columns: Callable[[Sequence[tuple]], list[pa.Array]]) -> list[pa.Array]:
     """Columns of fitted rows of both kinds in order: Arrow rows (Parquet) and tuples of Python values (JSON, CSV).
 
-    value_columns makes the columns of a run of tuples (`pipeline.kept.KeptColumns`).
+    value_columns makes the columns of a run of tuples (`pipeline.kept_policy.KeptColumns`).
     """
     chunks: list[list[pa.Array]] = [[] for _ in fields]
     for arrow, run in groupby(rows, key=lambda row: isinstance(row, ArrowRows)):

@@ -15,12 +15,12 @@ import re
 import sys
 import time
 
-from encoders import EncoderConfigError, EncoderSpec
+from encoders import EncoderSpec
 from encoders.declare import AUTO, Setting, declared, from_mapping, local_paths, parse_auto_int, with_absolute_paths
+from pipeline.command import MISTAKES, OneLineErrorParser, configure_logging, said
 from pipeline.config import JobConfig, compared_settings, job_config
 from pipeline.errors import JobConfigError
 from pipeline.interrupt import JobInterrupted, interruptible
-from pipeline.logs import configure_logging
 from pipeline.outcome import (
     console_url,
     is_dataflow,
@@ -42,18 +42,14 @@ EPILOG = """Any standard Apache Beam pipeline option is accepted too, e.g. --run
 --direct_num_workers 2 --direct_running_mode multi_processing, or the DataflowRunner's options."""
 
 
-class _OneLineErrorParser(argparse.ArgumentParser):
-    def error(self, message: str) -> None:  # one line, no usage dump: the contract for exit 2
-        raise JobConfigError(message)
-
-
 GROUPS = ("input and output", "model", "batching", "running", "Dataflow")  # --help's sections, in this order
 SETTINGS_CLASSES = (JobSettings, EncoderSpec)
 
 
 def build_parser() -> argparse.ArgumentParser:
     """The job's own flags, derived from the settings declarations; Beam's are passed through untouched."""
-    parser = _OneLineErrorParser(
+    parser = OneLineErrorParser(
+        error_type=JobConfigError,
         prog="python -m pipeline",
         description="Embed every text of some shards with a BERT encoder and write the vectors as Parquet.",
         epilog=EPILOG,
@@ -150,9 +146,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         with interruptible():
             config, options, local = prepare(argv)
-    except (JobConfigError, EncoderConfigError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    except MISTAKES as exc:
+        return said(exc)
     except JobInterrupted as exc:
         print(exc, file=sys.stderr)
         return exc.exit_code

@@ -12,7 +12,8 @@ from apache_beam.io.filesystems import FileSystems
 
 from encoders import EncoderSpec
 from pipeline import stage_metrics
-from pipeline.config import compared_settings, recorded_settings
+from pipeline.config import compared_settings
+from pipeline.identity import identity_of
 from pipeline.manifest import build_manifest, incremental_summary
 from pipeline.output import FAILED_DIR, STAGING_DIR, SUCCESS_FILE, staged_name, write_file
 from pipeline.preflight import prepare_output
@@ -24,7 +25,7 @@ class CommitSettings:
     """What the manifest records: the run's settings (the encoder's resolved where it commits) and its start."""
 
     job: JobSettings
-    encoder: EncoderSpec
+    spec: EncoderSpec  # resolved where the output is committed, once per process (`pipeline.identity`)
     started_at: float  # Unix seconds
 
 
@@ -35,19 +36,19 @@ class PrepareOutput(beam.PTransform):
     Local runs do the same from the launcher (`pipeline.preflight`).
     """
 
-    def __init__(self, job: JobSettings, encoder: EncoderSpec, launch_dir: str) -> None:
+    def __init__(self, job: JobSettings, spec: EncoderSpec, launch_dir: str) -> None:
         super().__init__()
         self._job = job
-        self._encoder = encoder
+        self._spec = spec
         self._launch_dir = launch_dir
 
     def expand(self, pbegin: beam.pvalue.PBegin) -> beam.PCollection:
         return (pbegin | "Start" >> beam.Create([None])
-                | "Prepare" >> beam.Map(_prepare, self._job, self._encoder, self._launch_dir))
+                | "Prepare" >> beam.Map(_prepare, self._job, self._spec, self._launch_dir))
 
 
-def _prepare(_, job: JobSettings, encoder: EncoderSpec, launch_dir: str) -> bool:
-    compared = compared_settings(recorded_settings(job, encoder), launch_dir)
+def _prepare(_, job: JobSettings, spec: EncoderSpec, launch_dir: str) -> bool:
+    compared = compared_settings(identity_of(spec).recorded(job), launch_dir)
     prepare_output(job.output, compared, job.overwrite, launch_dir)
     return True
 
@@ -94,7 +95,7 @@ class _CommitFn(beam.DoFn):
         incremental = None
         if job.skip_existing:
             incremental = incremental_summary(job.skip_existing, existing, job.snapshot, copied)
-        settings = recorded_settings(job, self._commit.encoder)
+        settings = identity_of(self._commit.spec).recorded(job)
         manifest = build_manifest(shard_stats, part_stats, settings, self._commit.started_at, time.time(),
                                   incremental)
         names = [n for kind in ("embeddings", "failed") for n in manifest["files"][kind]]

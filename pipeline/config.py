@@ -9,12 +9,13 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
-import encoders
-from encoders import EncoderSpec, check_settings, model_fingerprint, resolve_spec, resolved_once
-from encoders.declare import RECORDED, RECORDS, VECTORS, declared, json_value, names, values, with_absolute_paths
+from encoders import EncoderSpec, check_settings, resolve_spec
+from encoders.declare import RECORDS, VECTORS, declared, json_value, names, with_absolute_paths
 from pipeline.errors import JobConfigError
+from pipeline.identity import identity_of
 from pipeline.settings import JobSettings
-from pipeline.shards import Shard, beam_filesystem_knows
+from pipeline.shards import Shard
+from pipeline.storage import beam_knows
 
 
 @dataclass(frozen=True)
@@ -32,35 +33,9 @@ class JobConfig:
     def output(self) -> str:
         return self.job.output
 
-    @property
-    def encoder(self) -> EncoderSpec:
-        """The resolved encoder settings (read from the model's config at most once per process)."""
-        return resolved_once(self.encoder_spec)
-
-    @property
-    def fingerprint(self) -> str:
-        """Model identity and vector-changing settings (`encoders.fingerprint`)."""
-        return model_fingerprint(self.encoder, encoders.__version__)
-
-
     def settings(self) -> dict[str, object]:
         """What this run was asked to do, as recorded in the manifest (JSON values)."""
-        return recorded_settings(self.job, self.encoder_spec)
-
-
-def recorded_settings(job: JobSettings, encoder: EncoderSpec) -> dict[str, object]:
-    """The manifest's `settings`: every recorded setting as a JSON value, the version and the fingerprint.
-
-    The encoder is resolved here if it was not yet (once per process).
-    """
-    resolved = resolved_once(encoder)
-    recorded = (VECTORS, RECORDS, RECORDED)
-    return {
-        **values(resolved, recorded),
-        **values(job, recorded),
-        "version": encoders.__version__,
-        "model_fingerprint": model_fingerprint(resolved, encoders.__version__),
-    }
+        return identity_of(self.encoder_spec).recorded(self.job)
 
 
 def compared_settings(settings: dict[str, object], base: str) -> dict[str, object]:
@@ -86,7 +61,7 @@ def job_config(job: JobSettings, spec: EncoderSpec, distributed: bool = False, p
     A job for a distributed runner with a remote model resolves it on its workers (the launcher
     may have no access to it). Raises JobConfigError or EncoderConfigError.
     """
-    if not beam_filesystem_knows(job.output):
+    if not beam_knows(job.output):
         raise JobConfigError(f"--output {job.output} is not on a filesystem Beam can write (local, gs://, s3://)")
     source = check_settings(spec)
     if not distributed or source.is_local:

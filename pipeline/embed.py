@@ -29,11 +29,12 @@ from apache_beam.utils import shared
 from apache_beam.utils.timestamp import MIN_TIMESTAMP
 from apache_beam.utils.windowed_value import WindowedValue
 
-from encoders import Embeddings, Encoder, EncoderSpec, build_encoder, resolved_once
+from encoders import Embeddings, Encoder, EncoderSpec, build_encoder
+from pipeline.identity import identity_of
 from pipeline.incremental import text_hash
-from pipeline.kept import KeptColumns
+from pipeline.kept_policy import KeptColumns
 from pipeline.manifest import PartStats
-from pipeline.output import embeddings_table, output_schema, parquet_bytes, part_file_names, staged_name, write_file
+from pipeline.output import embeddings_table, parquet_bytes, part_file_names, staged_name, write_file
 from pipeline.progress import PROGRESS
 from pipeline.read import METRICS_NAMESPACE, Part
 from pipeline.records import DeadLetter, raw_preview
@@ -60,14 +61,14 @@ class EmbedParts(beam.PTransform):
     kept: a side input holding the run's `KeptColumns` (the output's extra columns).
     """
 
-    def __init__(self, encoder: EncoderSpec, staging: Staging, kept: beam.pvalue.AsSingleton) -> None:
+    def __init__(self, spec: EncoderSpec, staging: Staging, kept: beam.pvalue.AsSingleton) -> None:
         super().__init__()
-        self._encoder = encoder
+        self._spec = spec
         self._staging = staging
         self._kept = kept
 
     def expand(self, parts: beam.PCollection) -> beam.PCollection:
-        return parts | "EmbedPart" >> beam.ParDo(_EmbedPartFn(self._encoder, self._staging), kept=self._kept)
+        return parts | "EmbedPart" >> beam.ParDo(_EmbedPartFn(self._spec, self._staging), kept=self._kept)
 
 
 class _SharedEncoder:
@@ -86,8 +87,8 @@ class _EmbedPartFn(beam.DoFn):
     token budget, so larger groups mean less padding; the group size bounds the memory it holds.
     """
 
-    def __init__(self, encoder: EncoderSpec, staging: Staging) -> None:
-        self._spec = encoder
+    def __init__(self, spec: EncoderSpec, staging: Staging) -> None:
+        self._spec = spec  # resolved on the launcher, or once per worker process (`pipeline.identity`)
         self._staging = staging
         self._schemas: dict[KeptColumns, pa.Schema] = {}
         self._shared: _SharedEncoder | None = None
@@ -102,7 +103,8 @@ class _EmbedPartFn(beam.DoFn):
         self._build_time = Metrics.distribution(METRICS_NAMESPACE, "encoder_build_ms")
 
     def setup(self) -> None:
-        spec = resolved_once(self._spec)  # on a worker this may read a remote model's config, once per process
+        self._identity = identity_of(self._spec)  # may read a remote model's config, once per process
+        spec = self._identity.spec
         built = []
 
         def build() -> _SharedEncoder:
@@ -116,7 +118,7 @@ class _EmbedPartFn(beam.DoFn):
 
     def _schema(self, kept: KeptColumns) -> pa.Schema:
         if kept not in self._schemas:
-            self._schemas[kept] = output_schema(self._spec, kept.output_fields(), self._shared.encoder.spec.precision)
+            self._schemas[kept] = self._identity.schema(kept.output_fields(), self._shared.encoder.spec.precision)
         return self._schemas[kept]
 
     def process(self, part: Part, kept: KeptColumns) -> Iterator[PartStats]:

@@ -1,18 +1,17 @@
-"""Exceptions for configuration mistakes, found before anything runs, and the one-line form the commands print."""
-
-import argparse
+"""The mistakes a user can make, as typed errors raised anywhere; `pipeline.command` prints them (exit 2)."""
 
 
-class JobConfigError(Exception):
+class UserError(Exception):
+    """Something the user can fix; the message says what, on one line."""
+
+
+class JobConfigError(UserError):
     """The job cannot start as configured; the message says what to change."""
 
 
-class CommandError(Exception):
-    """A command (search, report) cannot run as asked; the message says why, on one line (exit 2)."""
+class CommandError(UserError):
+    """A command (search, report) cannot run as asked."""
 
 
-class OneLineErrorParser(argparse.ArgumentParser):
-    """argparse whose mistakes raise CommandError: one line and exit 2, not a usage dump."""
-
-    def error(self, message: str) -> None:
-        raise CommandError(message)
+class NotAFinishedRun(UserError):
+    """No finished output of this job at the path: no `_SUCCESS`, not our manifest, a file gone, damaged or not ours."""

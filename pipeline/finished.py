@@ -3,8 +3,7 @@
 One set of checks and messages for every tool that reads an output: no `_SUCCESS` (with files under
 _temporary/: a run still going or stopped), a `_SUCCESS` that is not our manifest, a listed file that
 is gone or damaged (a page that fails its checksum), an embedding column that does not hold vectors of
-the recorded width. Local paths and everything Beam knows go through Beam's filesystems, other URLs
-(memory://, ...) through fsspec.
+the recorded width. Any filesystem Beam or fsspec knows (`pipeline.storage`).
 """
 
 from __future__ import annotations
@@ -17,50 +16,21 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from pipeline import storage
+from pipeline.errors import NotAFinishedRun
 from pipeline.output import STAGING_DIR, SUCCESS_FILE, open_parquet
-from pipeline.shards import beam_filesystem_knows, open_file
+from pipeline.storage import join, open_file
 
 # Files looked at at once: on an object store each look is a round trip, so thousands of files need overlap.
 LOOK_THREADS = 8
 ROWS_PER_BATCH = 4096  # rows read at once: 4096 x 384 float32 is 6 MB
 
 
-class NotAFinishedRun(Exception):
-    """No finished output of this job at the path: no `_SUCCESS`, not our manifest, a file gone, damaged or not ours."""
-
-
-def join(output: str, name: str) -> str:
-    """A file of the output; output may be a local path or a URL."""
-    return f"{output.rstrip('/')}/{name}"
-
-
-def exists(path: str) -> bool:
-    if beam_filesystem_knows(path):
-        from apache_beam.io.filesystems import FileSystems
-
-        return FileSystems.exists(path)
-    import fsspec
-
-    fs, inner = fsspec.core.url_to_fs(path)
-    return fs.exists(inner)
-
-
-def _has_files_under(directory: str) -> bool:
-    if beam_filesystem_knows(directory):
-        from apache_beam.io.filesystems import FileSystems
-
-        return bool(FileSystems.match([join(directory, "*")])[0].metadata_list)
-    import fsspec
-
-    fs, inner = fsspec.core.url_to_fs(directory)
-    return bool(fs.glob(join(inner, "*")))
-
-
 def read_manifest(output: str) -> dict:
     """The output's `_SUCCESS` manifest; raises NotAFinishedRun unless it is one this job wrote."""
     success = join(output, SUCCESS_FILE)
-    if not exists(success):
-        if _has_files_under(join(output, STAGING_DIR)):
+    if not storage.exists(success):
+        if storage.has_files_under(join(output, STAGING_DIR)):
             raise NotAFinishedRun(f"{output} is not finished: {STAGING_DIR}/ holds files but there is no "
                                   f"{SUCCESS_FILE} (the job is still running or was stopped; rerun it)")
         raise NotAFinishedRun(f"{output} is not a finished output of this job: there is no {SUCCESS_FILE}")
@@ -88,40 +58,13 @@ def embeddings_files(output: str, manifest: dict) -> tuple[str, ...]:
     (a directory name a glob would misread lands there too).
     """
     files = tuple(join(output, name) for name in manifest["files"]["embeddings"])
-    shown = _shown_by_listing(files)
+    shown = storage.shown_by_listing(files)
     unlisted = [file for file in files if file not in shown]
     with ThreadPoolExecutor(max_workers=LOOK_THREADS) as pool:
-        for file, found in zip(unlisted, pool.map(exists, unlisted), strict=True):
+        for file, found in zip(unlisted, pool.map(storage.exists, unlisted), strict=True):
             if not found:
                 raise NotAFinishedRun(f"{file} is listed in {SUCCESS_FILE} but missing")
     return files
-
-
-def _shown_by_listing(files: Sequence[str]) -> set[str]:
-    """Those of files that a listing of their directories shows (none when a directory cannot be listed)."""
-    by_directory: dict[str, list[str]] = {}
-    for file in files:
-        by_directory.setdefault(file.rsplit("/", 1)[0], []).append(file)
-    if all(beam_filesystem_knows(d) for d in by_directory):
-        from apache_beam.io.filesystems import FileSystems
-
-        try:
-            matched = FileSystems.match([join(d, "*") for d in by_directory])
-        except OSError:  # Beam's BeamIOError: a directory it cannot list
-            return set()
-        listed = {m.path for result in matched for m in result.metadata_list}
-        return {file for file in files if file in listed}
-    import fsspec
-
-    shown = set()
-    for directory, inside in by_directory.items():
-        fs, inner = fsspec.core.url_to_fs(directory)
-        try:
-            listed = set(fs.ls(inner, detail=False))
-        except OSError:
-            continue
-        shown.update(file for file in inside if fsspec.core.url_to_fs(file)[1] in listed)
-    return shown
 
 
 def row_batches(file: str, columns: Sequence[str]) -> Iterator:

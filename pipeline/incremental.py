@@ -17,6 +17,7 @@ import hashlib
 import zlib
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 import pyarrow as pa
@@ -60,7 +61,23 @@ def hash_keys(hashes: pa.Array) -> tuple[np.ndarray, np.ndarray]:
     return np.where(valid, keys, np.uint64(0)), valid
 
 
-DUPLICATE, REUSED = "duplicate", "reused"
+
+
+class Reused(NamedTuple):
+    """An earlier output file holds this record's vector: same id, same text hash, same fingerprint."""
+
+    file: int  # the earlier file's position in sorted path order
+    removed: int  # control characters normalisation took out of its text (counted, though it is not parsed again)
+
+
+class Duplicate(NamedTuple):
+    """A later occurrence of an id: its first occurrence is the one embedded or reused."""
+
+    first_source: str
+    first_line: int
+
+
+Decision = Reused | Duplicate
 # How many buckets the keys are cut into: the reuse decision's parallelism on a distributed runner, and
 # (times shards plus earlier files) how many elements carry the keys.
 KEY_BUCKETS = 32
@@ -249,14 +266,13 @@ def _reused(firsts: pa.Table, old: Sequence[OldKeys]) -> pa.Table:
     return matched.select(["id", "shard", "line", "removed", "file"])
 
 
-def decisions_by_line(decisions: Iterable[ShardDecisions]) -> dict[int, tuple]:
-    """One shard's decisions as the reading stage looks them up: {line: (REUSED, file, removed characters)}
-    and {line: (DUPLICATE, first source, first line)}."""
-    out: dict[int, tuple] = {}
+def decisions_by_line(decisions: Iterable[ShardDecisions]) -> dict[int, Decision]:
+    """One shard's decisions as the reading stage looks them up, by record number."""
+    out: dict[int, Decision] = {}
     for found in decisions:
         reused = zip(found.reused_files.tolist(), found.reused_removed.tolist(), strict=True)
-        out.update(zip(found.reused_lines.tolist(), [(REUSED, f, r) for f, r in reused], strict=True))
-        firsts = [(DUPLICATE, found.sources[s], n)
+        out.update(zip(found.reused_lines.tolist(), [Reused(f, r) for f, r in reused], strict=True))
+        firsts = [Duplicate(found.sources[s], n)
                   for s, n in zip(found.first_shards.tolist(), found.first_lines.tolist(), strict=True)]
         out.update(zip(found.duplicate_lines.tolist(), firsts, strict=True))
     return out

@@ -22,18 +22,18 @@ from pipeline.read import REUSED_ROWS, SHARD_STATS, ListShards, PartLimits, Prog
 
 def build_pipeline(p: beam.Pipeline, config: JobConfig, started_at: float) -> beam.PCollection:
     """Add the job to pipeline p; returns the PCollection holding the manifest."""
-    job, encoder = config.job, config.encoder_spec
+    job, spec = config.job, config.encoder_spec
     input_format = job.input_format()
     ready = None
     if config.shards is None:
         # Submitted from a launcher that need not see the data: a worker lists the inputs and
         # prepares the output, and every write waits for the output to be ready.
-        ready = beam.pvalue.AsSingleton(p | "PrepareOutput" >> PrepareOutput(job, encoder, config.launch_dir))
+        ready = beam.pvalue.AsSingleton(p | "PrepareOutput" >> PrepareOutput(job, spec, config.launch_dir))
     shards = p | "ListShards" >> ListShards(job, config.shards)
     # The output's extra columns, one type each for the whole run (`pipeline.kept`).
     kept = beam.pvalue.AsSingleton(shards | "KeptColumns" >> DecideKeptColumns(input_format, job.keep_text))
     decided = {}
-    reuse = Reuse(job.skip_existing, job.snapshot, encoder, job.output) if job.skip_existing else None
+    reuse = Reuse(job.skip_existing, job.snapshot, spec, job.output) if job.skip_existing else None
     if job.id_field or reuse:
         decided = shards | "Decide" >> DecideRecords(input_format, reuse)
         to_read = decided["to_read"]
@@ -48,7 +48,7 @@ def build_pipeline(p: beam.Pipeline, config: JobConfig, started_at: float) -> be
         rows = read[REUSED_ROWS] if reused_rows else None
         copied = decided["copies"] | "CopyReused" >> CopyReused(reuse, kept, rows, ready)
     parts = read.parts
-    embed = EmbedParts(encoder, Staging(job.output, job.group_size), kept)
+    embed = EmbedParts(spec, Staging(job.output, job.group_size), kept)
     if config.distributed:
         # Distributed runners shuffle on disk and spread a big shard's parts over workers.
         # Local runners hold a shuffled PCollection in memory, so there reading and
@@ -61,7 +61,7 @@ def build_pipeline(p: beam.Pipeline, config: JobConfig, started_at: float) -> be
             # runners: there the same split would end the streaming and hold every part in memory.
             embed = embed.with_resource_hints(accelerator=job.embed_accelerator)
     part_stats = parts | "EmbedAndStage" >> embed
-    commit = Commit(CommitSettings(job, encoder, started_at), read[SHARD_STATS], part_stats,
+    commit = Commit(CommitSettings(job, spec, started_at), read[SHARD_STATS], part_stats,
                     decided.get("existing"), copied)
     return p | "Commit" >> commit
 

@@ -1,4 +1,4 @@
-"""Input fields carried into the output (--keep_fields, --keep_text): one Arrow type per column for the whole run.
+"""Which type each kept input field (--keep_fields, --keep_text) gets, and whether a value fits it. Pure, no Beam.
 
 Every file of a run has the same schema, so a reader can union them. CSV/TSV columns are strings and
 Parquet columns keep their own type; Parquet shards that declare different types must widen losslessly
@@ -24,7 +24,6 @@ import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
-import apache_beam as beam
 import pyarrow as pa
 
 from pipeline.arrow_rows import ArrowRows, fit_row, joined_columns
@@ -226,26 +225,3 @@ def _preview(value: object, limit: int = 60) -> str:
     except ValueError:  # an int of more digits than Python prints
         text = f"an int of {value.bit_length()} bits" if isinstance(value, int) else type(value).__name__
     return text if len(text) <= limit else text[:limit] + "..."
-
-
-class DecideKeptColumns(beam.PTransform):
-    """(index, Shard) -> the run's one `KeptColumns` (for a singleton side input).
-
-    With --keep_fields, from every shard's start (or header, or schema); otherwise fixed.
-    """
-
-    def __init__(self, input_format: InputFormat, keep_text: bool) -> None:
-        super().__init__()
-        self._input_format = input_format
-        self._keep_text = keep_text
-
-    def expand(self, shards: beam.PCollection) -> beam.PCollection:
-        fmt, names, text = self._input_format, self._input_format.keep_fields, self._keep_text
-        if not names:
-            return shards.pipeline | "NoFieldsKept" >> beam.Create([KeptColumns(text=text)])
-        return (
-            shards
-            | "ObserveKeptTypes" >> beam.MapTuple(lambda _, shard: observe_shard(shard, fmt))
-            | "MergeKeptTypes" >> beam.CombineGlobally(merge_observed)
-            | "DecideKeptTypes" >> beam.Map(lambda observed: decide_columns(names, observed, text))
-        )

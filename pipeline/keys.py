@@ -22,17 +22,16 @@ import pyarrow as pa
 from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 
-import encoders
-from encoders import EncoderSpec, model_fingerprint, resolved_once
+from encoders import EncoderSpec
 from encoders.declare import escaped
 from pipeline import stage_metrics
+from pipeline.identity import identity_of
 from pipeline.incremental import NewKeys, OldKeys, by_bucket, decisions_by_line, resolve_keys, text_hash
-from pipeline.kept import KeptColumns
+from pipeline.kept_policy import KeptColumns
 from pipeline.output import (
     BASE_COLUMNS,
     EMBEDDINGS_SUFFIX,
     open_parquet,
-    output_schema,
     parquet_bytes,
     reused_file_name,
     staged_name,
@@ -51,11 +50,11 @@ EXISTING_STATS = "existing_stats"
 
 @dataclasses.dataclass(frozen=True)
 class Reuse:
-    """--skip_existing and --snapshot, and what deciding reuse needs: the encoder (for its fingerprint)."""
+    """--skip_existing and --snapshot, and what deciding reuse needs: the encoder settings (for the fingerprint)."""
 
     pattern: str
     snapshot: bool
-    encoder: EncoderSpec  # possibly unresolved; resolved once per worker process
+    spec: EncoderSpec  # possibly unresolved; resolved once per worker process (`pipeline.identity`)
     output: str  # where --snapshot copies go (staged)
 
 
@@ -83,7 +82,7 @@ class DecideRecords(beam.PTransform):
                 | "EarlierOutputs" >> beam.Create([None])
                 | "ListEarlierFiles" >> beam.ParDo(_ListExistingFn(reuse.pattern))
                 | "SpreadEarlierFiles" >> beam.Reshuffle()
-                | "ReadEarlierKeys" >> beam.ParDo(_ReadExistingKeysFn(reuse.encoder)).with_outputs(
+                | "ReadEarlierKeys" >> beam.ParDo(_ReadExistingKeysFn(reuse.spec)).with_outputs(
                     EXISTING_STATS, main="keys"
                 )
             )
@@ -193,11 +192,11 @@ class _ReadExistingKeysFn(beam.DoFn):
     can say why nothing was reused.
     """
 
-    def __init__(self, encoder: EncoderSpec) -> None:
-        self._encoder = encoder
+    def __init__(self, spec: EncoderSpec) -> None:
+        self._spec = spec
 
     def setup(self) -> None:
-        self._fingerprint = model_fingerprint(resolved_once(self._encoder), encoders.__version__)
+        self._fingerprint = identity_of(self._spec).fingerprint
 
     def process(self, element: tuple[int, str]) -> Iterator:
         index, path = element
@@ -247,7 +246,7 @@ class CopyReused(beam.PTransform):
                 | "JoinKeptValues" >> beam.CoGroupByKey()
                 | "WithKeptValues" >> beam.FlatMap(_with_row)
             )
-        copy = _CopyReusedFn(self._reuse.encoder, self._reuse.output, with_rows=self._rows is not None)
+        copy = _CopyReusedFn(self._reuse.spec, self._reuse.output, with_rows=self._rows is not None)
         return (
             by_file
             | "GroupByEarlierFile" >> beam.GroupByKey()
@@ -269,8 +268,8 @@ class _CopyReusedFn(beam.DoFn):
     text)) pairs.
     """
 
-    def __init__(self, encoder: EncoderSpec, output: str, with_rows: bool = False) -> None:
-        self._encoder = encoder
+    def __init__(self, spec: EncoderSpec, output: str, with_rows: bool = False) -> None:
+        self._spec = spec
         self._output = output
         self._with_rows = with_rows
 
@@ -284,7 +283,7 @@ class _CopyReusedFn(beam.DoFn):
               kept: KeptColumns) -> tuple[str, int]:
         import pyarrow.compute as pc
 
-        schema = output_schema(self._encoder, kept.output_fields())
+        schema = identity_of(self._spec).schema(kept.output_fields())
         (index, path), found = element
         if self._with_rows:
             values = dict(found)

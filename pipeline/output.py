@@ -16,10 +16,6 @@ from typing import TYPE_CHECKING, BinaryIO
 import numpy as np
 import pyarrow as pa
 
-import encoders
-from encoders import EncoderSpec, model_fingerprint, resolved_once
-from encoders.declare import VECTORS, metadata_text, values
-
 if TYPE_CHECKING:
     import pyarrow.parquet as pq
 
@@ -139,7 +135,7 @@ def embeddings_schema(dim: int, metadata: Mapping[str, str], kept: Sequence[pa.F
     n_tokens counts the document's tokens with [CLS]/[SEP] (in truncate mode, those the model
     saw); n_chunks is how many windows were embedded (1 unless --long_text chunk); text_hash
     identifies the text as embedded, so a later run can tell which records it need not embed again.
-    kept: the columns of --keep_fields and --keep_text (`pipeline.kept`), nullable.
+    kept: the columns of --keep_fields and --keep_text (`pipeline.kept_policy`), nullable.
     """
     own = [
         pa.field("id", pa.string(), nullable=False),
@@ -150,36 +146,6 @@ def embeddings_schema(dim: int, metadata: Mapping[str, str], kept: Sequence[pa.F
         pa.field("text_hash", pa.string(), nullable=False),
     ]
     return pa.schema([*own, *map(_written_field, kept)], metadata={k: str(v) for k, v in metadata.items()})
-
-
-def file_metadata(spec: EncoderSpec) -> dict[str, str]:
-    """Key-value metadata of every Parquet file: the vector settings, the version and the model fingerprint.
-
-    Values follow `encoders.declare.metadata_text` (strings as they are, others as JSON text).
-    """
-    resolved = resolved_once(spec)
-    metadata = {name: metadata_text(value) for name, value in values(resolved, [VECTORS]).items()}
-    fingerprint = model_fingerprint(resolved, encoders.__version__)
-    return {**metadata, "version": encoders.__version__, "model_fingerprint": fingerprint}
-
-
-def output_schema(spec: EncoderSpec, kept: Sequence[pa.Field] = (), precision_used: str | None = None) -> pa.Schema:
-    """The schema of this run's embeddings files (resolves the spec once per process if needed).
-
-    kept: the extra columns (`pipeline.kept.KeptColumns.output_fields`), recorded in the metadata as
-    the settings `keep_fields` and `keep_text` are in the manifest. precision_used is the compute type
-    the encoder ran in (what `--precision auto` chose on this worker), kept beside the declared
-    `precision`; files of rows reused by --snapshot, made by an earlier run, leave it out.
-    """
-    resolved = resolved_once(spec)
-    metadata = file_metadata(resolved)
-    names = [field.name for field in kept]
-    keep_text = TEXT_COLUMN in names
-    metadata["keep_fields"] = metadata_text([name for name in names if name != TEXT_COLUMN])
-    metadata["keep_text"] = metadata_text(keep_text)
-    if precision_used is not None:
-        metadata["precision_used"] = precision_used
-    return embeddings_schema(resolved.dim, metadata, kept)
 
 
 def embeddings_table(

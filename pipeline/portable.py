@@ -118,7 +118,7 @@ def _stop(processes: list[subprocess.Popen]) -> None:
 def main(argv: list[str] | None = None) -> int:
     """Start the services, run `python -m pipeline ARGV` through them, stop them; returns the job's exit code."""
     from pipeline.cli import main as run_job
-    from pipeline.logs import configure_logging
+    from pipeline.command import configure_logging
 
     parser = argparse.ArgumentParser(prog="python -m pipeline.portable", description=__doc__.split("\n\n")[0],
                                      epilog="Every other flag is passed to python -m pipeline.", add_help=False)

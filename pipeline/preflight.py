@@ -19,7 +19,7 @@ from apache_beam.io.filesystems import FileSystems
 from encoders.declare import escaped
 from pipeline.config import compared_settings
 from pipeline.errors import JobConfigError
-from pipeline.kept import decide_columns, merge_observed, observe_shard
+from pipeline.kept_policy import decide_columns, merge_observed, observe_shard
 from pipeline.kept_types import KeptTypeError
 from pipeline.output import SUCCESS_FILE, clear_previous_output
 from pipeline.readers import HEADED_FORMATS, STRUCTURED_FORMATS, structure_problem

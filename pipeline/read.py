@@ -12,8 +12,8 @@ import apache_beam as beam
 from apache_beam.metrics import Metrics
 
 from pipeline.arrow_rows import ArrowRows, concat_rows
-from pipeline.incremental import REUSED
-from pipeline.kept import KeptColumns
+from pipeline.incremental import Decision, Duplicate, Reused
+from pipeline.kept_policy import KeptColumns
 from pipeline.manifest import ShardStats
 from pipeline.preflight import list_shards
 from pipeline.progress import PROGRESS
@@ -135,81 +135,133 @@ class _ReadShardFn(beam.DoFn):
     def setup(self) -> None:
         PROGRESS.start(self._progress.mode, self._progress.total_bytes)
 
-    def process(self, element: tuple[int, Shard, Mapping | None], kept: KeptColumns, ready: object = None) -> Iterator:
+    def process(self, element: tuple[int, Shard, Mapping[int, Decision] | None], kept: KeptColumns,
+                ready: object = None) -> Iterator:
         shard_index, shard, decisions = element
+        decisions = decisions or {}
         fmt = dataclasses.replace(self._input_format, format=shard.format)
-        read = skipped = removed = parts = chars = reused = 0
-        ids: list[str] = []
-        texts: list[str] = []
-        lines: list[int] = []
-        dead: list[DeadLetter] = []
-        rows: list[tuple] = []
-
-        def cut() -> Part:
-            nonlocal parts, chars
-            kept_rows = concat_rows(rows) if rows and isinstance(rows[0], ArrowRows) else tuple(rows)
-            part = Part(shard_index, shard.name, parts, tuple(ids), tuple(texts), tuple(lines), tuple(dead),
-                        kept_rows)
-            for column in (ids, texts, lines, dead, rows):
-                column.clear()
-            parts += 1
-            chars = 0
-            return part
-
-        position = 0
-        raw_stream = None
+        counts = ShardCounts()
+        part = PartBuffer(shard_index, shard.name, self._limits)
         unread: set[int] = set()
         if decisions and not kept.fields and not self._reused_rows:
             # A reused record needs nothing of its line but to be counted, with the control characters the
             # keys pass saw normalisation remove: the reader need not parse it again.
-            unread = {line for line, decision in decisions.items() if decision[0] == REUSED}
-        outcomes = shard_outcomes(shard, fmt, unread)
-        reading = 0.0  # time in the reader itself; a yielded part runs the fused stages after this one
-        while True:
-            started = time.perf_counter()
-            found = next(outcomes, None)
-            reading += time.perf_counter() - started
-            if found is None:
-                break
-            outcome, raw_stream = found
-            read += 1
-            decision = decisions.get(outcome.line) if decisions else None
-            row, misfit = kept.fit(outcome.kept) if isinstance(outcome, Record) else ((), None)
-            if isinstance(outcome, Record):
-                removed += outcome.removed_chars
-            if isinstance(outcome, Unread):
-                reused += 1
-                removed += decision[2]
-            elif decision is not None and decision[0] != REUSED and isinstance(outcome, Record):
-                dead.append(_duplicate(outcome, decision[1:]))
-            elif misfit is not None:
-                dead.append(_misfit(outcome, misfit))
-            elif decision is not None and isinstance(outcome, Record):
-                reused += 1
-                if self._reused_rows:
-                    yield beam.pvalue.TaggedOutput(REUSED_ROWS, (outcome.id, (row, outcome.text)))
-            elif isinstance(outcome, Record):
-                ids.append(outcome.id)
-                texts.append(outcome.text)
-                lines.append(outcome.line)
-                rows.append(row)
-                chars += len(outcome.text) + kept_chars(row)
-            elif isinstance(outcome, DeadLetter):
-                dead.append(outcome)
-                chars += len(outcome.raw or "")
-            else:
-                removed += outcome.removed_chars
-                skipped += 1
-            if len(texts) + len(dead) >= self._limits.records or chars >= self._limits.chars:
-                yield cut()
-            if read % 1000 == 0:
+            unread = {line for line, decision in decisions.items() if isinstance(decision, Reused)}
+        outcomes = _Timed(shard_outcomes(shard, fmt, unread))  # the reader's own time, not the fused stages'
+        position, raw_stream = 0, None
+        for outcome, raw_stream in outcomes:
+            counts.read += 1
+            reused = _take(outcome, decisions.get(outcome.line), kept, counts, part)
+            if reused is not None and self._reused_rows:
+                yield beam.pvalue.TaggedOutput(REUSED_ROWS, reused)
+            if part.full():
+                yield part.cut()
+            if counts.read % 1000 == 0:
                 position = _report_position(raw_stream, position)
         _report_position(raw_stream, position, at_end=shard.size)
-        if texts or dead or parts == 0:
-            yield cut()
-        self._lines.inc(read)
-        stats = ShardStats(shard.name, read, skipped, removed, parts, reused, read_seconds=reading)
-        yield beam.pvalue.TaggedOutput(SHARD_STATS, stats)
+        if part.held() or part.parts == 0:
+            yield part.cut()
+        self._lines.inc(counts.read)
+        yield beam.pvalue.TaggedOutput(SHARD_STATS, counts.stats(shard.name, part.parts, outcomes.seconds))
+
+
+@dataclass
+class ShardCounts:
+    """What one shard held, counted as it is read (the manifest's per-shard row)."""
+
+    read: int = 0
+    skipped: int = 0
+    removed: int = 0  # control characters normalisation took out
+    reused: int = 0
+
+    def stats(self, source: str, parts: int, read_seconds: float) -> ShardStats:
+        return ShardStats(source, self.read, self.skipped, self.removed, parts, self.reused, read_seconds=read_seconds)
+
+
+class PartBuffer:
+    """The records and dead letters of the part being filled, cut into a `Part` when full (`PartLimits`)."""
+
+    def __init__(self, shard_index: int, source: str, limits: PartLimits) -> None:
+        self._shard_index, self._source, self._limits = shard_index, source, limits
+        self.parts = 0  # parts cut so far
+        self._clear()
+
+    def _clear(self) -> None:
+        self._ids: list[str] = []
+        self._texts: list[str] = []
+        self._lines: list[int] = []
+        self._dead: list[DeadLetter] = []
+        self._rows: list[tuple | ArrowRows] = []
+        self._chars = 0
+
+    def add_record(self, record: Record, row: tuple | ArrowRows) -> None:
+        self._ids.append(record.id)
+        self._texts.append(record.text)
+        self._lines.append(record.line)
+        self._rows.append(row)
+        self._chars += len(record.text) + kept_chars(row)
+
+    def add_dead(self, dead: DeadLetter, chars: int = 0) -> None:
+        self._dead.append(dead)
+        self._chars += chars
+
+    def held(self) -> int:
+        return len(self._texts) + len(self._dead)
+
+    def full(self) -> bool:
+        return self.held() >= self._limits.records or self._chars >= self._limits.chars
+
+    def cut(self) -> Part:
+        rows = self._rows
+        kept_rows = concat_rows(rows) if rows and isinstance(rows[0], ArrowRows) else tuple(rows)
+        part = Part(self._shard_index, self._source, self.parts, tuple(self._ids), tuple(self._texts),
+                    tuple(self._lines), tuple(self._dead), kept_rows)
+        self.parts += 1
+        self._clear()
+        return part
+
+
+def _take(outcome: object, decision: Decision | None, kept: KeptColumns, counts: ShardCounts,
+          part: PartBuffer) -> tuple[str, tuple] | None:
+    """Count one outcome of the reader or put it in the part; a reused record's (id, (kept values, text))."""
+    if isinstance(outcome, Unread):  # reused, not parsed again
+        counts.reused += 1
+        counts.removed += decision.removed
+    elif isinstance(outcome, DeadLetter):
+        part.add_dead(outcome, len(outcome.raw or ""))
+    elif not isinstance(outcome, Record):  # a line with no text
+        counts.removed += outcome.removed_chars
+        counts.skipped += 1
+    else:
+        counts.removed += outcome.removed_chars
+        row, misfit = kept.fit(outcome.kept)
+        if isinstance(decision, Duplicate):
+            part.add_dead(_duplicate(outcome, decision))
+        elif misfit is not None:
+            part.add_dead(_misfit(outcome, misfit))
+        elif isinstance(decision, Reused):
+            counts.reused += 1
+            return outcome.id, (row, outcome.text)
+        else:
+            part.add_record(outcome, row)
+    return None
+
+
+class _Timed:
+    """An iterator that adds up the time spent getting its items (`seconds`)."""
+
+    def __init__(self, items: Iterator) -> None:
+        self._items = items
+        self.seconds = 0.0
+
+    def __iter__(self) -> Iterator:
+        while True:
+            started = time.perf_counter()
+            item = next(self._items, None)
+            self.seconds += time.perf_counter() - started
+            if item is None:
+                return
+            yield item
 
 
 def _report_position(raw_stream, previous: int, at_end: int | None = None) -> int:
@@ -225,8 +277,8 @@ def _misfit(record: Record, detail: str) -> DeadLetter:
     return DeadLetter(record.source, record.line, "kept_field_type", detail, id=record.id, raw=_as_read(record))
 
 
-def _duplicate(record: Record, first: tuple[str, int]) -> DeadLetter:
-    detail = f"id {record.id!r} was first seen at {first[0]}:{first[1]}, which is embedded"
+def _duplicate(record: Record, first: Duplicate) -> DeadLetter:
+    detail = f"id {record.id!r} was first seen at {first.first_source}:{first.first_line}, which is embedded"
     return DeadLetter(record.source, record.line, "duplicate_id", detail, id=record.id, raw=_as_read(record))
 
 

@@ -18,12 +18,12 @@ from html import escape
 import numpy as np
 import pyarrow as pa
 
-from pipeline.errors import CommandError, OneLineErrorParser
-from pipeline.finished import NotAFinishedRun, join, read_manifest
-from pipeline.logs import configure_logging
+from pipeline.command import MISTAKES, OneLineErrorParser, configure_logging, said
+from pipeline.errors import CommandError
+from pipeline.finished import read_manifest
 from pipeline.output import FAILED_DIR, REPORT_FILE
 from pipeline.report_data import NEAR_DUPLICATE, RunData, Tally, read_run
-from pipeline.shards import open_file
+from pipeline.storage import join, open_file
 from pipeline.svg import OUTCOME_COLOURS, Bin, Marker, histogram, horizontal_bars, nice_step, number, stacked_bars
 
 DEFAULT_SAMPLE = 2000
@@ -60,16 +60,14 @@ def main(argv: list[str] | None = None) -> int:
         target = args.to or join(args.output, REPORT_FILE)
         manifest = read_manifest(args.output)
         data = read_run(args.output, manifest, max(args.sample, 0))
-    except (CommandError, NotAFinishedRun, OSError, pa.ArrowException) as exc:  # unreadable files too
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    page = render(args.output, manifest, data)
+        page = render(args.output, manifest, data)
+    except (*MISTAKES, OSError, pa.ArrowException) as exc:  # unreadable files too
+        return said(exc)
     try:
         with open_file(target, "wb") as f:
             f.write(page.encode("utf-8"))
     except OSError as exc:
-        print(f"error: cannot write {target}: {exc}", file=sys.stderr)
-        return 2
+        return said(CommandError(f"cannot write {target}: {exc}"))
     dup = data.duplicates
     print(f"wrote {target}: {data.rows:,} vectors in {data.files} files, {_share(data.truncated, data.rows)} "
           f"truncated, near-duplicates in {_share(int(dup.has_duplicate.sum()), dup.sample_size)} of a "

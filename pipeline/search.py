@@ -24,10 +24,10 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-import encoders
-from encoders import EncoderConfigError, EncoderSpec, build_encoder, model_fingerprint, resolved_once
+from encoders import EncoderSpec, build_encoder
 from encoders.declare import VECTORS, from_mapping, from_metadata
-from pipeline.errors import CommandError, OneLineErrorParser
+from pipeline.command import MISTAKES, OneLineErrorParser, configure_logging, said
+from pipeline.errors import CommandError
 from pipeline.finished import (
     LOOK_THREADS,
     NotAFinishedRun,
@@ -38,10 +38,10 @@ from pipeline.finished import (
     recorded_dim,
     row_batches,
 )
-from pipeline.logs import configure_logging
+from pipeline.identity import identity_of
 from pipeline.output import SUCCESS_FILE, TEXT_COLUMN
 from pipeline.records import normalize_text
-from pipeline.shards import open_file
+from pipeline.storage import open_file
 from pipeline.terminal import one_line, printable
 
 logger = logging.getLogger(__name__)
@@ -167,12 +167,12 @@ def recorded_spec(output: Output) -> EncoderSpec:
         given = from_metadata(EncoderSpec, output.metadata, [VECTORS])
     except ValueError as exc:
         raise SearchError(f"{output.files[0]}: a recorded setting cannot be read: {exc}") from None
-    spec = resolved_once(from_mapping(EncoderSpec, given))
-    now = model_fingerprint(spec, encoders.__version__)
+    identity = identity_of(from_mapping(EncoderSpec, given))
+    now = identity.fingerprint
     if now != output.metadata["model_fingerprint"]:
         logger.warning("the model or encoder version differs from the one that made %s (fingerprint %s, now %s): "
                        "scores may mean little", output.path, output.metadata["model_fingerprint"], now)
-    return spec
+    return identity.spec
 
 
 def embed_query(spec: EncoderSpec, text: str) -> np.ndarray:
@@ -289,9 +289,8 @@ def main(argv: list[str] | None = None) -> int:
     configure_logging()
     try:
         printed = search(argv)
-    except (SearchError, NotAFinishedRun, EncoderConfigError, OSError, pa.ArrowException) as exc:  # unreadable too
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    except (*MISTAKES, OSError, pa.ArrowException) as exc:  # unreadable files too
+        return said(exc)
     print(printed)
     return 0
 

@@ -1,7 +1,5 @@
-"""Finding and opening input shards on any filesystem Beam or fsspec knows.
+"""Finding and opening input shards on any filesystem Beam or fsspec knows (`pipeline.storage`).
 
-Beam's FileSystems serve local paths, gs://, s3:// (with apache-beam[aws]) and hdfs://;
-anything else (memory://, and whatever fsspec plugins are installed) goes through fsspec.
 Compression (.gz, .bz2, .zst) and, under --format auto, the format are chosen by extension.
 """
 
@@ -17,6 +15,7 @@ from dataclasses import dataclass
 from typing import BinaryIO
 
 from encoders.declare import escaped, is_utf8
+from pipeline import storage
 from pipeline.errors import JobConfigError
 
 SHARD_FORMATS = ("text", "jsonl", "csv", "tsv", "parquet")
@@ -39,40 +38,17 @@ class Shard:
     size: int = 0  # bytes on storage (compressed size for compressed shards)
 
 
-def beam_filesystem_knows(path: str) -> bool:
-    """Whether Beam has a filesystem for this path's scheme (its writes need one)."""
-    from apache_beam.io.filesystems import FileSystems
-
-    try:
-        FileSystems.get_filesystem(path)
-    except ValueError:
-        return False
-    return True
-
-
 def match_pattern(pattern: str) -> dict[str, int]:
-    """Files (not directories) matching a glob, with their sizes in bytes."""
-    if beam_filesystem_knows(pattern):
-        from apache_beam.io.filesystems import FileSystems
-
-        _check_filesystem_installed(pattern)
-        try:
-            result = FileSystems.match([pattern])[0]
-        except Exception as exc:  # noqa: BLE001 - Beam raises BeamIOError for bad patterns and access
-            raise JobConfigError(f"cannot list --input {pattern}: {exc}") from exc
-        sizes = {m.path: m.size_in_bytes for m in result.metadata_list}
-        if "://" not in pattern:  # local globs also match directories; shards are files
-            if list(sizes) == [pattern.rstrip("/")] and os.path.isdir(pattern):
-                raise JobConfigError(f"--input {pattern} is a directory; give a glob such as {pattern}/*")
-            sizes = {p: n for p, n in sizes.items() if not os.path.isdir(p)}
-        return sizes
-    import fsspec
-
+    """Files (not directories) matching an --input glob, with their sizes in bytes; JobConfigError saying why not."""
+    if "://" not in pattern and os.path.isdir(pattern):
+        raise JobConfigError(f"--input {pattern} is a directory; give a glob such as {pattern}/*")
+    _check_filesystem_installed(pattern)
     try:
-        fs, _, paths = fsspec.get_fs_token_paths(pattern)
-    except (ValueError, ImportError) as exc:
+        return storage.match(pattern)
+    except storage.NoFilesystem as exc:
         raise JobConfigError(f"no filesystem for --input {pattern}: {exc}") from exc
-    return {fs.unstrip_protocol(p): int(fs.size(p) or 0) for p in paths if fs.isfile(p)}
+    except Exception as exc:  # noqa: BLE001 - Beam raises BeamIOError for bad patterns and access
+        raise JobConfigError(f"cannot list --input {pattern}: {exc}") from exc
 
 
 def _check_filesystem_installed(path: str) -> None:
@@ -141,22 +117,8 @@ def open_shard(path: str) -> tuple[BinaryIO, BinaryIO]:
     Decompression uses Python's own codecs, which raise on a truncated or corrupt
     stream (Beam's CompressedFile silently stops at a missing gzip trailer).
     """
-    raw = open_file(path)
+    raw = storage.open_file(path)
     return _decompressed(raw, path), raw
-
-
-def open_file(path: str, mode: str = "rb") -> BinaryIO:
-    """A file's stored bytes (never decompressed) on any filesystem Beam or fsspec knows: "rb" (seekable) or "wb"."""
-    if beam_filesystem_knows(path):
-        from apache_beam.io.filesystem import CompressionTypes
-        from apache_beam.io.filesystems import FileSystems
-
-        if mode == "wb":
-            return FileSystems.create(path, compression_type=CompressionTypes.UNCOMPRESSED)
-        return FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED)
-    import fsspec
-
-    return fsspec.open(path, mode).open()
 
 
 def _decompressed(raw: BinaryIO, path: str) -> BinaryIO:

@@ -3,7 +3,7 @@
 import fsspec
 import pytest
 
-import pipeline.finished as finished
+import pipeline.storage as storage
 from pipeline.finished import NotAFinishedRun, embeddings_files
 
 
@@ -25,7 +25,7 @@ def test_checking_many_files_asks_for_none_of_them_on_its_own(tmp_path, monkeypa
     def no_request_per_file(path):
         raise AssertionError(f"asked for {path} on its own")
 
-    monkeypatch.setattr(finished, "exists", no_request_per_file)
+    monkeypatch.setattr(storage, "exists", no_request_per_file)
     files = embeddings_files(str(tmp_path / "out"), manifest_of(names))
     assert files == tuple(f"{tmp_path}/out/{name}" for name in names)
 
@@ -50,7 +50,7 @@ def test_files_on_an_fsspec_filesystem_are_checked_by_listing_too(monkeypatch):
     names = [f"embeddings-00000-{i:05d}.parquet" for i in range(3)]
     for name in names:
         fs.pipe(f"/listed-output/{name}", b"PAR1")
-    monkeypatch.setattr(finished, "exists", lambda path: False)
+    monkeypatch.setattr(storage, "exists", lambda path: False)
     assert len(embeddings_files("memory://listed-output", manifest_of(names))) == 3
     fs.rm(f"/listed-output/{names[2]}")
     with pytest.raises(NotAFinishedRun, match=f"{names[2]} is listed"):

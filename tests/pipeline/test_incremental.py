@@ -9,10 +9,10 @@ import pyarrow.parquet as pq
 import pytest
 
 from pipeline.incremental import (
-    DUPLICATE,
-    REUSED,
+    Duplicate,
     NewKeys,
     OldKeys,
+    Reused,
     by_bucket,
     decisions_by_line,
     hash_keys,
@@ -139,11 +139,11 @@ def resolve_id(record_id, values):
         return
     _, first_source, first_line, first_hash = new[0]
     for _, source, line, _ in new[1:]:
-        yield "decision", ((source, line), (DUPLICATE, first_source, first_line))
+        yield "decision", ((source, line), Duplicate(first_source, first_line))
     matches = [(index, path) for index, path, digest in old if digest == first_hash]
     if matches:
         index, path = matches[-1]
-        yield "decision", ((first_source, first_line), (REUSED, index))
+        yield "decision", ((first_source, first_line), Reused(index, None))
         yield "copy", ((index, path), record_id)
 
 
@@ -195,7 +195,10 @@ def resolve_one_by_one(new_rows, old_rows):
     for record_id, values in by_id.items():
         for kind, value in resolve_id(record_id, values):
             if kind == "decision":
-                decisions[value[0]] = (*value[1], removed[value[0]]) if value[1][0] == REUSED else value[1]
+                decision = value[1]
+                if isinstance(decision, Reused):
+                    decision = decision._replace(removed=removed[value[0]])
+                decisions[value[0]] = decision
             else:
                 copies.setdefault(value[0], set()).add(value[1])
     return decisions, copies
@@ -220,14 +223,14 @@ def test_bucketed_keys_decide_as_the_rule_for_one_id_does_on_a_tricky_corpus():
     rng.shuffle(old_rows)
     decisions, copies = resolve_by_bucket(new_rows, old_rows)
     assert (decisions, copies) == resolve_one_by_one(new_rows, old_rows)
-    kinds = {d[0] for d in decisions.values()}
-    assert kinds == {DUPLICATE, REUSED} and len(copies) == 3
+    kinds = {type(d) for d in decisions.values()}
+    assert kinds == {Duplicate, Reused} and len(copies) == 3
 
 
 def test_bucketed_keys_without_earlier_outputs_decide_only_duplicates():
     new_rows = [("x", 1, "b", 4, "h", 0), ("x", 0, "a", 9, "h", 0), ("y", 0, "a", 1, "h", 0)]
     decisions, copies = resolve_by_bucket(new_rows, [])
-    assert decisions == {("b", 4): (DUPLICATE, "a", 9)} and copies == {}
+    assert decisions == {("b", 4): Duplicate("a", 9)} and copies == {}
 
 
 def test_hash_keys_are_the_first_64_bits_of_each_hex_hash_and_a_row_without_one_is_never_reused():
@@ -243,7 +246,7 @@ def test_hash_keys_are_the_first_64_bits_of_each_hex_hash_and_a_row_without_one_
     assert old.ids.to_pylist() == ["a"]
     new = NewKeys.of(0, "s.jsonl", ["a", "b", "c"], [1, 2, 3], [text_hash(t) for t in "ABC"], [0, 0, 0])
     resolved = resolve_keys([new], [old])
-    assert decisions_by_line(resolved.decisions.values()) == {1: (REUSED, 0, 0)}
+    assert decisions_by_line(resolved.decisions.values()) == {1: Reused(0, 0)}
     assert new.removed is None and new.lines.dtype == np.int32
 
 
@@ -256,8 +259,8 @@ def test_resolve_id_keeps_the_first_occurrence_and_reuses_the_newest_matching_fi
         (OLD, 2, "dt=3/e.parquet", "other"),
     ]
     out = list(resolve_id("x", values))
-    assert ("decision", (("b.jsonl", 4), (DUPLICATE, "a.jsonl", 9))) in out
-    assert ("decision", (("a.jsonl", 9), (REUSED, 1))) in out
+    assert ("decision", (("b.jsonl", 4), Duplicate("a.jsonl", 9))) in out
+    assert ("decision", (("a.jsonl", 9), Reused(1, None))) in out
     assert ("copy", ((1, "dt=2/e.parquet"), "x")) in out and len(out) == 3
     assert list(resolve_id("y", [(OLD, 0, "p", "h")])) == []
 

@@ -9,7 +9,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from pipeline.incremental import text_hash
-from pipeline.kept import SAMPLE_RECORDS
+from pipeline.kept_policy import SAMPLE_RECORDS
 from tests.pipeline.conftest import read_dead_letters, read_embeddings, read_manifest
 
 

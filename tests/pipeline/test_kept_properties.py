@@ -11,7 +11,7 @@ import pyarrow as pa
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pipeline.kept import KeptColumns
+from pipeline.kept_policy import KeptColumns
 from pipeline.records import DeadLetter, InputFormat, Record, parse_line
 
 JSONL = InputFormat("jsonl", id_field="id", keep_fields=("k",))

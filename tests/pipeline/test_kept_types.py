@@ -3,7 +3,7 @@
 import pyarrow as pa
 import pytest
 
-from pipeline.kept import decide_columns
+from pipeline.kept_policy import decide_columns
 from pipeline.kept_types import Declared, FieldTypes, KeptTypeError, declared_type, widen
 
 
