@@ -129,7 +129,7 @@ def measure_encoder(spec: EncoderSpec, texts: list[str], group_size: int, gpu: b
     import tensorflow as tf
 
     from encoders import build_encoder
-    from pipeline.embed import PREFETCH_GROUPS
+    from pipeline.stages.embed import PREFETCH_GROUPS
 
     if gpu:
         try:

@@ -39,9 +39,9 @@ def run_mode(mode: str, corpus: Path, output: Path, model: Path, device_rate: fl
     if mode != "tiny-model":
         replace_device(0.0 if mode.startswith("null") else 1.0 / device_rate)
     if mode.endswith("-serial"):
-        import pipeline.embed
+        import pipeline.stages.embed
 
-        pipeline.embed.PREFETCH_GROUPS = 0
+        pipeline.stages.embed.PREFETCH_GROUPS = 0
     from pipeline.cli import main
 
     code = main(["--input", str(corpus), "--output", str(output), "--model", str(model), "--max_seq_length", "256",
@@ -62,8 +62,8 @@ def tokenizer_rate(texts: list[str], model: Path) -> float:
 
 
 def parse_rate(lines: list[str]) -> float:
-    """Texts/s of decoding, validating and normalising lines alone (`pipeline.records.parse_line`), one thread."""
-    from pipeline.records import InputFormat, parse_line
+    """Texts/s of decoding, validating and normalising lines alone (`formats.records.parse_line`), one thread."""
+    from pipeline.formats.records import InputFormat, parse_line
 
     fmt = InputFormat("text")
     raw = [line.encode("utf-8") for line in lines]

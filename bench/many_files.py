@@ -56,10 +56,10 @@ def time_commit(out: Path, files: int) -> dict:
     from apache_beam.io.filesystems import FileSystems
 
     from encoders import EncoderSpec
-    from pipeline.commit import CommitSettings, _CommitFn
-    from pipeline.manifest import PartStats, ShardStats
-    from pipeline.output import part_file_names, staged_name
+    from pipeline.formats.manifest import PartStats, ShardStats
+    from pipeline.formats.output import part_file_names, staged_name
     from pipeline.settings import JobSettings
+    from pipeline.stages.commit import CommitSettings, _CommitFn
 
     shutil.rmtree(out, ignore_errors=True)
     (out / "_temporary").mkdir(parents=True)
@@ -81,8 +81,8 @@ def time_commit(out: Path, files: int) -> dict:
 
 def time_manifest(files: int) -> dict:
     """Build and serialise the manifest of a run of `files` one-part shards (no filesystem)."""
-    from pipeline.manifest import PartStats, ShardStats, build_manifest
-    from pipeline.output import part_file_names
+    from pipeline.formats.manifest import PartStats, ShardStats, build_manifest
+    from pipeline.formats.output import part_file_names
 
     shard_stats = [ShardStats(f"gs://bucket/corpus/part-{i:06d}.jsonl.gz", 1000, 0) for i in range(files)]
     part_stats = [PartStats(s.source, 0, 1000, (), (part_file_names(i, 0)[0],)) for i, s in enumerate(shard_stats)]

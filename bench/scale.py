@@ -11,7 +11,7 @@ starts Beam's job service and SDK worker pool (`pipeline.portable.portable_servi
 through them; the workers get the same device through a `sitecustomize` on PYTHONPATH.
 
 Per run: whole-process wall, the manifest's wall and busy seconds by stage, the job counters of
-`pipeline.stage_metrics` (keys stage time and the bytes its keys carry into the grouping, time to read earlier
+`pipeline.stages.metrics` (keys stage time and the bytes its keys carry into the grouping, time to read earlier
 outputs' ids and hashes, snapshot copy time, commit time), on the local runner every step's busy time from
 Beam's own execution-time metrics, output files (number, bytes), manifest bytes, and the peak RSS (VmHWM) of
 every process: the launcher and, on the portable runner, the job service, the worker pool and its SDK workers.
@@ -215,7 +215,7 @@ def _metrics(result, system: bool) -> dict:
     """The job's counters; with system (the local runner only reports them) every step's busy milliseconds."""
     from apache_beam.metrics import MetricsFilter
 
-    from pipeline.stage_metrics import METRICS_NAMESPACE
+    from pipeline.stages.metrics import METRICS_NAMESPACE
 
     query = result.metrics().query(MetricsFilter().with_namespace(METRICS_NAMESPACE))
     out: dict = {"counters": {c.key.metric.name: c.committed for c in query["counters"]}}
@@ -380,7 +380,7 @@ def render(results: dict) -> str:
             "`job s` is the manifest's wall time (the pipeline built to `_SUCCESS`, encoder build included); "
             "`process s` the whole child process (imports, TensorFlow, the portable services' start and stop). "
             "Cost per record is `job s` / records read. `keys s`, `earlier ids s`, `snapshot copy s` and `commit s` "
-            "are the job counters of `pipeline.stage_metrics` (busy time summed over elements; keys include "
+            "are the job counters of `pipeline.stages.metrics` (busy time summed over elements; keys include "
             "handing each key to the grouping). `key MB` is what the keys carry into the grouping by id "
             "(ids, source names, hashes, two numbers), before Beam's own framing.", ""]
     return "\n".join(out)

@@ -48,6 +48,9 @@ class Declaration:
     pattern: str | None = None  # a regular expression the text of a value matches (for forms, e.g. a date)
     auto: bool = False  # an int | None setting whose flag also takes AUTO, held as None (a str one lists AUTO)
     path: str | None = None  # PATH or MODEL_PATH: the value names a place, local ones are made absolute
+    # Declared after outputs were first fingerprinted: left out of the fingerprint while it holds its default,
+    # so those outputs keep their fingerprint and stay reusable (--skip_existing).
+    later: bool = False
 
     def allowed(self) -> tuple[str, ...] | None:
         return self.choices() if callable(self.choices) else self.choices

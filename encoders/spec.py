@@ -50,7 +50,7 @@ class EncoderSpec:
         None, "with --backend hub: tokenize with this TF Hub BERT preprocessing model (URL, local or gs:// "
         "directory) instead of the encoder's vocabulary, as Hub's recipe preprocessor -> encoder does (e.g. "
         "bert_zh_preprocess); needs pip install '.[hub-preprocessing]'",
-        VECTORS, metavar="URL_OR_DIR", group=_MODEL, path=PATH)
+        VECTORS, metavar="URL_OR_DIR", group=_MODEL, path=PATH, later=True)
     pooling: str | None = setting(
         None, "how token vectors become one vector: mean (masked, padding ignored), cls, pooler (BERT's tanh "
         "pooler over [CLS]), max (default: the model's own config, else mean)",

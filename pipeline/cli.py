@@ -20,8 +20,8 @@ from encoders.declare import AUTO, Setting, declared, from_mapping, local_paths,
 from pipeline.command import MISTAKES, OneLineErrorParser, configure_logging, said
 from pipeline.config import JobConfig, compared_settings, job_config
 from pipeline.errors import JobConfigError
-from pipeline.interrupt import JobInterrupted, interruptible
-from pipeline.outcome import (
+from pipeline.launch.interrupt import JobInterrupted, interruptible
+from pipeline.launch.outcome import (
     console_url,
     is_dataflow,
     job_id_of,
@@ -32,7 +32,7 @@ from pipeline.outcome import (
     wait_for_job,
     waits,
 )
-from pipeline.placement import check_placement
+from pipeline.launch.placement import check_placement
 from pipeline.preflight import preflight_checks
 from pipeline.settings import JobSettings
 
@@ -151,7 +151,7 @@ def main(argv: list[str] | None = None) -> int:
     except JobInterrupted as exc:
         print(exc, file=sys.stderr)
         return exc.exit_code
-    from pipeline.job import run_job, submit_job
+    from pipeline.stages.graph import run_job, submit_job
 
     started = time.monotonic()
     try:
@@ -217,7 +217,7 @@ def _check_dataflow_options(options) -> None:
 
 
 def _check_embed_accelerator(job: JobSettings, options, local: bool) -> None:
-    """--embed_accelerator against the Beam options it must not be combined with (`pipeline.placement`)."""
+    """--embed_accelerator against the Beam options it must not be combined with (`pipeline.launch.placement`)."""
     from apache_beam.options.pipeline_options import GoogleCloudOptions, StandardOptions, WorkerOptions
 
     check_placement(job.embed_accelerator, local=local,

@@ -12,10 +12,10 @@ from dataclasses import dataclass
 from encoders import EncoderSpec, check_settings, resolve_spec
 from encoders.declare import RECORDS, VECTORS, declared, json_value, names, with_absolute_paths
 from pipeline.errors import JobConfigError
+from pipeline.formats.shards import Shard
+from pipeline.formats.storage import beam_knows
 from pipeline.identity import identity_of
 from pipeline.settings import JobSettings
-from pipeline.shards import Shard
-from pipeline.storage import beam_knows
 
 
 @dataclass(frozen=True)

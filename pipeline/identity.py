@@ -17,7 +17,7 @@ import pyarrow as pa
 import encoders
 from encoders import EncoderSpec, model_fingerprint, resolved_once
 from encoders.declare import RECORDED, RECORDS, VECTORS, metadata_text, values
-from pipeline.output import TEXT_COLUMN, embeddings_schema
+from pipeline.formats.output import TEXT_COLUMN, embeddings_schema
 from pipeline.settings import JobSettings
 
 
@@ -36,7 +36,7 @@ class RunIdentity:
     def schema(self, kept: Sequence[pa.Field] = (), precision_used: str | None = None) -> pa.Schema:
         """The schema of this run's embeddings files.
 
-        kept: the extra columns (`pipeline.kept_policy.KeptColumns.output_fields`), recorded in the metadata as
+        kept: the extra columns (`pipeline.formats.kept_policy.KeptColumns.output_fields`), recorded in the metadata as
         the settings `keep_fields` and `keep_text` are in the manifest. precision_used is the compute type
         the encoder ran in (what `--precision auto` chose on this worker), kept beside the declared
         `precision`; files of rows reused by --snapshot, made by an earlier run, leave it out.

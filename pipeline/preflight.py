@@ -19,13 +19,14 @@ from apache_beam.io.filesystems import FileSystems
 from encoders.declare import escaped
 from pipeline.config import compared_settings
 from pipeline.errors import JobConfigError
-from pipeline.kept_policy import decide_columns, merge_observed, observe_shard
-from pipeline.kept_types import KeptTypeError
-from pipeline.output import SUCCESS_FILE, clear_previous_output
-from pipeline.readers import HEADED_FORMATS, STRUCTURED_FORMATS, structure_problem
-from pipeline.records import InputFormat
+from pipeline.formats.kept_policy import decide_columns, merge_observed, observe_shard
+from pipeline.formats.kept_types import KeptTypeError
+from pipeline.formats.output import SUCCESS_FILE, clear_previous_output
+from pipeline.formats.readers import HEADED_FORMATS, STRUCTURED_FORMATS
+from pipeline.formats.records import InputFormat
+from pipeline.formats.shards import Shard, match_shards, open_shard
+from pipeline.formats.structure import structure_problem
 from pipeline.settings import JobSettings
-from pipeline.shards import Shard, match_shards, open_shard
 
 logger = logging.getLogger(__name__)
 

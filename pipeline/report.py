@@ -1,8 +1,8 @@
 """`python -m pipeline.report OUTPUT`: one self-contained HTML page that shows what a finished run did.
 
 The page needs no network to view: styles are inline and the figures are SVG drawn by
-`pipeline.svg`. It reads the `_SUCCESS` manifest and streams the Parquet files it lists
-(`pipeline.report_data`), so it works on any output the job can write, however large.
+`pipeline.inspect.svg`. It reads the `_SUCCESS` manifest and streams the Parquet files it lists
+(`pipeline.inspect.report_data`), so it works on any output the job can write, however large.
 Exit codes: 0 written; 2 OUTPUT is not a finished run of this job, or the page cannot be written
 (one line on stderr).
 """
@@ -20,11 +20,20 @@ import pyarrow as pa
 
 from pipeline.command import MISTAKES, OneLineErrorParser, configure_logging, said
 from pipeline.errors import CommandError
-from pipeline.finished import read_manifest
-from pipeline.output import FAILED_DIR, REPORT_FILE
-from pipeline.report_data import NEAR_DUPLICATE, RunData, Tally, read_run
-from pipeline.storage import join, open_file
-from pipeline.svg import OUTCOME_COLOURS, Bin, Marker, histogram, horizontal_bars, nice_step, number, stacked_bars
+from pipeline.formats.output import FAILED_DIR, REPORT_FILE
+from pipeline.formats.storage import join, open_file
+from pipeline.inspect.finished import read_manifest
+from pipeline.inspect.report_data import NEAR_DUPLICATE, RunData, Tally, read_run
+from pipeline.inspect.svg import (
+    OUTCOME_COLOURS,
+    Bin,
+    Marker,
+    histogram,
+    horizontal_bars,
+    nice_step,
+    number,
+    stacked_bars,
+)
 
 DEFAULT_SAMPLE = 2000
 TOKEN_BINS = 40  # at most; bin widths are 1, 2 or 5 x 10^k tokens

@@ -28,7 +28,11 @@ from encoders import EncoderSpec, build_encoder
 from encoders.declare import VECTORS, from_mapping, from_metadata
 from pipeline.command import MISTAKES, OneLineErrorParser, configure_logging, said
 from pipeline.errors import CommandError
-from pipeline.finished import (
+from pipeline.formats.output import SUCCESS_FILE, TEXT_COLUMN
+from pipeline.formats.records import normalize_text
+from pipeline.formats.storage import open_file
+from pipeline.identity import identity_of
+from pipeline.inspect.finished import (
     LOOK_THREADS,
     NotAFinishedRun,
     check_embedding_type,
@@ -38,11 +42,7 @@ from pipeline.finished import (
     recorded_dim,
     row_batches,
 )
-from pipeline.identity import identity_of
-from pipeline.output import SUCCESS_FILE, TEXT_COLUMN
-from pipeline.records import normalize_text
-from pipeline.storage import open_file
-from pipeline.terminal import one_line, printable
+from pipeline.inspect.terminal import one_line, printable
 
 logger = logging.getLogger(__name__)
 

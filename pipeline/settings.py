@@ -10,11 +10,11 @@ from dataclasses import dataclass
 
 from encoders.declare import PATH, RECORDED, RECORDS, RUN, check_declared, setting
 from pipeline.errors import JobConfigError
-from pipeline.output import BASE_COLUMNS, TEXT_COLUMN
-from pipeline.placement import ACCELERATOR_EXAMPLE, ACCELERATOR_PATTERN, parse_accelerator
-from pipeline.progress import MODES as PROGRESS_MODES
-from pipeline.records import DEFAULT_MAX_CHARS, InputFormat
-from pipeline.shards import FORMATS
+from pipeline.formats.output import BASE_COLUMNS, TEXT_COLUMN
+from pipeline.formats.records import DEFAULT_MAX_CHARS, InputFormat
+from pipeline.formats.shards import FORMATS
+from pipeline.launch.placement import ACCELERATOR_EXAMPLE, ACCELERATOR_PATTERN, parse_accelerator
+from pipeline.launch.progress import MODES as PROGRESS_MODES
 
 DEFAULT_TEXT_FIELD = "text"
 _IO = "input and output"

@@ -112,8 +112,8 @@ def test_right_fitted_flags_build_a_dataflow_job_with_gpus_on_the_embedding_step
     """The flags file as the README's command line uses it; the dry run's own proto says where the hint is."""
     from apache_beam.runners.dataflow.internal import apiclient
 
-    from pipeline.job import submit_job
-    from pipeline.placement import hinted_steps
+    from pipeline.launch.placement import hinted_steps
+    from pipeline.stages.graph import submit_job
 
     flags = read_gpu_flags(RIGHTFIT_FLAGS)
     assert not any("worker_accelerator" in flag for flag in flags)
@@ -222,7 +222,7 @@ def test_the_package_dataflow_stages_holds_our_code_and_nothing_else(tmp_path):
     assert {"pipeline", "encoders", "setup.py"} <= top
     assert top <= {"pipeline", "encoders", "setup.py", "setup.cfg", "pyproject.toml", "README.md", "PKG-INFO",
                    "bert_embedding_job.egg-info"}
-    assert "pipeline/job.py" in names and "encoders/base.py" in names
+    assert "pipeline/stages/graph.py" in names and "encoders/base.py" in names
 
 
 def test_airflow_dag_loads_in_a_real_airflow_and_launches_what_the_scheduler_does(tmp_path):

@@ -3,7 +3,7 @@
 The oracle of `tests/pipeline/test_input_properties.py`, written from the README's rules ("Input formats",
 "Carrying input fields into the output", "Output"), not from the pipeline's code. Where a rule names a
 mechanism, the oracle uses it: Arrow's checked cast (a Parquet value in a wider column) and the JSON rendering
-of Parquet values (`pipeline.arrow_json`, specified and tested on its own).
+of Parquet values (`pipeline.formats.arrow_json`, specified and tested on its own).
 """
 
 from __future__ import annotations

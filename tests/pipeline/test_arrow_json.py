@@ -7,7 +7,7 @@ import json
 import pyarrow as pa
 import pytest
 
-from pipeline.arrow_json import iso_date, json_values
+from pipeline.formats.arrow_json import iso_date, json_values
 
 
 def one(value, type_):

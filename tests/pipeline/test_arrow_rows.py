@@ -4,7 +4,7 @@ import pickle
 
 import pyarrow as pa
 
-from pipeline.arrow_rows import ArrowRows, batch_rows, concat_rows, fit_row, undecodable_rows
+from pipeline.formats.arrow_rows import ArrowRows, batch_rows, concat_rows, fit_row, undecodable_rows
 
 
 def kept_batch(n: int) -> pa.RecordBatch:

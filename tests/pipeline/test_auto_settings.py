@@ -13,7 +13,7 @@ from encoders.declare import declared
 from encoders.device import DeviceInfo
 from encoders.spec import EncoderSpec
 from pipeline.cli import build_parser, settings_from_args
-from pipeline.manifest import PartStats, chosen_summary
+from pipeline.formats.manifest import PartStats, chosen_summary
 from pipeline.template import _regex, flags_table
 from tests.pipeline.conftest import read_embeddings, read_manifest
 

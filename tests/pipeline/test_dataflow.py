@@ -12,7 +12,7 @@ from apache_beam.portability.api import beam_runner_api_pb2
 from apache_beam.runners.dataflow.internal import apiclient
 
 from pipeline.cli import expand_dates, prepare
-from pipeline.job import submit_job
+from pipeline.stages.graph import submit_job
 
 REPO = Path(__file__).resolve().parents[2]
 DRY_RUN = ["--runner", "DataflowRunner", "--dry_run=True", "--no_auth", "--sdk_location=container",
@@ -141,7 +141,7 @@ RIGHTFIT = "type:nvidia-l4;count:1;machine_type:g2-standard-8;install-nvidia-dri
 
 
 def test_embed_accelerator_puts_the_hint_on_the_embedding_step_alone_right_after_the_reshuffle():
-    from pipeline.placement import hinted_steps
+    from pipeline.launch.placement import hinted_steps
 
     config, options, _ = prepare([*DRY_RUN, *IO, "--embed_accelerator", RIGHTFIT, "--machine_type", "n2-standard-2"])
     proto = submit_job(config, options).job.proto_pipeline
@@ -181,11 +181,11 @@ def test_a_local_run_leaves_the_hint_out_so_reading_and_embedding_stay_fused(tmp
     """On a local runner a hinted step would be a stage of its own, holding every part in memory."""
     import apache_beam as beam
 
-    from pipeline.job import build_pipeline
-    from pipeline.placement import hinted_steps
+    from pipeline.launch.placement import hinted_steps
+    from pipeline.stages.graph import build_pipeline
 
     (tmp_path / "in.txt").write_text("one\ntwo\n")
-    with caplog.at_level("WARNING", logger="pipeline.placement"):
+    with caplog.at_level("WARNING", logger="pipeline.launch.placement"):
         config, options, local = prepare(["--input", str(tmp_path / "in.txt"), "--output", str(tmp_path / "out"),
                                           "--embed_accelerator", RIGHTFIT])
     assert local and "ignores it" in caplog.text

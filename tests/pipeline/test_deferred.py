@@ -9,8 +9,8 @@ from apache_beam.options.pipeline_options import PipelineOptions
 
 from encoders import EncoderSpec
 from pipeline.config import job_config
-from pipeline.job import submit_job
 from pipeline.settings import JobSettings
+from pipeline.stages.graph import submit_job
 from tests.pipeline.conftest import read_dead_letters, read_embeddings, read_manifest
 
 

@@ -3,8 +3,8 @@
 import fsspec
 import pytest
 
-import pipeline.storage as storage
-from pipeline.finished import NotAFinishedRun, embeddings_files
+import pipeline.formats.storage as storage
+from pipeline.inspect.finished import NotAFinishedRun, embeddings_files
 
 
 def manifest_of(names):

@@ -11,10 +11,10 @@ import pytest
 
 from encoders import EncoderConfigError, EncoderSpec
 from pipeline.config import job_config
-from pipeline.job import submit_job
-from pipeline.outcome import failure_line
-from pipeline.records import normalize_text
+from pipeline.formats.records import normalize_text
+from pipeline.launch.outcome import failure_line
 from pipeline.settings import JobSettings
+from pipeline.stages.graph import submit_job
 from tests.hub_recipe import PREPROCESSOR, example_texts, packed_by_preprocessor, recipe_vectors
 from tests.pipeline.conftest import read_embeddings, read_manifest
 
@@ -117,6 +117,6 @@ def test_with_a_remote_model_the_workers_first_step_fails_the_job_with_the_same_
                "(it has no tokenize and bert_pack_inputs)")
     with pytest.raises(EncoderConfigError) as failed:  # the DirectRunner runs the job inside run()
         submit_job(config, PipelineOptions(["--runner", "DirectRunner"]))
-    # One line, as the launcher of a waited-for job prints it (`pipeline.outcome.wait_for_job`).
+    # One line, as the launcher of a waited-for job prints it (`pipeline.launch.outcome.wait_for_job`).
     assert failure_line(str(failed.value)) == f"{message} [while running 'PrepareOutput/Prepare']"
     assert not (out / "_SUCCESS").exists() and not list(out.rglob("*.parquet"))

@@ -8,7 +8,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from pipeline.incremental import (
+from pipeline.stages.decisions import (
     Duplicate,
     NewKeys,
     OldKeys,

@@ -16,7 +16,7 @@ README's rules (`tests.pipeline.documented_outcomes`) say what must come out:
 - its `raw` replays to the record. JSON Lines: raw is the line as written, bytes that do not decode as \\xNN, and
   parsed back (\\xNN read as those bytes) it is the generated object. CSV: parsed with the csv module it is the
   row's fields (in any quoting). Parquet: parsed back it is the row's text, id and kept columns in the README's
-  JSON rendering (`pipeline.arrow_json`). A raw longer than 2,000 characters (too_long, a deep or huge JSON
+  JSON rendering (`pipeline.formats.arrow_json`). A raw longer than 2,000 characters (too_long, a deep or huge JSON
   value) is cut there and ends in "...": what it holds is the start of that rendering (of the row's fields, for
   CSV). invalid_csv has no raw: the csv module gives no row;
 - every embedded row's kept values equal the input's: a Parquet value of the column's own type is Arrow-equal
@@ -48,7 +48,7 @@ import pyarrow.parquet as pq
 import pytest
 from hypothesis import HealthCheck, event, given, settings
 
-from pipeline.arrow_json import as_text, json_values, texts
+from pipeline.formats.arrow_json import as_text, json_values, texts
 from tests.pipeline.conftest import read_dead_letters, read_manifest
 from tests.pipeline.documented_outcomes import (
     EMBED,

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.interrupt import EXIT_CODE, JobInterrupted, caused_by_interrupt, interrupted_message, interruptible
+from pipeline.launch.interrupt import EXIT_CODE, JobInterrupted, caused_by_interrupt, interrupted_message, interruptible
 from tests.signals import default_ctrl_c, python_ctrl_c
 
 REPO = Path(__file__).resolve().parents[2]

@@ -198,7 +198,7 @@ def test_a_shard_that_disappears_after_listing_fails_the_job_naming_it(tiny_bert
     from apache_beam.options.pipeline_options import PipelineOptions
 
     from pipeline.cli import prepare
-    from pipeline.job import run_job
+    from pipeline.stages.graph import run_job
 
     (tmp_path / "kept.txt").write_text("hello\n")
     (tmp_path / "gone.txt").write_text("world\n")
@@ -305,8 +305,8 @@ def test_control_characters_and_overlong_lines_are_accounted_for(run_cli, tiny_b
 
 def test_a_record_the_encoder_rejects_becomes_a_dead_letter_and_the_rest_are_embedded(tiny_bert_dir):
     """Failure injection: no real input makes the encoder raise, so a wrapper raises for one marked text."""
-    from pipeline.embed import _isolate
-    from pipeline.read import Part
+    from pipeline.stages.embed import _isolate
+    from pipeline.stages.read import Part
 
     real = build_encoder(resolve_spec(model=str(tiny_bert_dir)))
 
@@ -343,12 +343,12 @@ def test_group_size_changes_how_records_are_batched_not_the_vectors(run_cli, tin
 
 def test_a_write_that_fails_on_the_writer_thread_fails_the_job(run_cli, corpus, tiny_bert_dir, tmp_path, monkeypatch):
     """Parquet files are written off the critical path; a failed write must still fail the job, not vanish."""
-    import pipeline.embed
+    import pipeline.stages.embed
 
     def broken_write(path, data):
         raise OSError(f"disk full while writing {path}")
 
-    monkeypatch.setattr(pipeline.embed, "write_file", broken_write)
+    monkeypatch.setattr(pipeline.stages.embed, "write_file", broken_write)
     code, _, err = run_cli("--input", corpus / "a" / "x.txt", "--output", tmp_path / "out", "--model", tiny_bert_dir)
     assert code == 1 and "disk full" in err
     assert not (tmp_path / "out" / "_SUCCESS").exists()

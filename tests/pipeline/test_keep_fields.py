@@ -8,8 +8,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from pipeline.incremental import text_hash
-from pipeline.kept_policy import SAMPLE_RECORDS
+from pipeline.formats.kept_policy import SAMPLE_RECORDS
+from pipeline.stages.decisions import text_hash
 from tests.pipeline.conftest import read_dead_letters, read_embeddings, read_manifest
 
 

@@ -7,10 +7,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from pipeline.kept_policy import KeptColumns, decide_columns, json_type, merge_observed, observe_shard
-from pipeline.kept_types import Declared, FieldTypes
-from pipeline.records import InputFormat
-from pipeline.shards import Shard
+from pipeline.formats.kept_policy import KeptColumns, decide_columns, json_type, merge_observed, observe_shard
+from pipeline.formats.kept_types import Declared, FieldTypes
+from pipeline.formats.records import InputFormat
+from pipeline.formats.shards import Shard
 
 
 def shard_of(path, fmt):

@@ -11,8 +11,8 @@ import pyarrow as pa
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pipeline.kept_policy import KeptColumns
-from pipeline.records import DeadLetter, InputFormat, Record, parse_line
+from pipeline.formats.kept_policy import KeptColumns
+from pipeline.formats.records import DeadLetter, InputFormat, Record, parse_line
 
 JSONL = InputFormat("jsonl", id_field="id", keep_fields=("k",))
 COLUMNS = [pa.string(), pa.int64(), pa.float64(), pa.bool_(), pa.int32(), pa.float32()]

@@ -3,8 +3,8 @@
 import pyarrow as pa
 import pytest
 
-from pipeline.kept_policy import decide_columns
-from pipeline.kept_types import Declared, FieldTypes, KeptTypeError, declared_type, widen
+from pipeline.formats.kept_policy import decide_columns
+from pipeline.formats.kept_types import Declared, FieldTypes, KeptTypeError, declared_type, widen
 
 
 @pytest.mark.parametrize(("a", "b", "joined"), [

@@ -1,6 +1,6 @@
 import pytest
 
-from pipeline.manifest import PartStats, ReconciliationError, ShardStats, build_manifest
+from pipeline.formats.manifest import PartStats, ReconciliationError, ShardStats, build_manifest
 
 
 def _part(source, part, embedded, failed=(), real=10, padded=16, build="h:1:a", process="h:1"):

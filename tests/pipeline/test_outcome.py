@@ -2,12 +2,12 @@
 
 from apache_beam.options.pipeline_options import PipelineOptions
 
-from pipeline.outcome import failure_line, submitted, waits
+from pipeline.launch.outcome import failure_line, submitted, waits
 
 WORKER_REPORT = """Pipeline job-1 failed in state FAILED: Traceback (most recent call last):
   File "apache_beam/runners/common.py", line 1498, in process
     return self.do_fn_invoker.invoke_process(windowed_value)
-  File "/repo/pipeline/shards.py", line 92, in match_shards
+  File "/repo/pipeline/formats/shards.py", line 92, in match_shards
     raise JobConfigError(f"no file matches --input {pattern}")
 pipeline.errors.JobConfigError: no file matches --input examples/* [while running 'ListShards/List']
 """

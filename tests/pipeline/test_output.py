@@ -5,7 +5,7 @@ import io
 import numpy as np
 import pyarrow.parquet as pq
 
-from pipeline.output import embeddings_schema, embeddings_table, open_parquet, parquet_bytes
+from pipeline.formats.output import embeddings_schema, embeddings_table, open_parquet, parquet_bytes
 from tests.pipeline.conftest import damage_page
 
 ROWS, DIM = 8, 32

@@ -1,4 +1,4 @@
-"""--embed_accelerator's form and the options it must not meet (`pipeline.placement`), without building a job."""
+"""--embed_accelerator's form and the options it must not meet (`pipeline.launch.placement`), without building a job."""
 
 import logging
 import re
@@ -7,7 +7,7 @@ import pytest
 
 from pipeline.cli import main
 from pipeline.errors import JobConfigError
-from pipeline.placement import ACCELERATOR_EXAMPLE, Accelerator, check_placement, parse_accelerator
+from pipeline.launch.placement import ACCELERATOR_EXAMPLE, Accelerator, check_placement, parse_accelerator
 from pipeline.template import template_metadata
 from tests.pipeline.conftest import read_manifest
 
@@ -72,7 +72,7 @@ def test_a_pipeline_wide_accelerator_hint_is_refused_beside_it_other_hints_are_n
 
 
 def test_a_local_run_and_a_gpu_default_pool_are_warned_about(caplog):
-    with caplog.at_level(logging.WARNING, logger="pipeline.placement"):
+    with caplog.at_level(logging.WARNING, logger="pipeline.launch.placement"):
         check_placement(ACCELERATOR_EXAMPLE, local=False, machine_type="n2-standard-2")
         assert not caplog.records
         check_placement(ACCELERATOR_EXAMPLE, local=False, machine_type="g2-standard-8")

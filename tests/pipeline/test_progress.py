@@ -3,7 +3,7 @@ import re
 import threading
 import time
 
-from pipeline.progress import Progress
+from pipeline.launch.progress import Progress
 
 
 def test_status_line_shows_rates_and_share_of_input():
@@ -26,7 +26,7 @@ def test_terminal_mode_rewrites_one_line_in_place(capsys):
 
 def test_log_mode_writes_periodic_log_lines(caplog):
     progress = Progress()
-    with caplog.at_level(logging.INFO, logger="pipeline.progress"):
+    with caplog.at_level(logging.INFO, logger="pipeline.launch.progress"):
         progress.start("log", total_bytes=0, interval=0.01)
         progress.add(texts=5)
         time.sleep(0.1)
@@ -37,7 +37,7 @@ def test_log_mode_writes_periodic_log_lines(caplog):
 def test_off_mode_starts_no_reporter_and_reports_nothing(capsys, caplog):
     before = set(threading.enumerate())
     progress = Progress()
-    with caplog.at_level(logging.DEBUG, logger="pipeline.progress"):
+    with caplog.at_level(logging.DEBUG, logger="pipeline.launch.progress"):
         progress.start("off", total_bytes=10, interval=0.01)
         progress.add(texts=1)
         assert set(threading.enumerate()) == before, "a reporter thread"

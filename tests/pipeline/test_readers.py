@@ -12,9 +12,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pipeline.readers import ShardFormatError, ShardReadError, read_records, shard_outcomes, structure_problem
-from pipeline.records import DeadLetter, InputFormat, Record, Skipped, Unread
-from pipeline.shards import Shard
+from pipeline.formats.readers import ShardFormatError, ShardReadError, read_records, shard_outcomes
+from pipeline.formats.records import DeadLetter, InputFormat, Record, Skipped, Unread
+from pipeline.formats.shards import Shard
+from pipeline.formats.structure import structure_problem
 
 
 def outcomes(data: bytes, fmt: InputFormat, source: str = "s") -> list:

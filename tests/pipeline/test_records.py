@@ -6,8 +6,8 @@ import time
 import unicodedata
 from pathlib import Path
 
-from pipeline.readers import read_records
-from pipeline.records import DeadLetter, InputFormat, Record, Skipped, normalize_text, parse_line
+from pipeline.formats.readers import read_records
+from pipeline.formats.records import DeadLetter, InputFormat, Record, Skipped, normalize_text, parse_line
 
 TEXT = InputFormat("text")
 JSONL = InputFormat("jsonl", text_field="body", id_field="doc")
@@ -115,7 +115,7 @@ def test_json_nested_100000_levels_deep_is_one_invalid_json_dead_letter():
 
 
 def test_json_depth_limit_is_fixed_not_the_interpreters_recursion_limit():
-    from pipeline.records import MAX_JSON_DEPTH
+    from pipeline.formats.records import MAX_JSON_DEPTH
 
     def nested(depth: int) -> bytes:
         return b'{"id": 1, "text": "x", "n": ' + b"[" * depth + b"]" * depth + b"}"
@@ -129,7 +129,7 @@ def test_deep_json_in_a_small_thread_stack_with_a_huge_recursion_limit_is_a_dead
     # the depth check must come first. In a subprocess, so a crash fails this test only.
     script = """if True:
         import sys, threading
-        from pipeline.records import InputFormat, parse_line
+        from pipeline.formats.records import InputFormat, parse_line
         sys.setrecursionlimit(1_000_000)
         threading.stack_size(256 * 1024)
         out = []

@@ -6,7 +6,7 @@ import unicodedata
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pipeline.records import DeadLetter, InputFormat, Record, Skipped, normalize_text, parse_line
+from pipeline.formats.records import DeadLetter, InputFormat, Record, Skipped, normalize_text, parse_line
 
 FORMATS = [InputFormat("text"), InputFormat("jsonl", id_field="id"), InputFormat("text", encoding="latin-1"),
            InputFormat("text", max_chars=50)]

@@ -18,9 +18,9 @@ import pyarrow.parquet as pq
 import pytest
 
 from pipeline.cli import main as run_job
+from pipeline.inspect.report_data import near_duplicates, read_run
 from pipeline.report import main as report_main
 from pipeline.report import render
-from pipeline.report_data import near_duplicates, read_run
 from tests.pipeline.conftest import NOT_VECTORS, damage_page, read_embeddings, read_manifest, rewrite_embeddings
 
 REPO = Path(__file__).resolve().parents[2]

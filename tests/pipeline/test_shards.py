@@ -6,7 +6,7 @@ import fsspec
 import pytest
 
 from pipeline.errors import JobConfigError
-from pipeline.shards import match_shards, open_shard, shard_format, shard_names
+from pipeline.formats.shards import match_shards, open_shard, shard_format, shard_names
 
 
 def test_names_are_relative_to_the_deepest_common_directory():

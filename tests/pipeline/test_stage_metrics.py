@@ -5,10 +5,10 @@ import json
 import apache_beam as beam
 import pytest
 
-from pipeline import stage_metrics
 from pipeline.cli import prepare
-from pipeline.job import build_pipeline
-from pipeline.output import clear_previous_output
+from pipeline.formats.output import clear_previous_output
+from pipeline.stages import metrics
+from pipeline.stages.graph import build_pipeline
 
 
 def run_and_count(argv) -> dict[str, int]:
@@ -19,7 +19,7 @@ def run_and_count(argv) -> dict[str, int]:
     build_pipeline(p, config, 0.0)
     result = p.run()
     result.wait_until_finish()
-    counters = result.metrics().query(beam.metrics.MetricsFilter().with_namespace(stage_metrics.METRICS_NAMESPACE))
+    counters = result.metrics().query(beam.metrics.MetricsFilter().with_namespace(metrics.METRICS_NAMESPACE))
     return {c.key.metric.name: c.committed for c in counters["counters"]}
 
 
@@ -42,23 +42,23 @@ def two_nights(tmp_path, tiny_bert_dir):
 
 def test_the_keys_stage_counts_its_records_and_the_bytes_it_hands_to_the_grouping(two_nights):
     one, two = two_nights
-    assert one[stage_metrics.KEYS_RECORDS] == 5
-    assert two[stage_metrics.KEYS_RECORDS] == 6
+    assert one[metrics.KEYS_RECORDS] == 5
+    assert two[metrics.KEYS_RECORDS] == 6
     # Every key carries at least its id, the hash and two numbers.
-    assert two[stage_metrics.KEY_BYTES] >= 6 * (3 + stage_metrics.KEY_FIXED_BYTES)
-    assert two[stage_metrics.KEYS_MS] >= 0
+    assert two[metrics.KEY_BYTES] >= 6 * (3 + metrics.KEY_FIXED_BYTES)
+    assert two[metrics.KEYS_MS] >= 0
 
 
 def test_reading_earlier_outputs_counts_their_rows(two_nights):
     one, two = two_nights
-    assert stage_metrics.EARLIER_ROWS not in one
-    assert two[stage_metrics.EARLIER_ROWS] == 5
-    assert stage_metrics.EARLIER_KEYS_MS in two
+    assert metrics.EARLIER_ROWS not in one
+    assert two[metrics.EARLIER_ROWS] == 5
+    assert metrics.EARLIER_KEYS_MS in two
 
 
 def test_the_snapshot_copy_and_the_commit_report_their_time(two_nights):
     one, two = two_nights
-    assert stage_metrics.SNAPSHOT_COPY_MS in two and stage_metrics.SNAPSHOT_COPY_MS not in one
-    assert one[stage_metrics.COMMIT_FILES] == 1  # one embeddings file
-    assert two[stage_metrics.COMMIT_FILES] == 2  # the two embedded records' file and the reused rows' file
-    assert stage_metrics.COMMIT_MS in one
+    assert metrics.SNAPSHOT_COPY_MS in two and metrics.SNAPSHOT_COPY_MS not in one
+    assert one[metrics.COMMIT_FILES] == 1  # one embeddings file
+    assert two[metrics.COMMIT_FILES] == 2  # the two embedded records' file and the reused rows' file
+    assert metrics.COMMIT_MS in one

@@ -19,7 +19,7 @@ from typing import BinaryIO
 import zstandard
 
 from encoders.declare import escaped
-from pipeline.records import (
+from pipeline.formats.records import (
     RAW_PREVIEW_CHARS,
     DeadLetter,
     InputFormat,
@@ -32,12 +32,12 @@ from pipeline.records import (
     text_preview,
     without_bom,
 )
-from pipeline.shards import Shard, open_shard
+from pipeline.formats.shards import Shard, open_shard
+from pipeline.formats.structure import DELIMITERS, fields_problem, parquet_schema_problem, text_stream
 
 Outcome = Record | DeadLetter | Skipped | Unread
 STRUCTURED_FORMATS = ("jsonl", "csv", "tsv", "parquet")
 HEADED_FORMATS = ("csv", "tsv", "parquet")  # the field names are known before the first record
-_DELIMITERS = {"csv": ",", "tsv": "\t"}
 _PARQUET_BATCH_ROWS = 1024
 _BYTES_PER_CHAR = 4  # the most any of Python's codecs spends on one character (UTF-8, UTF-32)
 
@@ -77,7 +77,7 @@ def read_records(stream: BinaryIO, source: str, fmt: InputFormat,
 
     Raises ShardFormatError when the shard as a whole cannot be read as fmt says.
     """
-    if fmt.format in _DELIMITERS:
+    if fmt.format in DELIMITERS:
         yield from _read_delimited(stream, source, fmt)
     elif fmt.format == "parquet":
         yield from _read_parquet(stream, source, fmt)
@@ -104,22 +104,16 @@ def _read_lines(stream: BinaryIO, source: str, fmt: InputFormat, unread: Contain
         yield parse_line(raw.rstrip(b"\n").removesuffix(b"\r"), source, line, fmt)
 
 
-def _text_stream(stream: BinaryIO, encoding: str) -> io.TextIOWrapper:
-    """Undecodable bytes survive as surrogate escapes, so one bad byte costs one record, not the shard."""
-    utf8 = encoding.replace("_", "-").lower() in ("utf-8", "utf8")
-    return io.TextIOWrapper(stream, encoding="utf-8-sig" if utf8 else encoding, errors="surrogateescape", newline="")
-
-
 def _read_delimited(stream: BinaryIO, source: str, fmt: InputFormat) -> Iterator[Outcome]:
     """CSV/TSV with a header row; a quoted field may span lines. `line` is where the row starts.
 
     A row shorter than its header lacks its last fields (null); a longer one is a dead letter `extra_fields`.
     """
-    delimiter = _DELIMITERS[fmt.format]
+    delimiter = DELIMITERS[fmt.format]
     # A field may be longer than the default 128 KiB; --max_chars then decides. The limit is
     # process-wide in the csv module, so it only ever grows.
     csv.field_size_limit(max(csv.field_size_limit(), min(fmt.max_chars * 2 + 1, sys.maxsize)))
-    rows = csv.reader(_text_stream(stream, fmt.encoding), delimiter=delimiter)
+    rows = csv.reader(text_stream(stream, fmt.encoding), delimiter=delimiter)
     try:
         header = next(rows, None)
     except csv.Error as exc:
@@ -162,14 +156,14 @@ def _csv_line(row: list[str], delimiter: str) -> str:
 def _read_parquet(stream: BinaryIO, source: str, fmt: InputFormat) -> Iterator[Outcome]:
     """Parquet, one row group batch at a time; `line` is the 1-based row number.
 
-    Text and string ids are read as bytes, and kept values stay Arrow data (`pipeline.arrow_rows`), so a
+    Text and string ids are read as bytes, and kept values stay Arrow data (`pipeline.formats.arrow_rows`), so a
     value that is not valid UTF-8 costs its record (undecodable), not the shard.
     """
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from pipeline.arrow_json import texts
-    from pipeline.arrow_rows import batch_rows, undecodable_rows
+    from pipeline.formats.arrow_json import texts
+    from pipeline.formats.arrow_rows import batch_rows, undecodable_rows
 
     try:
         parquet = pq.ParquetFile(stream)
@@ -206,10 +200,11 @@ def _read_parquet(stream: BinaryIO, source: str, fmt: InputFormat) -> Iterator[O
 
 def _ids(column, encoding: str) -> list[object]:
     """--id_field values: text and bytes decoded as the text is (undecodable bytes as surrogate escapes, which
-    make the record undecodable), numbers as Python numbers, all else as exact JSON values (`pipeline.arrow_json`)."""
+    make the record undecodable), numbers as Python numbers, all else as exact JSON values
+    (`pipeline.formats.arrow_json`)."""
     import pyarrow as pa
 
-    from pipeline.arrow_json import json_values, texts
+    from pipeline.formats.arrow_json import json_values, texts
 
     type_ = column.type.value_type if pa.types.is_dictionary(column.type) else column.type
     if _read_as_text(type_):
@@ -230,9 +225,9 @@ def _read_as_text(type_) -> bool:
 
 
 def _row_raw(batch, position: int, fmt: InputFormat) -> str:
-    """A Parquet row's columns read (text, id, kept) as JSON, for its dead letter (`pipeline.arrow_json`); the text,
-    and an id of strings or bytes, as the job read them, so the row replays with the same id."""
-    from pipeline.arrow_json import json_values, texts
+    """A Parquet row's columns read (text, id, kept) as JSON, for its dead letter (`pipeline.formats.arrow_json`);
+    the text, and an id of strings or bytes, as the job read them, so the row replays with the same id."""
+    from pipeline.formats.arrow_json import json_values, texts
 
     one = batch.slice(position, 1)
     row = {}
@@ -243,85 +238,3 @@ def _row_raw(batch, position: int, fmt: InputFormat) -> str:
         else:
             row[name] = json_values(column)[0]
     return raw_preview(json.dumps(row, ensure_ascii=False).encode("utf-8", "surrogateescape"))
-
-
-def fields_problem(names: list[str], fmt: InputFormat) -> str | None:
-    """Why a header/schema with these field names cannot serve fmt (a field it lacks, or holds more than once), or None.
-
-    A repeated name the job reads is refused: reading by name would take one of the columns without a word. A
-    repeated name it does not read is no concern of the job's.
-    """
-    wanted = {f"--{flag}_field {name!r}": name for flag, name in (("text", fmt.text_field), ("id", fmt.id_field))
-              if name}
-    wanted.update({f"--keep_fields {name!r}": name for name in fmt.keep_fields})
-    missing = [flag for flag, name in wanted.items() if name not in names]
-    if missing:
-        flags = " / ".join(missing)
-        shown = ", ".join(repr(n) for n in names[:20]) + (" ..." if len(names) > 20 else "")
-        return f"{flags} not among its fields ({shown})"
-    repeated = [f"{flag} names {names.count(name)} of its columns" for flag, name in wanted.items()
-                if names.count(name) > 1]
-    if repeated:
-        return f"{'; '.join(repeated)}, so which to read is unclear: rename all but one"
-    return None
-
-
-def parquet_schema_problem(schema, fmt: InputFormat) -> str | None:
-    """Why a Parquet schema cannot serve fmt (missing or repeated fields, a text column that is not text), or None."""
-    import pyarrow as pa
-
-    problem = fields_problem(schema.names, fmt)
-    if problem:
-        return problem
-    text_type = schema.field(fmt.text_field).type
-    textual = pa.types.is_string(text_type) or pa.types.is_large_string(text_type) or pa.types.is_binary(
-        text_type
-    ) or pa.types.is_large_binary(text_type)
-    if not textual:
-        return f"--text_field {fmt.text_field!r} is a {text_type} column, not a string column"
-    return None
-
-
-def _holds_fixed_size_list(type_) -> bool:
-    import pyarrow as pa
-
-    if pa.types.is_fixed_size_list(type_):
-        return True
-    return any(_holds_fixed_size_list(type_.field(i).type) for i in range(type_.num_fields))
-
-
-def _unreadable_fixed_size_lists(parquet, fmt: InputFormat) -> str | None:
-    """Why a kept column of fixed-size lists cannot be read, or None. pyarrow before 26 (Beam 2.77 needs it)
-    cannot read one holding a null (apache/arrow#35692): found now, by reading those columns alone, it is a
-    config error, not a shard that fails mid-run. Costs a read of such columns only when they are kept."""
-    import pyarrow as pa
-
-    schema = parquet.schema_arrow
-    for name in fmt.keep_fields:
-        if name in schema.names and _holds_fixed_size_list(schema.field(name).type):
-            try:
-                parquet.read(columns=[name])
-            except pa.ArrowInvalid:
-                return (f"kept field {name!r} holds a null fixed-size list, which pyarrow before 26 cannot read "
-                        f"(apache/arrow#35692): cast the column to a list, or leave it out of --keep_fields")
-    return None
-
-
-def structure_problem(stream: BinaryIO, fmt: InputFormat) -> str | None:
-    """Check a structured shard's header or schema before the job starts; reads only its start (or footer)."""
-    if fmt.format == "parquet":
-        import pyarrow as pa
-        import pyarrow.parquet as pq
-
-        try:
-            parquet = pq.ParquetFile(stream)
-        except (pa.ArrowException, OSError) as exc:
-            return f"not a readable Parquet file: {exc}"
-        return parquet_schema_problem(parquet.schema_arrow, fmt) or _unreadable_fixed_size_lists(parquet, fmt)
-    if fmt.format in _DELIMITERS:
-        try:
-            header = next(csv.reader(_text_stream(stream, fmt.encoding), delimiter=_DELIMITERS[fmt.format]), None)
-        except (csv.Error, UnicodeError) as exc:
-            return f"cannot read the header row: {exc}"
-        return None if header is None else fields_problem(header, fmt)
-    return None

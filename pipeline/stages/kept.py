@@ -1,4 +1,4 @@
-"""The stage deciding the kept columns' types (`pipeline.kept_policy`) once for the whole run, on a worker.
+"""The stage deciding the kept columns' types (`pipeline.formats.kept_policy`) once for the whole run, on a worker.
 
 The launcher makes the same decision for local runs as a check (`pipeline.preflight`), before anything starts.
 """
@@ -7,8 +7,8 @@ from __future__ import annotations
 
 import apache_beam as beam
 
-from pipeline.kept_policy import KeptColumns, decide_columns, merge_observed, observe_shard
-from pipeline.records import InputFormat
+from pipeline.formats.kept_policy import KeptColumns, decide_columns, merge_observed, observe_shard
+from pipeline.formats.records import InputFormat
 
 
 class DecideKeptColumns(beam.PTransform):

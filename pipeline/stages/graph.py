@@ -10,14 +10,14 @@ from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.pipeline_options import PipelineOptions
 from apache_beam.runners.runner import PipelineResult
 
-from pipeline.commit import Commit, CommitSettings, PrepareOutput
 from pipeline.config import JobConfig
-from pipeline.embed import EmbedParts, Staging
-from pipeline.kept import DecideKeptColumns
-from pipeline.keys import CopyReused, DecideRecords, Reuse
-from pipeline.output import SUCCESS_FILE, clear_previous_output
-from pipeline.progress import PROGRESS
-from pipeline.read import REUSED_ROWS, SHARD_STATS, ListShards, PartLimits, ProgressSettings, ReadParts
+from pipeline.formats.output import SUCCESS_FILE, clear_previous_output
+from pipeline.launch.progress import PROGRESS
+from pipeline.stages.commit import Commit, CommitSettings, PrepareOutput
+from pipeline.stages.embed import EmbedParts, Staging
+from pipeline.stages.kept import DecideKeptColumns
+from pipeline.stages.keys import CopyReused, DecideRecords, Reuse
+from pipeline.stages.read import REUSED_ROWS, SHARD_STATS, ListShards, PartLimits, ProgressSettings, ReadParts
 
 
 def build_pipeline(p: beam.Pipeline, config: JobConfig, started_at: float) -> beam.PCollection:
@@ -30,7 +30,7 @@ def build_pipeline(p: beam.Pipeline, config: JobConfig, started_at: float) -> be
         # prepares the output, and every write waits for the output to be ready.
         ready = beam.pvalue.AsSingleton(p | "PrepareOutput" >> PrepareOutput(job, spec, config.launch_dir))
     shards = p | "ListShards" >> ListShards(job, config.shards)
-    # The output's extra columns, one type each for the whole run (`pipeline.kept`).
+    # The output's extra columns, one type each for the whole run (`pipeline.stages.kept`).
     kept = beam.pvalue.AsSingleton(shards | "KeptColumns" >> DecideKeptColumns(input_format, job.keep_text))
     decided = {}
     reuse = Reuse(job.skip_existing, job.snapshot, spec, job.output) if job.skip_existing else None
@@ -55,7 +55,7 @@ def build_pipeline(p: beam.Pipeline, config: JobConfig, started_at: float) -> be
         # embedding stay fused and stream.
         parts = parts | "SpreadParts" >> beam.Reshuffle()
         if job.embed_accelerator:
-            # Right fitting (`pipeline.placement`): only this step asks for GPU workers. Beam gives a hinted
+            # Right fitting (`pipeline.launch.placement`): only this step asks for GPU workers. Beam gives a hinted
             # transform an environment of its own, and never fuses stages of different environments, so
             # records cross from the default workers to the GPU ones at the reshuffle above. Not on local
             # runners: there the same split would end the streaming and hold every part in memory.

@@ -30,14 +30,14 @@ from apache_beam.utils.timestamp import MIN_TIMESTAMP
 from apache_beam.utils.windowed_value import WindowedValue
 
 from encoders import Embeddings, Encoder, EncoderSpec, build_encoder
+from pipeline.formats.kept_policy import KeptColumns
+from pipeline.formats.manifest import PartStats
+from pipeline.formats.output import embeddings_table, parquet_bytes, part_file_names, staged_name, write_file
+from pipeline.formats.records import DeadLetter, raw_preview
 from pipeline.identity import identity_of
-from pipeline.incremental import text_hash
-from pipeline.kept_policy import KeptColumns
-from pipeline.manifest import PartStats
-from pipeline.output import embeddings_table, parquet_bytes, part_file_names, staged_name, write_file
-from pipeline.progress import PROGRESS
-from pipeline.read import METRICS_NAMESPACE, Part
-from pipeline.records import DeadLetter, raw_preview
+from pipeline.launch.progress import PROGRESS
+from pipeline.stages.decisions import text_hash
+from pipeline.stages.read import METRICS_NAMESPACE, Part
 
 logger = logging.getLogger(__name__)
 

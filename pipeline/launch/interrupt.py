@@ -100,7 +100,7 @@ def interrupted_message(output: str | None) -> str:
         try:
             from apache_beam.io.filesystems import FileSystems
 
-            from pipeline.output import SUCCESS_FILE
+            from pipeline.formats.output import SUCCESS_FILE
 
             finished = FileSystems.exists(FileSystems.join(output, SUCCESS_FILE))
         except BaseException:  # noqa: BLE001 - a second Ctrl-C or an unreachable store: keep the usual line

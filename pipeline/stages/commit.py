@@ -11,13 +11,13 @@ import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
 
 from encoders import EncoderSpec
-from pipeline import stage_metrics
 from pipeline.config import compared_settings
+from pipeline.formats.manifest import build_manifest, incremental_summary
+from pipeline.formats.output import FAILED_DIR, STAGING_DIR, SUCCESS_FILE, staged_name, write_file
 from pipeline.identity import identity_of
-from pipeline.manifest import build_manifest, incremental_summary
-from pipeline.output import FAILED_DIR, STAGING_DIR, SUCCESS_FILE, staged_name, write_file
 from pipeline.preflight import prepare_output
 from pipeline.settings import JobSettings
+from pipeline.stages import metrics
 
 
 @dataclass(frozen=True)
@@ -83,7 +83,7 @@ class _CommitFn(beam.DoFn):
         self._commit = commit
 
     def process(self, _, shard_stats, part_stats, existing=(), copied=()) -> Iterator[dict]:
-        with stage_metrics.timed(stage_metrics.COMMIT_MS):
+        with metrics.timed(metrics.COMMIT_MS):
             manifest = self._commit_output(shard_stats, part_stats, existing, copied)
         yield manifest
 
@@ -113,5 +113,5 @@ class _CommitFn(beam.DoFn):
             leftovers.append(staging)
         if leftovers:
             FileSystems.delete(leftovers)
-        stage_metrics.counter(stage_metrics.COMMIT_FILES).inc(len(names))
+        metrics.counter(metrics.COMMIT_FILES).inc(len(names))
         return manifest

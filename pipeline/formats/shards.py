@@ -1,4 +1,4 @@
-"""Finding and opening input shards on any filesystem Beam or fsspec knows (`pipeline.storage`).
+"""Finding and opening input shards on any filesystem Beam or fsspec knows (`pipeline.formats.storage`).
 
 Compression (.gz, .bz2, .zst) and, under --format auto, the format are chosen by extension.
 """
@@ -15,8 +15,8 @@ from dataclasses import dataclass
 from typing import BinaryIO
 
 from encoders.declare import escaped, is_utf8
-from pipeline import storage
 from pipeline.errors import JobConfigError
+from pipeline.formats import storage
 
 SHARD_FORMATS = ("text", "jsonl", "csv", "tsv", "parquet")
 FORMATS = ("auto", *SHARD_FORMATS)

@@ -11,17 +11,17 @@ from dataclasses import dataclass
 import apache_beam as beam
 from apache_beam.metrics import Metrics
 
-from pipeline.arrow_rows import ArrowRows, concat_rows
-from pipeline.incremental import Decision, Duplicate, Reused
-from pipeline.kept_policy import KeptColumns
-from pipeline.manifest import ShardStats
+from pipeline.formats.arrow_rows import ArrowRows, concat_rows
+from pipeline.formats.kept_policy import KeptColumns
+from pipeline.formats.manifest import ShardStats
+from pipeline.formats.readers import shard_outcomes
+from pipeline.formats.records import DeadLetter, InputFormat, Record, Unread, kept_chars, text_preview
+from pipeline.formats.shards import Shard
+from pipeline.launch.progress import PROGRESS
 from pipeline.preflight import list_shards
-from pipeline.progress import PROGRESS
-from pipeline.readers import shard_outcomes
-from pipeline.records import DeadLetter, InputFormat, Record, Unread, kept_chars, text_preview
 from pipeline.settings import JobSettings
-from pipeline.shards import Shard
-from pipeline.stage_metrics import METRICS_NAMESPACE
+from pipeline.stages.decisions import Decision, Duplicate, Reused
+from pipeline.stages.metrics import METRICS_NAMESPACE
 
 logger = logging.getLogger(__name__)
 
@@ -96,10 +96,10 @@ class _ListShardsFn(beam.DoFn):
 class ReadParts(beam.PTransform):
     """(shard index, Shard, decisions or None) -> Parts (main), ShardStats (tag SHARD_STATS), reused rows.
 
-    decisions, {line: decision} from `pipeline.keys`, leave out reused records (not parsed again where
+    decisions, {line: decision} from `pipeline.stages.keys`, leave out reused records (not parsed again where
     nothing of them is kept) and turn later
     occurrences of an id into dead letters. kept is a side input holding the run's `KeptColumns`
-    (`pipeline.kept.DecideKeptColumns`). With reused_rows (--snapshot with kept columns), each reused
+    (`pipeline.stages.kept.DecideKeptColumns`). With reused_rows (--snapshot with kept columns), each reused
     record's own values go to REUSED_ROWS as (id, (kept values, text)): its copy takes them from this
     run's input. `ready`, when given, is a side input the reading waits for (the output prepared by a worker).
     """

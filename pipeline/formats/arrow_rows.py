@@ -5,7 +5,7 @@ decimal256, strings that are not UTF-8), and a round trip through them may chang
 large_string, dictionary). So a Parquet record carries its kept values as a one-row slice of the
 batch it was read from; a part carries one batch of its rows; the file is written from their columns.
 A value is converted only to meet this run's column type: by Arrow's checked cast (int32 -> int64), or
-as JSON text in a string column (`pipeline.arrow_json`); a value the cast refuses is the record's dead letter.
+as JSON text in a string column (`pipeline.formats.arrow_json`); a value the cast refuses is the record's dead letter.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from itertools import groupby
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from pipeline.arrow_json import as_text, json_values
+from pipeline.formats.arrow_json import as_text, json_values
 
 
 class ArrowRows:
@@ -108,7 +108,7 @@ def joined_columns(fields: Sequence[pa.Field], rows: Sequence[tuple | ArrowRows]
                    value_columns: Callable[[Sequence[tuple]], list[pa.Array]]) -> list[pa.Array]:
     """Columns of fitted rows of both kinds in order: Arrow rows (Parquet) and tuples of Python values (JSON, CSV).
 
-    value_columns makes the columns of a run of tuples (`pipeline.kept_policy.KeptColumns`).
+    value_columns makes the columns of a run of tuples (`pipeline.formats.kept_policy.KeptColumns`).
     """
     chunks: list[list[pa.Array]] = [[] for _ in fields]
     for arrow, run in groupby(rows, key=lambda row: isinstance(row, ArrowRows)):

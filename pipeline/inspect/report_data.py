@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from pipeline.finished import embedding_vectors, embeddings_files, recorded_dim, row_batches
+from pipeline.inspect.finished import embedding_vectors, embeddings_files, recorded_dim, row_batches
 
 logger = logging.getLogger(__name__)
 

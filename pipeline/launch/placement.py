@@ -1,7 +1,7 @@
 """Right fitting on Dataflow: the --embed_accelerator hint's form, what it must not be combined with, hints of a job.
 
 `--embed_accelerator` becomes Beam's `accelerator` resource hint on the embedding step alone
-(`pipeline.job.build_pipeline`), so Dataflow runs that step on GPU workers and every other step
+(`pipeline.stages.graph.build_pipeline`), so Dataflow runs that step on GPU workers and every other step
 (listing, the key pass, reading, the commit) on the default workers. Beam keeps a hint on the
 environment a transform runs in (`Environment.resource_hints`, URN `beam:resources:accelerator:v1`);
 a hinted transform points at its own environment, so a built job can be read back to see which
@@ -63,7 +63,7 @@ def check_placement(accelerator: str | None, *, local: bool, service_options: It
     Dataflow's right-fitting guide says not to use the worker_accelerator service option with
     resource hints; a pipeline-wide accelerator hint (--resource_hints accelerator=...) would put
     every step on GPU workers. Both raise JobConfigError. A local run does not apply the hint
-    (see `pipeline.job.build_pipeline`): it is logged, not refused, so the nightly command can be
+    (see `pipeline.stages.graph.build_pipeline`): it is logged, not refused, so the nightly command can be
     tried locally as it is.
     """
     if not accelerator:

@@ -13,8 +13,8 @@ import re
 import sys
 import time
 
-from pipeline.output import SUCCESS_FILE
-from pipeline.placement import describe_hints
+from pipeline.formats.output import SUCCESS_FILE
+from pipeline.launch.placement import describe_hints
 
 logger = logging.getLogger(__name__)
 
@@ -109,7 +109,7 @@ def wait_for_job(result, output: str, started: float, console: str | None = None
     from apache_beam.io.filesystems import FileSystems
     from apache_beam.runners.runner import PipelineState
 
-    from pipeline.interrupt import caused_by_interrupt
+    from pipeline.launch.interrupt import caused_by_interrupt
 
     job_id = job_id_of(result)
     committed = FileSystems.join(output, SUCCESS_FILE)
@@ -138,7 +138,7 @@ def stopped_waiting(result, output: str, console: str | None) -> Exception:
     """The JobInterrupted for a Ctrl-C after submitting: the job is cancelled, or on Dataflow left running."""
     from apache_beam.io.filesystems import FileSystems
 
-    from pipeline.interrupt import JobInterrupted
+    from pipeline.launch.interrupt import JobInterrupted
 
     job_id, committed = job_id_of(result), FileSystems.join(output, SUCCESS_FILE)
 

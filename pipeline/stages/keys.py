@@ -4,7 +4,7 @@ A first pass reads only (id, position, text hash) of every record, never the tex
 of ids (with the ids and hashes of earlier output files) decides, per record, whether it is a later
 occurrence of an id (dead-lettered as duplicate_id) or already embedded earlier (reused, and with
 --snapshot copied). Keys travel as Arrow tables, one per shard (or earlier file) and bucket, and a
-bucket is resolved with a sort and a join (`pipeline.incremental`): Beam's cost per element is paid a
+bucket is resolved with a sort and a join (`pipeline.stages.decisions`): Beam's cost per element is paid a
 few thousand times a night, not once per record, on every runner. Each shard then meets only its own
 decisions, not a job-wide side input: a nightly run may reuse millions of records, and every worker
 would hold them all.
@@ -24,11 +24,8 @@ from apache_beam.io.filesystems import FileSystems
 
 from encoders import EncoderSpec
 from encoders.declare import escaped
-from pipeline import stage_metrics
-from pipeline.identity import identity_of
-from pipeline.incremental import NewKeys, OldKeys, by_bucket, decisions_by_line, resolve_keys, text_hash
-from pipeline.kept_policy import KeptColumns
-from pipeline.output import (
+from pipeline.formats.kept_policy import KeptColumns
+from pipeline.formats.output import (
     BASE_COLUMNS,
     EMBEDDINGS_SUFFIX,
     open_parquet,
@@ -38,9 +35,12 @@ from pipeline.output import (
     table_of,
     write_file,
 )
-from pipeline.readers import shard_outcomes
-from pipeline.records import InputFormat, Record
-from pipeline.shards import Shard
+from pipeline.formats.readers import shard_outcomes
+from pipeline.formats.records import InputFormat, Record
+from pipeline.formats.shards import Shard
+from pipeline.identity import identity_of
+from pipeline.stages import metrics
+from pipeline.stages.decisions import NewKeys, OldKeys, by_bucket, decisions_by_line, resolve_keys, text_hash
 
 logger = logging.getLogger(__name__)
 
@@ -63,7 +63,7 @@ class DecideRecords(beam.PTransform):
 
     "existing" holds (earlier file, same fingerprint?, rows), with --skip_existing, for the manifest;
     "copies" ((earlier file index, path), ids), with --snapshot, the earlier rows to copy (`CopyReused`).
-    Keys travel as arrays, one element per shard or earlier file and bucket of ids (`pipeline.incremental`).
+    Keys travel as arrays, one element per shard or earlier file and bucket of ids (`pipeline.stages.decisions`).
     """
 
     def __init__(self, input_format: InputFormat, reuse: Reuse | None) -> None:
@@ -128,7 +128,7 @@ class _ReadKeysFn(beam.DoFn):
         shard_index, shard = element
         fmt = dataclasses.replace(self._input_format, format=shard.format)
         ids, lines, hashes, removed = [], [], [], []
-        with stage_metrics.timed(stage_metrics.KEYS_MS):
+        with metrics.timed(metrics.KEYS_MS):
             for outcome, _ in shard_outcomes(shard, fmt):
                 if isinstance(outcome, Record):
                     ids.append(outcome.id)
@@ -137,8 +137,8 @@ class _ReadKeysFn(beam.DoFn):
                     removed.append(outcome.removed_chars)
             keys = NewKeys.of(shard_index, shard.name, ids, lines, hashes, removed)
             buckets = list(by_bucket(keys))
-        stage_metrics.counter(stage_metrics.KEYS_RECORDS).inc(len(ids))
-        stage_metrics.counter(stage_metrics.KEY_BYTES).inc(keys.nbytes)
+        metrics.counter(metrics.KEYS_RECORDS).inc(len(ids))
+        metrics.counter(metrics.KEY_BYTES).inc(keys.nbytes)
         yield from buckets
 
 
@@ -200,7 +200,7 @@ class _ReadExistingKeysFn(beam.DoFn):
 
     def process(self, element: tuple[int, str]) -> Iterator:
         index, path = element
-        with (stage_metrics.timed(stage_metrics.EARLIER_KEYS_MS), _reading_earlier(path),
+        with (metrics.timed(metrics.EARLIER_KEYS_MS), _reading_earlier(path),
               FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED) as f):
             parquet = open_parquet(f)
             metadata = parquet.schema_arrow.metadata or {}
@@ -209,7 +209,7 @@ class _ReadExistingKeysFn(beam.DoFn):
             yield beam.pvalue.TaggedOutput(EXISTING_STATS, (path, same, parquet.metadata.num_rows))
             if not same:
                 return
-            stage_metrics.counter(stage_metrics.EARLIER_ROWS).inc(parquet.metadata.num_rows)
+            metrics.counter(metrics.EARLIER_ROWS).inc(parquet.metadata.num_rows)
             table = parquet.read(columns=["id", "text_hash"])
             keys = OldKeys.of(index, path, table.column("id").combine_chunks(),
                               table.column("text_hash").combine_chunks())
@@ -222,7 +222,7 @@ class CopyReused(beam.PTransform):
 
     Each earlier file's reused rows become one file of this output (staged, deterministic name). With
     kept columns, the rows take them from this run's input, not the earlier output: `rows` holds
-    (id, (kept values, text)) of every reused record from the reading stage (`pipeline.read.REUSED_ROWS`);
+    (id, (kept values, text)) of every reused record from the reading stage (`pipeline.stages.read.REUSED_ROWS`);
     a reused record that became a dead letter there has none and is not copied. kept is a side input
     holding the run's `KeptColumns`; `ready` holds back writes until the output is prepared.
     """
@@ -275,7 +275,7 @@ class _CopyReusedFn(beam.DoFn):
 
     def process(self, element: tuple[tuple[int, str], Iterable], kept: KeptColumns,
                 ready: object = None) -> Iterator[tuple[str, int]]:
-        with stage_metrics.timed(stage_metrics.SNAPSHOT_COPY_MS):
+        with metrics.timed(metrics.SNAPSHOT_COPY_MS):
             copied = self._copy(element, kept)
         yield copied
 

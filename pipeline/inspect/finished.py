@@ -3,7 +3,7 @@
 One set of checks and messages for every tool that reads an output: no `_SUCCESS` (with files under
 _temporary/: a run still going or stopped), a `_SUCCESS` that is not our manifest, a listed file that
 is gone or damaged (a page that fails its checksum), an embedding column that does not hold vectors of
-the recorded width. Any filesystem Beam or fsspec knows (`pipeline.storage`).
+the recorded width. Any filesystem Beam or fsspec knows (`pipeline.formats.storage`).
 """
 
 from __future__ import annotations
@@ -16,10 +16,10 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from pipeline import storage
 from pipeline.errors import NotAFinishedRun
-from pipeline.output import STAGING_DIR, SUCCESS_FILE, open_parquet
-from pipeline.storage import join, open_file
+from pipeline.formats import storage
+from pipeline.formats.output import STAGING_DIR, SUCCESS_FILE, open_parquet
+from pipeline.formats.storage import join, open_file
 
 # Files looked at at once: on an object store each look is a round trip, so thousands of files need overlap.
 LOOK_THREADS = 8

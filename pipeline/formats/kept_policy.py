@@ -2,9 +2,9 @@
 
 Every file of a run has the same schema, so a reader can union them. CSV/TSV columns are strings and
 Parquet columns keep their own type; Parquet shards that declare different types must widen losslessly
-into one (`pipeline.kept_types`), or the run stops: at launch (exit 2), or on a worker, where the decision
+into one (`pipeline.formats.kept_types`), or the run stops: at launch (exit 2), or on a worker, where the decision
 is made again, as a failed job; never with values changed. Parquet values travel as Arrow data
-(`pipeline.arrow_rows`). JSON Lines says nothing up front, so the type of a JSON field is decided from its
+(`pipeline.formats.arrow_rows`). JSON Lines says nothing up front, so the type of a JSON field is decided from its
 values in the first `SAMPLE_RECORDS` records of each shard: one JSON kind gives its Arrow type (string,
 int64, float64, bool), ints and floats give float64, any other mix gives string (numbers and booleans as
 their JSON text). Objects and arrays are kept as JSON text. A JSON or CSV field that meets a Parquet column
@@ -26,12 +26,12 @@ from dataclasses import dataclass
 
 import pyarrow as pa
 
-from pipeline.arrow_rows import ArrowRows, fit_row, joined_columns
-from pipeline.kept_types import Declared, FieldTypes, declared_type, json_kind, widen_all
-from pipeline.output import TEXT_COLUMN
-from pipeline.readers import shard_outcomes
-from pipeline.records import InputFormat, Record
-from pipeline.shards import Shard, open_shard
+from pipeline.formats.arrow_rows import ArrowRows, fit_row, joined_columns
+from pipeline.formats.kept_types import Declared, FieldTypes, declared_type, json_kind, widen_all
+from pipeline.formats.output import TEXT_COLUMN
+from pipeline.formats.readers import shard_outcomes
+from pipeline.formats.records import InputFormat, Record
+from pipeline.formats.shards import Shard, open_shard
 
 logger = logging.getLogger(__name__)
 

@@ -135,7 +135,7 @@ def embeddings_schema(dim: int, metadata: Mapping[str, str], kept: Sequence[pa.F
     n_tokens counts the document's tokens with [CLS]/[SEP] (in truncate mode, those the model
     saw); n_chunks is how many windows were embedded (1 unless --long_text chunk); text_hash
     identifies the text as embedded, so a later run can tell which records it need not embed again.
-    kept: the columns of --keep_fields and --keep_text (`pipeline.kept_policy`), nullable.
+    kept: the columns of --keep_fields and --keep_text (`pipeline.formats.kept_policy`), nullable.
     """
     own = [
         pa.field("id", pa.string(), nullable=False),

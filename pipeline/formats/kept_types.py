@@ -13,7 +13,7 @@ disagree may only meet in a type that holds every value of each, unchanged:
   their members by the same rules;
 - anything else, timestamps of another unit or time zone included, joins only the identical type.
 
-JSON and CSV values have a policy of their own (`pipeline.kept_policy`). Pure functions, no Beam.
+JSON and CSV values have a policy of their own (`pipeline.formats.kept_policy`). Pure functions, no Beam.
 """
 
 from __future__ import annotations

@@ -12,7 +12,7 @@ from itertools import accumulate
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from pipeline.arrow_rows import ArrowRows
+    from pipeline.formats.arrow_rows import ArrowRows
 
 RAW_PREVIEW_CHARS = 2000
 # A record as read: its text, or a function rendering it (a Parquet row as JSON, made only when needed).
@@ -86,7 +86,7 @@ class Unread:
 class InputFormat:
     """How to read the records of a shard."""
 
-    format: str  # one of pipeline.shards.SHARD_FORMATS
+    format: str  # one of pipeline.formats.shards.SHARD_FORMATS
     encoding: str = "utf-8"
     text_field: str = "text"
     id_field: str | None = None
@@ -197,7 +197,7 @@ def _document(
     bad = _surrogate_at(text)
     if bad is not None:  # e.g. JSON "\\ud800", or bytes a CSV row could not decode
         return dead("undecodable", f"not valid Unicode at character {bad} (an undecodable byte or a lone surrogate)")
-    # A Parquet row's kept strings are checked as Arrow data by its reader (`pipeline.arrow_rows`).
+    # A Parquet row's kept strings are checked as Arrow data by its reader (`pipeline.formats.arrow_rows`).
     unstorable = _unstorable_kept(fmt.keep_fields, kept) if isinstance(kept, tuple) and kept else None
     if unstorable is not None:
         return dead("undecodable", unstorable)
@@ -265,7 +265,7 @@ def from_fields(
 
     raw is the row as the user wrote it (a reader renders a Parquet row as JSON), kept in dead letters so it
     can be fixed and replayed: those made here, and as `Record.raw` those the reading stage makes later. kept:
-    a Parquet row's kept values as Arrow data (`pipeline.arrow_rows`); otherwise they are taken from fields.
+    a Parquet row's kept values as Arrow data (`pipeline.formats.arrow_rows`); otherwise they are taken from fields.
     """
 
     def dead(reason: str, detail: str, record_id: str | None = None) -> DeadLetter:

@@ -1,0 +1,1 @@
+"""Reading a finished output back and drawing it, for search and the report."""

@@ -1,0 +1,1 @@
+"""The Beam graph of the job and its stages: list, decide, read, embed, commit."""
