@@ -7,6 +7,7 @@ Built once on the launcher (`job_config`) and carried to workers; storage is tou
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 from encoders import EncoderSpec, check_settings, resolve_spec
@@ -38,7 +39,7 @@ class JobConfig:
         return identity_of(self.encoder_spec).recorded(self.job)
 
 
-def compared_settings(settings: dict[str, object], base: str) -> dict[str, object]:
+def compared_settings(settings: Mapping[str, object], base: str) -> dict[str, object]:
     """The part of a manifest's settings that a rerun must match to replace a finished run quietly.
 
     A setting the manifest lacks (written by a version before the setting existed) counts as its

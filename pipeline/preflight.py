@@ -8,7 +8,6 @@ job before anything is written.
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 import tempfile
 from concurrent.futures import ThreadPoolExecutor
@@ -21,6 +20,7 @@ from pipeline.config import compared_settings
 from pipeline.errors import JobConfigError
 from pipeline.formats.kept_policy import decide_columns, merge_observed, observe_shard
 from pipeline.formats.kept_types import KeptTypeError
+from pipeline.formats.manifest import Manifest
 from pipeline.formats.output import SUCCESS_FILE, clear_previous_output
 from pipeline.formats.readers import HEADED_FORMATS, STRUCTURED_FORMATS
 from pipeline.formats.records import InputFormat
@@ -79,10 +79,8 @@ def check_previous_run(output: str, compared: dict[str, object], base: str) -> N
         return
     try:
         with FileSystems.open(path) as f:
-            previous = json.loads(f.read().decode("utf-8"))["settings"]
-        if not isinstance(previous, dict):
-            raise TypeError(f"settings is a {type(previous).__name__}")
-    except (OSError, ValueError, KeyError, TypeError) as exc:
+            previous = Manifest.from_bytes(f.read()).settings
+    except (OSError, ValueError) as exc:
         logger.warning("%s cannot be read (%s); treating --output as an unfinished run and starting over", path, exc)
         return
     before = compared_settings(previous, base)

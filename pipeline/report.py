@@ -20,6 +20,7 @@ import pyarrow as pa
 
 from pipeline.command import MISTAKES, OneLineErrorParser, configure_logging, said
 from pipeline.errors import CommandError
+from pipeline.formats.manifest import Manifest
 from pipeline.formats.output import FAILED_DIR, REPORT_FILE
 from pipeline.formats.storage import join, open_file
 from pipeline.inspect.finished import read_manifest
@@ -84,7 +85,7 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def render(output: str, manifest: dict, data: RunData) -> str:
+def render(output: str, manifest: Manifest, data: RunData) -> str:
     """The whole page as one string; deterministic for a given output (no time of writing on it)."""
     sections = [_header(output, manifest), _outcomes(output, manifest), _tokens(manifest, data),
                 _performance(manifest), _norms(manifest, data), _duplicates(data), _settings(manifest)]
@@ -106,13 +107,13 @@ def _value(value: object) -> str:
     return value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
 
 
-def _header(output: str, manifest: dict) -> str:
-    settings, perf = manifest["settings"], manifest.get("performance", {})
+def _header(output: str, manifest: Manifest) -> str:
+    settings, perf = manifest.settings, manifest.performance
     facts = [("model", settings.get("model")), ("backend", settings.get("backend")),
              ("pooling", settings.get("pooling")), ("dim", settings.get("dim")),
              ("precision", settings.get("precision")), ("normalize", settings.get("normalize")),
              ("max_seq_length", settings.get("max_seq_length")), ("long_text", settings.get("long_text")),
-             ("started", manifest.get("started_at")), ("finished", manifest.get("finished_at")),
+             ("started", manifest.started_at), ("finished", manifest.finished_at),
              ("wall time", f"{perf['wall_seconds']:,} s" if "wall_seconds" in perf else None)]
     chosen = perf.get("chosen") or {}
     facts += [(f"{name} (chosen)", value) for name, value in chosen.items()]
@@ -123,8 +124,8 @@ def _header(output: str, manifest: dict) -> str:
             f'<a href="#settings">at the end</a>.</p><table id="table-run">{rows}</table>')
 
 
-def _outcomes(output: str, manifest: dict) -> str:
-    counts, shards = manifest["counts"], manifest["shards"]
+def _outcomes(output: str, manifest: Manifest) -> str:
+    counts, shards = manifest.counts, manifest.shards
     outcomes = [o for o in OUTCOMES if o in counts]
     drawn = [("all shards", counts)] + [(s.get("source", "?"), s) for s in shards[:SHARDS_DRAWN]]
     svg = stacked_bars([(name, [(o, int(row.get(o, 0))) for o in outcomes]) for name, row in drawn],
@@ -134,7 +135,7 @@ def _outcomes(output: str, manifest: dict) -> str:
                f"{counts.get('read', 0):,} records read.")
     parts = ["<h2>Records by outcome</h2>", _figure("fig-outcomes", svg, escape(caption)),
              _outcome_table(manifest, outcomes)]
-    reasons = manifest.get("failed_by_reason") or {}
+    reasons = manifest.failed_by_reason
     if reasons:
         bars = horizontal_bars(sorted(reasons.items(), key=lambda item: (-item[1], item[0])), "records",
                                label="dead letters by reason", data_key="reason")
@@ -147,10 +148,10 @@ def _outcomes(output: str, manifest: dict) -> str:
     return "<section id=\"outcomes\">" + "".join(parts) + "</section>"
 
 
-def _outcome_table(manifest: dict, outcomes: list[str]) -> str:
-    shards = manifest["shards"]
+def _outcome_table(manifest: Manifest, outcomes: list[str]) -> str:
+    shards = manifest.shards
     head = "".join(f"<th>{o}</th>" for o in ["read", *outcomes])
-    rows = [("all shards", manifest["counts"])] + [(s.get("source", "?"), s) for s in shards[:SHARDS_LISTED]]
+    rows = [("all shards", manifest.counts)] + [(s.get("source", "?"), s) for s in shards[:SHARDS_LISTED]]
     body = "".join(
         f'<tr><th>{escape(str(name))}</th>'
         + "".join(f'<td class="n" data-outcome="{o}">{int(row.get(o, 0)):,}</td>' for o in ["read", *outcomes])
@@ -187,8 +188,8 @@ def token_bins(tally: Tally, max_seq_length: int | None) -> tuple[list[Bin], tup
     return bins, (0, math.ceil(top / width) * width)
 
 
-def _tokens(manifest: dict, data: RunData) -> str:
-    settings = manifest["settings"]
+def _tokens(manifest: Manifest, data: RunData) -> str:
+    settings = manifest.settings
     limit = settings.get("max_seq_length")
     limit = limit if isinstance(limit, int) and not isinstance(limit, bool) else None
     if not data.rows:
@@ -209,8 +210,8 @@ def _tokens(manifest: dict, data: RunData) -> str:
     return "<section id=\"tokens\"><h2>Token counts</h2>" + _figure("fig-tokens", svg, caption) + "</section>"
 
 
-def _performance(manifest: dict) -> str:
-    perf = manifest.get("performance")
+def _performance(manifest: Manifest) -> str:
+    perf = manifest.performance
     if not perf:
         return "<section id=\"performance\"><h2>Performance</h2><p>This manifest records no performance.</p></section>"
     facts = [("texts/s", perf.get("texts_per_second")), ("real tokens/s", perf.get("real_tokens_per_second")),
@@ -256,13 +257,13 @@ def norm_bins(tally: Tally) -> tuple[list[Bin], tuple[float, float]]:
     return bins, (low, high)
 
 
-def _norms(manifest: dict, data: RunData) -> str:
+def _norms(manifest: Manifest, data: RunData) -> str:
     if not data.rows:
         return "<section id=\"norms\"><h2>Vector norms</h2><p>No vectors were written.</p></section>"
     bins, x_range = norm_bins(data.norms)
     svg = histogram(bins, x_range, "L2 norm", "vectors", label="vector norms")
     spread = f"from {data.norms.low:.7g} to {data.norms.high:.7g}"
-    if manifest["settings"].get("normalize") is True:
+    if manifest.settings.get("normalize") is True:
         off = sum(c for v, c in data.norms.counts.items() if abs(v - 1) > 2e-3)
         said = (f"The run normalised the vectors, so every norm should be 1: they range {spread}"
                 + (f"; {off:,} differ from 1 by more than 0.002 (a vector of zeros cannot be normalised)."
@@ -301,15 +302,15 @@ def _duplicates(data: RunData) -> str:
     return head + _figure("fig-duplicates", svg, caption) + examples + "</section>"
 
 
-def _settings(manifest: dict) -> str:
+def _settings(manifest: Manifest) -> str:
     rows = "".join(f"<tr><th>{escape(str(name))}</th><td>{escape(_value(value))}</td></tr>"
-                   for name, value in manifest["settings"].items())
+                   for name, value in manifest.settings.items())
     extra = ""
-    if manifest.get("incremental"):
+    if manifest.incremental:
         inc = "".join(f"<tr><th>{escape(str(k))}</th><td>{escape(_value(v))}</td></tr>"
-                      for k, v in manifest["incremental"].items())
+                      for k, v in manifest.incremental.items())
         extra = f'<h3>Incremental run (--skip_existing)</h3><table id="table-incremental">{inc}</table>'
-    removed = manifest.get("control_chars_removed")
+    removed = manifest.control_chars_removed
     note = f'<p class="note">Control characters removed while reading: {removed:,}.</p>' if removed else ""
     return (f'<section id="settings"><h2>Settings</h2><table id="table-settings">{rows}</table>'
             f"{extra}{note}</section>")

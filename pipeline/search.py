@@ -137,8 +137,7 @@ def open_output(path: str) -> Output:
             raise SearchError(str(exc)) from None
         if TEXT_COLUMN in schema.names:
             with_text.add(file)
-    settings = manifest.get("settings")
-    recorded = settings.get("model_fingerprint") if isinstance(settings, dict) else None
+    recorded = manifest.settings.get("model_fingerprint")
     if recorded is not None and recorded != first["model_fingerprint"]:
         raise SearchError(f"{path}/{SUCCESS_FILE} records model fingerprint {recorded} but its files were made "
                           f"with {first['model_fingerprint']}")

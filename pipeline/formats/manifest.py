@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import time
 from collections import Counter
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from types import MappingProxyType
 
 
 class ReconciliationError(Exception):
@@ -43,6 +45,53 @@ class PartStats:
     build_seconds: float = 0.0
     stage_seconds: tuple[tuple[str, float], ...] = ()  # busy seconds by stage (see `performance`)
     chosen: tuple[tuple[str, object], ...] = ()  # (setting, value) the build chose for each automatic setting
+
+
+@dataclass(frozen=True)
+class Manifest:
+    """A `_SUCCESS` manifest read back, as every reader uses it (report, search, the rerun check, the summary).
+
+    Manifests of earlier versions read too: a part they lack (performance, incremental) is empty.
+    """
+
+    counts: Mapping[str, int]  # read, embedded, skipped, failed (and reused with --skip_existing)
+    settings: Mapping[str, object]  # every recorded setting (JSON values), version, model_fingerprint
+    shards: tuple[Mapping[str, object], ...]  # one row of counts per shard
+    embeddings: tuple[str, ...]  # the embeddings files, relative to the output
+    failed_files: tuple[str, ...]  # the dead-letter files, relative to the output
+    failed_by_reason: Mapping[str, int]
+    performance: Mapping[str, object]
+    incremental: Mapping[str, object] | None  # with --skip_existing
+    control_chars_removed: int | None
+    started_at: str | None
+    finished_at: str | None
+
+    @classmethod
+    def from_json(cls, data: object) -> Manifest:
+        """The manifest in data (parsed JSON); ValueError saying what is missing unless it is one this job wrote."""
+        if not isinstance(data, dict):
+            raise ValueError(f"expected a JSON object, got {type(data).__name__}")
+        files = data.get("files")
+        ok = (isinstance(data.get("counts"), dict) and isinstance(data.get("settings"), dict)
+              and isinstance(data.get("shards"), list) and isinstance(files, dict)
+              and isinstance(files.get("embeddings"), list) and all(isinstance(n, str) for n in files["embeddings"]))
+        if not ok:
+            raise ValueError("expected JSON with counts, settings, shards and files")
+        frozen = MappingProxyType
+        return cls(
+            counts=frozen(data["counts"]), settings=frozen(data["settings"]),
+            shards=tuple(frozen(row) if isinstance(row, dict) else frozen({}) for row in data["shards"]),
+            embeddings=tuple(files["embeddings"]), failed_files=tuple(files.get("failed") or ()),
+            failed_by_reason=frozen(data.get("failed_by_reason") or {}),
+            performance=frozen(data.get("performance") or {}),
+            incremental=frozen(data["incremental"]) if isinstance(data.get("incremental"), dict) else None,
+            control_chars_removed=data.get("control_chars_removed"),
+            started_at=data.get("started_at"), finished_at=data.get("finished_at"))
+
+    @classmethod
+    def from_bytes(cls, raw: bytes) -> Manifest:
+        """A manifest from the bytes of a `_SUCCESS` file; ValueError (UnicodeError, JSON errors too) if not one."""
+        return cls.from_json(json.loads(raw.decode("utf-8")))
 
 
 def _iso(seconds: float) -> str:

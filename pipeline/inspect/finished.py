@@ -18,6 +18,7 @@ import pyarrow.compute as pc
 
 from pipeline.errors import NotAFinishedRun
 from pipeline.formats import storage
+from pipeline.formats.manifest import Manifest
 from pipeline.formats.output import STAGING_DIR, SUCCESS_FILE, open_parquet
 from pipeline.formats.storage import join, open_file
 
@@ -26,7 +27,7 @@ LOOK_THREADS = 8
 ROWS_PER_BATCH = 4096  # rows read at once: 4096 x 384 float32 is 6 MB
 
 
-def read_manifest(output: str) -> dict:
+def read_manifest(output: str) -> Manifest:
     """The output's `_SUCCESS` manifest; raises NotAFinishedRun unless it is one this job wrote."""
     success = join(output, SUCCESS_FILE)
     if not storage.exists(success):
@@ -36,20 +37,15 @@ def read_manifest(output: str) -> dict:
         raise NotAFinishedRun(f"{output} is not a finished output of this job: there is no {SUCCESS_FILE}")
     try:
         with open_file(success) as f:
-            manifest = json.loads(f.read().decode("utf-8"))
-        ok = (isinstance(manifest, dict) and isinstance(manifest.get("counts"), dict)
-              and isinstance(manifest.get("settings"), dict) and isinstance(manifest.get("shards"), list)
-              and isinstance(manifest.get("files"), dict) and isinstance(manifest["files"].get("embeddings"), list)
-              and all(isinstance(name, str) for name in manifest["files"]["embeddings"]))
-    except (OSError, ValueError) as exc:
+            raw = f.read()
+        return Manifest.from_bytes(raw)
+    except (OSError, UnicodeError, json.JSONDecodeError) as exc:
         raise NotAFinishedRun(f"{success} cannot be read as this job's manifest ({exc})") from None
-    if not ok:
-        raise NotAFinishedRun(f"{success} is not this job's manifest (expected JSON with counts, settings, shards "
-                              "and files)")
-    return manifest
+    except ValueError as exc:
+        raise NotAFinishedRun(f"{success} is not this job's manifest ({exc})") from None
 
 
-def embeddings_files(output: str, manifest: dict) -> tuple[str, ...]:
+def embeddings_files(output: str, manifest: Manifest) -> tuple[str, ...]:
     """The paths of the embeddings files the manifest lists; NotAFinishedRun if one is gone.
 
     One listing of each directory they sit in (the output's own, as the job writes them) answers for
@@ -57,7 +53,7 @@ def embeddings_files(output: str, manifest: dict) -> tuple[str, ...]:
     each file costs a request each. A file the listing does not show is asked for on its own
     (a directory name a glob would misread lands there too).
     """
-    files = tuple(join(output, name) for name in manifest["files"]["embeddings"])
+    files = tuple(join(output, name) for name in manifest.embeddings)
     shown = storage.shown_by_listing(files)
     unlisted = [file for file in files if file not in shown]
     with ThreadPoolExecutor(max_workers=LOOK_THREADS) as pool:
@@ -84,13 +80,13 @@ def row_batches(file: str, columns: Sequence[str]) -> Iterator:
         raise NotAFinishedRun(f"{file} cannot be read: {' '.join(str(exc).split())}") from None
 
 
-def recorded_dim(output: str, manifest: dict) -> int:
+def recorded_dim(output: str, manifest: Manifest) -> int:
     """The width of the output's vectors, as its manifest records it (settings.dim); NotAFinishedRun if it does not.
 
     The manifest, not a file's schema, says it: a file rewritten by another tool keeps its vectors but
     may lose both the fixed width of its column and its key-value metadata.
     """
-    dim = manifest["settings"].get("dim")
+    dim = manifest.settings.get("dim")
     if not isinstance(dim, int) or isinstance(dim, bool) or dim < 1:
         raise NotAFinishedRun(f"{join(output, SUCCESS_FILE)} records no vector width (settings.dim is {dim!r})")
     return dim

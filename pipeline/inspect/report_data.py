@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from pipeline.formats.manifest import Manifest
 from pipeline.inspect.finished import embedding_vectors, embeddings_files, recorded_dim, row_batches
 
 logger = logging.getLogger(__name__)
@@ -149,7 +150,7 @@ class RunData:
     files: int = 0
 
 
-def read_run(output: str, manifest: dict, sample_size: int) -> RunData:
+def read_run(output: str, manifest: Manifest, sample_size: int) -> RunData:
     """One pass over the embeddings files the manifest lists, a file at a time.
 
     Raises NotAFinishedRun when a file's embedding column does not hold vectors of the recorded dim.

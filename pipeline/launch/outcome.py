@@ -7,12 +7,12 @@ the job's result, as a local run does, so a script or scheduler sees a failed jo
 
 from __future__ import annotations
 
-import json
 import logging
 import re
 import sys
 import time
 
+from pipeline.formats.manifest import Manifest
 from pipeline.formats.output import SUCCESS_FILE
 from pipeline.launch.placement import describe_hints
 
@@ -24,25 +24,25 @@ _CONSOLE = "https://console.cloud.google.com/dataflow/jobs/{region}/{job_id}?pro
 _EXCEPTION_LINE = re.compile(r"^(?:[A-Za-z_][\w.]*\.)?([A-Z]\w*(?:Error|Exception|Exit|Interrupt|Failure)): (.+)$")
 
 
-def summary(manifest: dict, seconds: float, output: str) -> str:
+def summary(manifest: Manifest, seconds: float, output: str) -> str:
     """A few lines for the terminal: counts, throughput, where the output is."""
-    counts = manifest["counts"]
+    counts = manifest.counts
+    settings = manifest.settings
     reused = f", {counts['reused']} reused" if counts.get("reused") else ""
     rate = counts["embedded"] / seconds if seconds > 0 else 0.0
     lines = [
         f"embedded {counts['embedded']} of {counts['read']} records "
         f"({counts['skipped']} skipped, {counts['failed']} failed{reused}) in {seconds:.1f} s ({rate:.1f} texts/s)",
-        f"model {manifest['settings']['model']} ({manifest['settings']['backend']}, "
-        f"{manifest['settings']['pooling']} pooling, dim {manifest['settings']['dim']})",
-        f"output: {output} ({len(manifest['files']['embeddings'])} Parquet files)",
+        f"model {settings['model']} ({settings['backend']}, {settings['pooling']} pooling, dim {settings['dim']})",
+        f"output: {output} ({len(manifest.embeddings)} Parquet files)",
     ]
-    perf = manifest.get("performance", {})
+    perf = manifest.performance
     if perf.get("batches"):
         lines.insert(1, f"{perf['real_tokens_per_second']:,.0f} real tokens/s, padding efficiency "
                         f"{perf['padding_efficiency']:.2f}, {perf['batches']} batches, encoder built "
                         f"{perf['encoder_builds']}x in {perf['worker_processes']} worker process(es)")
     if counts["failed"]:
-        reasons = ", ".join(f"{k}: {v}" for k, v in manifest["failed_by_reason"].items())
+        reasons = ", ".join(f"{k}: {v}" for k, v in manifest.failed_by_reason.items())
         lines.append(f"failed records ({reasons}) are listed in {output}/failed/")
     return "\n".join(lines)
 
@@ -126,7 +126,7 @@ def wait_for_job(result, output: str, started: float, console: str | None = None
         return _failed(f"job {job_id} ended in state {state}", committed)
     try:
         with FileSystems.open(committed) as f:
-            manifest = json.loads(f.read().decode("utf-8"))
+            manifest = Manifest.from_bytes(f.read())
     except (OSError, ValueError) as exc:
         print(f"error: job {job_id} finished but {committed} cannot be read: {exc}")
         return 1

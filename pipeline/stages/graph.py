@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import time
 
 import apache_beam as beam
@@ -11,6 +10,7 @@ from apache_beam.options.pipeline_options import PipelineOptions
 from apache_beam.runners.runner import PipelineResult
 
 from pipeline.config import JobConfig
+from pipeline.formats.manifest import Manifest
 from pipeline.formats.output import SUCCESS_FILE, clear_previous_output
 from pipeline.launch.progress import PROGRESS
 from pipeline.stages.commit import Commit, CommitSettings, PrepareOutput
@@ -66,7 +66,7 @@ def build_pipeline(p: beam.Pipeline, config: JobConfig, started_at: float) -> be
     return p | "Commit" >> commit
 
 
-def run_job(config: JobConfig, options: PipelineOptions) -> dict:
+def run_job(config: JobConfig, options: PipelineOptions) -> Manifest:
     """Run the job here to completion; returns the manifest (also written to output/_SUCCESS).
 
     The launcher has run the storage checks (`pipeline.preflight`); this cleans the output first.
@@ -78,7 +78,7 @@ def run_job(config: JobConfig, options: PipelineOptions) -> dict:
     finally:
         PROGRESS.stop()
     with FileSystems.open(FileSystems.join(config.output, SUCCESS_FILE)) as f:
-        return json.loads(f.read().decode("utf-8"))
+        return Manifest.from_bytes(f.read())
 
 
 def submit_job(config: JobConfig, options: PipelineOptions) -> PipelineResult:

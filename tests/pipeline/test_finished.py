@@ -4,11 +4,13 @@ import fsspec
 import pytest
 
 import pipeline.formats.storage as storage
+from pipeline.formats.manifest import Manifest
 from pipeline.inspect.finished import NotAFinishedRun, embeddings_files
 
 
 def manifest_of(names):
-    return {"files": {"embeddings": list(names), "failed": []}}
+    return Manifest.from_json({"counts": {}, "settings": {}, "shards": [],
+                               "files": {"embeddings": list(names), "failed": []}})
 
 
 def write_output(directory, count):

@@ -18,6 +18,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from pipeline.cli import main as run_job
+from pipeline.formats.manifest import Manifest
 from pipeline.inspect.report_data import near_duplicates, read_run
 from pipeline.report import main as report_main
 from pipeline.report import render
@@ -225,7 +226,7 @@ def test_a_sample_where_every_vector_has_an_exact_copy_draws_finite_bins(finishe
     """float32 puts some exact copies at 1.0000001: the axis must not collapse to zero width."""
     vectors = np.zeros((4, 8), np.float32)
     vectors[:, :2] = [[2, 3], [2, 3], [3, 4], [3, 4]]
-    manifest = read_manifest(finished_run)
+    manifest = Manifest.from_json(read_manifest(finished_run))
     data = read_run(str(finished_run), manifest, 0)
     data.duplicates = near_duplicates(["a", "b", "c", "d"], vectors)
     assert data.duplicates.nearest.min() >= 1.0

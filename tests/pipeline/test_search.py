@@ -12,6 +12,7 @@ import pytest
 
 from encoders import build_encoder, model_fingerprint, resolve_spec
 from pipeline.cli import main as run_job
+from pipeline.identity import identity_of
 from pipeline.search import Hit, TopK, format_hits, main, open_output, recorded_spec
 from tests.pipeline.conftest import (
     NOT_VECTORS,
@@ -195,6 +196,7 @@ def test_a_model_changed_since_the_run_is_warned_about_and_still_used(search, ti
     capsys.readouterr()  # the job's summary
     (model / "notes.json").write_text("{}")  # a new file of the model directory: another fingerprint
     model_fingerprint.cache_clear()  # as in a new process: the job's fingerprint is cached in this one
+    identity_of.cache_clear()
     hits = _json_hits(search, out, TINY_TEXTS[1], "--k", "1")
     assert hits[0]["id"] == _id(2) and hits[0]["score"] >= 0.999
     assert "the model or encoder version differs from the one that made" in caplog.text
