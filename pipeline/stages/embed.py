@@ -17,7 +17,6 @@ import uuid
 from collections import Counter, deque
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
 
 import apache_beam as beam
 import numpy as np
@@ -36,6 +35,7 @@ from pipeline.formats.output import embeddings_table, parquet_bytes, part_file_n
 from pipeline.formats.records import DeadLetter, raw_preview
 from pipeline.identity import identity_of
 from pipeline.launch.progress import PROGRESS
+from pipeline.settings import JobSettings
 from pipeline.stages.decisions import text_hash
 from pipeline.stages.read import METRICS_NAMESPACE, Part
 
@@ -47,28 +47,20 @@ _ENCODERS = shared.Shared()
 PREFETCH_GROUPS = 2
 
 
-@dataclass(frozen=True)
-class Staging:
-    """Where a part's files wait for the commit, and how many records are encoded together."""
-
-    output: str
-    group_size: int  # records sorted together before batching; bounds worker memory
-
-
 class EmbedParts(beam.PTransform):
     """Parts -> PartStats: each part embedded and its Parquet (and dead-letter) file staged.
 
     kept: a side input holding the run's `KeptColumns` (the output's extra columns).
     """
 
-    def __init__(self, spec: EncoderSpec, staging: Staging, kept: beam.pvalue.AsSingleton) -> None:
+    def __init__(self, spec: EncoderSpec, job: JobSettings, kept: beam.pvalue.AsSingleton) -> None:
         super().__init__()
         self._spec = spec
-        self._staging = staging
+        self._job = job
         self._kept = kept
 
     def expand(self, parts: beam.PCollection) -> beam.PCollection:
-        return parts | "EmbedPart" >> beam.ParDo(_EmbedPartFn(self._spec, self._staging), kept=self._kept)
+        return parts | "EmbedPart" >> beam.ParDo(_EmbedPartFn(self._spec, self._job), kept=self._kept)
 
 
 class _SharedEncoder:
@@ -87,9 +79,9 @@ class _EmbedPartFn(beam.DoFn):
     token budget, so larger groups mean less padding; the group size bounds the memory it holds.
     """
 
-    def __init__(self, spec: EncoderSpec, staging: Staging) -> None:
+    def __init__(self, spec: EncoderSpec, job: JobSettings) -> None:
         self._spec = spec  # resolved on the launcher, or once per worker process (`pipeline.identity`)
-        self._staging = staging
+        self._job = job  # its output (where files are staged) and group_size
         self._schemas: dict[KeptColumns, pa.Schema] = {}
         self._shared: _SharedEncoder | None = None
         self._writes: _Writes | None = None
@@ -127,7 +119,7 @@ class _EmbedPartFn(beam.DoFn):
         if self._report_build:
             self._build_time.update(int(encoder.build_seconds * 1000))
             self._report_build = False
-        group_size = self._staging.group_size
+        group_size = self._job.group_size
         spans = [(first, min(first + group_size, len(part.texts))) for first in range(0, len(part.texts), group_size)]
         tables = []
         dead_letters = list(part.dead_letters)
@@ -201,7 +193,7 @@ class _EmbedPartFn(beam.DoFn):
         Parquet encoding and writing run while the next part is embedded; a failed write fails
         (and so retries) the bundle. Same part, same names and rows.
         """
-        output = self._staging.output
+        output = self._job.output
         embeddings_name, failed_name = part_file_names(part.shard_index, part.part)
         table = pa.concat_tables(tables) if tables else schema.empty_table()
         files = [(FileSystems.join(output, staged_name(embeddings_name)), table)]

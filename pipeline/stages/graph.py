@@ -14,16 +14,15 @@ from pipeline.formats.manifest import Manifest
 from pipeline.formats.output import SUCCESS_FILE, clear_previous_output
 from pipeline.launch.progress import PROGRESS
 from pipeline.stages.commit import Commit, CommitSettings, PrepareOutput
-from pipeline.stages.embed import EmbedParts, Staging
+from pipeline.stages.embed import EmbedParts
 from pipeline.stages.kept import DecideKeptColumns
-from pipeline.stages.keys import CopyReused, DecideRecords, Reuse
-from pipeline.stages.read import REUSED_ROWS, SHARD_STATS, ListShards, PartLimits, ProgressSettings, ReadParts
+from pipeline.stages.keys import CopyReused, DecideRecords
+from pipeline.stages.read import REUSED_ROWS, SHARD_STATS, ListShards, ProgressSettings, ReadParts
 
 
 def build_pipeline(p: beam.Pipeline, config: JobConfig, started_at: float) -> beam.PCollection:
     """Add the job to pipeline p; returns the PCollection holding the manifest."""
     job, spec = config.job, config.encoder_spec
-    input_format = job.input_format()
     ready = None
     if config.shards is None:
         # Submitted from a launcher that need not see the data: a worker lists the inputs and
@@ -31,24 +30,22 @@ def build_pipeline(p: beam.Pipeline, config: JobConfig, started_at: float) -> be
         ready = beam.pvalue.AsSingleton(p | "PrepareOutput" >> PrepareOutput(job, spec, config.launch_dir))
     shards = p | "ListShards" >> ListShards(job, config.shards)
     # The output's extra columns, one type each for the whole run (`pipeline.stages.kept`).
-    kept = beam.pvalue.AsSingleton(shards | "KeptColumns" >> DecideKeptColumns(input_format, job.keep_text))
+    kept = beam.pvalue.AsSingleton(shards | "KeptColumns" >> DecideKeptColumns(job.input_format(), job.keep_text))
     decided = {}
-    reuse = Reuse(job.skip_existing, job.snapshot, spec, job.output) if job.skip_existing else None
-    if job.id_field or reuse:
-        decided = shards | "Decide" >> DecideRecords(input_format, reuse)
+    if job.id_field or job.skip_existing:
+        decided = shards | "Decide" >> DecideRecords(job, spec)
         to_read = decided["to_read"]
     else:
         to_read = shards | "NoDecisions" >> beam.MapTuple(lambda index, shard: (index, shard, None))
     progress = ProgressSettings(config.progress, sum(s.size for s in config.shards or ()))
     reused_rows = job.snapshot and bool(job.keep_fields or job.keep_text)
-    read = to_read | "Read" >> ReadParts(input_format, progress, PartLimits(job.records_per_file), kept, reused_rows,
-                                         ready)
+    read = to_read | "Read" >> ReadParts(job, progress, kept, reused_rows, ready)
     copied = None
     if "copies" in decided:
         rows = read[REUSED_ROWS] if reused_rows else None
-        copied = decided["copies"] | "CopyReused" >> CopyReused(reuse, kept, rows, ready)
+        copied = decided["copies"] | "CopyReused" >> CopyReused(job, spec, kept, rows, ready)
     parts = read.parts
-    embed = EmbedParts(spec, Staging(job.output, job.group_size), kept)
+    embed = EmbedParts(spec, job, kept)
     if config.distributed:
         # Distributed runners shuffle on disk and spread a big shard's parts over workers.
         # Local runners hold a shuffled PCollection in memory, so there reading and

@@ -39,6 +39,7 @@ from pipeline.formats.readers import shard_outcomes
 from pipeline.formats.records import InputFormat, Record
 from pipeline.formats.shards import Shard
 from pipeline.identity import identity_of
+from pipeline.settings import JobSettings
 from pipeline.stages import metrics
 from pipeline.stages.decisions import NewKeys, OldKeys, by_bucket, decisions_by_line, resolve_keys, text_hash
 
@@ -46,16 +47,6 @@ logger = logging.getLogger(__name__)
 
 COPIES = "copies"
 EXISTING_STATS = "existing_stats"
-
-
-@dataclasses.dataclass(frozen=True)
-class Reuse:
-    """--skip_existing and --snapshot, and what deciding reuse needs: the encoder settings (for the fingerprint)."""
-
-    pattern: str
-    snapshot: bool
-    spec: EncoderSpec  # possibly unresolved; resolved once per worker process (`pipeline.identity`)
-    output: str  # where --snapshot copies go (staged)
 
 
 class DecideRecords(beam.PTransform):
@@ -66,23 +57,23 @@ class DecideRecords(beam.PTransform):
     Keys travel as arrays, one element per shard or earlier file and bucket of ids (`pipeline.stages.decisions`).
     """
 
-    def __init__(self, input_format: InputFormat, reuse: Reuse | None) -> None:
+    def __init__(self, job: JobSettings, spec: EncoderSpec) -> None:
         super().__init__()
-        self._input_format = input_format
-        self._reuse = reuse
+        self._job = job
+        self._spec = spec  # possibly unresolved; resolved once per worker process (`pipeline.identity`)
 
     def expand(self, shards: beam.PCollection) -> dict[str, beam.PCollection]:
         p = shards.pipeline
-        keys = [shards | "ReadKeys" >> beam.ParDo(_ReadKeysFn(self._input_format))]
+        job = self._job
+        keys = [shards | "ReadKeys" >> beam.ParDo(_ReadKeysFn(job.input_format()))]
         outputs = {}
-        reuse = self._reuse
-        if reuse is not None:
+        if job.skip_existing:
             earlier = (
                 p
                 | "EarlierOutputs" >> beam.Create([None])
-                | "ListEarlierFiles" >> beam.ParDo(_ListExistingFn(reuse.pattern))
+                | "ListEarlierFiles" >> beam.ParDo(_ListExistingFn(job.skip_existing))
                 | "SpreadEarlierFiles" >> beam.Reshuffle()
-                | "ReadEarlierKeys" >> beam.ParDo(_ReadExistingKeysFn(reuse.spec)).with_outputs(
+                | "ReadEarlierKeys" >> beam.ParDo(_ReadExistingKeysFn(self._spec)).with_outputs(
                     EXISTING_STATS, main="keys"
                 )
             )
@@ -94,7 +85,7 @@ class DecideRecords(beam.PTransform):
             | "GroupByBucket" >> beam.GroupByKey()
             | "ResolveBuckets" >> beam.ParDo(_ResolveBucketFn()).with_outputs(COPIES, main="decisions")
         )
-        if reuse is not None and reuse.snapshot:
+        if job.skip_existing and job.snapshot:
             outputs["copies"] = resolved[COPIES]
         to_read = (
             {
@@ -227,10 +218,12 @@ class CopyReused(beam.PTransform):
     holding the run's `KeptColumns`; `ready` holds back writes until the output is prepared.
     """
 
-    def __init__(self, reuse: Reuse, kept: beam.pvalue.AsSingleton, rows: beam.PCollection | None = None,
+    def __init__(self, job: JobSettings, spec: EncoderSpec, kept: beam.pvalue.AsSingleton,
+                 rows: beam.PCollection | None = None,
                  ready: beam.pvalue.AsSingleton | None = None) -> None:
         super().__init__()
-        self._reuse = reuse
+        self._output = job.output  # where the copies are staged
+        self._spec = spec
         self._rows = rows
         self._side_inputs = {"kept": kept, **({"ready": ready} if ready is not None else {})}
 
@@ -246,7 +239,7 @@ class CopyReused(beam.PTransform):
                 | "JoinKeptValues" >> beam.CoGroupByKey()
                 | "WithKeptValues" >> beam.FlatMap(_with_row)
             )
-        copy = _CopyReusedFn(self._reuse.spec, self._reuse.output, with_rows=self._rows is not None)
+        copy = _CopyReusedFn(self._spec, self._output, with_rows=self._rows is not None)
         return (
             by_file
             | "GroupByEarlierFile" >> beam.GroupByKey()

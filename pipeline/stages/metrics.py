@@ -24,8 +24,8 @@ EARLIER_ROWS = "earlier_rows"
 SNAPSHOT_COPY_MS = "snapshot_copy_ms"  # --snapshot: copying reused rows into this output
 COMMIT_MS = "commit_ms"  # building the manifest, moving staged files into place, writing _SUCCESS
 COMMIT_FILES = "commit_files"
-# Bytes one key holds besides its id: the 32-character hash and two 8-byte integers (a lower bound per key).
-KEY_FIXED_BYTES = 32 + 16
+# Bytes one key holds besides its id: 64 bits of its text hash and a 4-byte record number (a lower bound per key).
+KEY_FIXED_BYTES = 8 + 4
 
 
 def counter(name: str):

@@ -104,11 +104,10 @@ class ReadParts(beam.PTransform):
     run's input. `ready`, when given, is a side input the reading waits for (the output prepared by a worker).
     """
 
-    def __init__(self, input_format: InputFormat, progress: ProgressSettings, limits: PartLimits,
-                 kept: beam.pvalue.AsSingleton, reused_rows: bool = False,
-                 ready: beam.pvalue.AsSingleton | None = None) -> None:
+    def __init__(self, job: JobSettings, progress: ProgressSettings, kept: beam.pvalue.AsSingleton,
+                 reused_rows: bool = False, ready: beam.pvalue.AsSingleton | None = None) -> None:
         super().__init__()
-        self._fn = _ReadShardFn(input_format, progress, limits, reused_rows)
+        self._fn = _ReadShardFn(job.input_format(), progress, PartLimits(job.records_per_file), reused_rows)
         self._side_inputs = {"kept": kept, **({"ready": ready} if ready is not None else {})}
 
     def expand(self, shards: beam.PCollection) -> beam.pvalue.DoOutputsTuple:

@@ -44,7 +44,7 @@ def test_the_keys_stage_counts_its_records_and_the_bytes_it_hands_to_the_groupin
     one, two = two_nights
     assert one[metrics.KEYS_RECORDS] == 5
     assert two[metrics.KEYS_RECORDS] == 6
-    # Every key carries at least its id, the hash and two numbers.
+    # Every key carries at least its id, the hash and its record number.
     assert two[metrics.KEY_BYTES] >= 6 * (3 + metrics.KEY_FIXED_BYTES)
     assert two[metrics.KEYS_MS] >= 0
 
