@@ -51,6 +51,9 @@ class Declaration:
     # Declared after outputs were first fingerprinted: left out of the fingerprint while it holds its default,
     # so those outputs keep their fingerprint and stay reusable (--skip_existing).
     later: bool = False
+    required: bool = False  # a run must be given it (a template parameter that is not optional)
+    dated: bool = False  # {run_date} and {previous_date} in its value are filled in (`pipeline.cli`)
+    headline: bool = False  # one of the facts a report shows first (`pipeline.report`)
 
     def allowed(self) -> tuple[str, ...] | None:
         return self.choices() if callable(self.choices) else self.choices

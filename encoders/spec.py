@@ -39,10 +39,10 @@ class EncoderSpec:
     backend: str = setting(
         "transformers", "transformers: a Hugging Face BERT model (name or directory); hub: TF Hub BERT module "
         "(default: transformers)",
-        VECTORS, choices=backend_names, group=_MODEL)
+        VECTORS, choices=backend_names, group=_MODEL, headline=True)
     model: str | None = setting(
         None, "model name, local or gs:// directory, or TF Hub URL (default: the embedded all-MiniLM-L6-v2)",
-        VECTORS, metavar="NAME_OR_PATH", group=_MODEL, path=MODEL_PATH)
+        VECTORS, metavar="NAME_OR_PATH", group=_MODEL, path=MODEL_PATH, headline=True)
     weights: str | None = setting(
         None, "Keras HDF5 weights file of a fine-tuned TFBertMainLayer model, loaded by layer name",
         VECTORS, metavar="FILE", group=_MODEL, path=PATH)
@@ -54,17 +54,18 @@ class EncoderSpec:
     pooling: str | None = setting(
         None, "how token vectors become one vector: mean (masked, padding ignored), cls, pooler (BERT's tanh "
         "pooler over [CLS]), max (default: the model's own config, else mean)",
-        VECTORS, choices=POOLING_METHODS, group=_MODEL)
+        VECTORS, choices=POOLING_METHODS, group=_MODEL, headline=True)
     normalize: bool | None = setting(
         None, "L2-normalise vectors (default: the model's own config, else off)", VECTORS,
-        negation=("no_normalize", "do not L2-normalise"), group=_MODEL)
+        negation=("no_normalize", "do not L2-normalise"), group=_MODEL, headline=True)
     max_seq_length: int | None = setting(
         None, "tokens per text incl. [CLS]/[SEP]; longer texts are truncated (default: --hub_preprocessor's own "
-        "length, else the model's own config, else its maximum)", VECTORS, minimum=2, metavar="N", group=_MODEL)
+        "length, else the model's own config, else its maximum)", VECTORS, minimum=2, metavar="N", group=_MODEL,
+        headline=True)
     long_text: str = setting(
         "truncate", "a text longer than --max_seq_length: truncate keeps its first tokens and sets `truncated`; "
         "chunk embeds every window and averages them weighted by tokens, setting `n_chunks` (default: truncate)",
-        VECTORS, choices=LONG_TEXT_MODES, group=_MODEL)
+        VECTORS, choices=LONG_TEXT_MODES, group=_MODEL, headline=True)
     chunk_overlap: int | None = setting(
         None, "with --long_text chunk: tokens shared by consecutive windows (default: one eighth of the window)",
         VECTORS, minimum=0, metavar="N", group=_MODEL)
@@ -81,11 +82,11 @@ class EncoderSpec:
         f"float16 on 7.x (T4, V100), bfloat16 on a CPU where a quick probe measures it {BFLOAT16_MIN_SPEEDUP}x "
         "faster, else float32 (the manifest reports the choice). The default stays float32: the known-answer tests "
         "and comparisons with sentence-transformers rely on its vectors (default: float32)",
-        VECTORS, choices=(*PRECISIONS, AUTO), group=_BATCHING)
+        VECTORS, choices=(*PRECISIONS, AUTO), group=_BATCHING, headline=True)
     jit_compile: bool = setting(
         False, "compile the forward pass and pooling with XLA, one program per bucket length", RECORDED,
         group=_BATCHING)
-    dim: int | None = setting(None, "width of the vectors, read from the model", VECTORS, flag="")
+    dim: int | None = setting(None, "width of the vectors, read from the model", VECTORS, flag="", headline=True)
 
     def __post_init__(self) -> None:
         check_declared(self, EncoderConfigError)

@@ -34,7 +34,7 @@ from pipeline.launch.outcome import (
 )
 from pipeline.launch.placement import check_placement
 from pipeline.preflight import preflight_checks
-from pipeline.settings import JobSettings
+from pipeline.settings import SETTINGS_CLASSES, JobSettings
 
 logger = logging.getLogger(__name__)
 
@@ -43,7 +43,6 @@ EPILOG = """Any standard Apache Beam pipeline option is accepted too, e.g. --run
 
 
 GROUPS = ("input and output", "model", "batching", "running", "Dataflow")  # --help's sections, in this order
-SETTINGS_CLASSES = (JobSettings, EncoderSpec)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -103,10 +102,13 @@ def settings_from_args(args: argparse.Namespace, base: str | None = None) -> tup
     base = base or os.getcwd()
     given = vars(args)
     run_date = parse_run_date(given.get("run_date"))
-    dated = {name: expand_dates(given[name], run_date) if given.get(name) else given.get(name)
-             for name in ("output", "skip_existing")}
-    inputs = tuple(expand_dates(i, run_date) for i in given.get("inputs") or ())
-    given = {**given, **dated, "inputs": inputs, "run_date": run_date.isoformat()}
+    dated = {}
+    for item in declared(JobSettings):
+        value = given.get(item.name)
+        if item.declaration.dated and value:
+            dated[item.name] = (tuple(expand_dates(v, run_date) for v in value) if isinstance(value, (tuple, list))
+                                else expand_dates(value, run_date))
+    given = {**given, **dated, "run_date": run_date.isoformat()}
     job = from_mapping(JobSettings, with_absolute_paths(given, JobSettings, base))
     return job, from_mapping(EncoderSpec, with_absolute_paths(given, EncoderSpec, base))
 

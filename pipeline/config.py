@@ -16,7 +16,7 @@ from pipeline.errors import JobConfigError
 from pipeline.formats.shards import Shard
 from pipeline.formats.storage import beam_knows
 from pipeline.identity import identity_of
-from pipeline.settings import JobSettings
+from pipeline.settings import SETTINGS_CLASSES, JobSettings
 
 
 @dataclass(frozen=True)
@@ -47,10 +47,10 @@ def compared_settings(settings: Mapping[str, object], base: str) -> dict[str, ob
     compared as absolute paths, relative ones taken from base (the launcher's working directory):
     earlier versions recorded them as given.
     """
-    compared = (*names(EncoderSpec, [VECTORS, RECORDS]), *names(JobSettings, [VECTORS, RECORDS]))
-    defaults = {item.name: json_value(item.default) for cls in (EncoderSpec, JobSettings) for item in declared(cls)}
+    compared = [name for cls in SETTINGS_CLASSES for name in names(cls, [VECTORS, RECORDS])]
+    defaults = {item.name: json_value(item.default) for cls in SETTINGS_CLASSES for item in declared(cls)}
     found = {k: settings.get(k, defaults[k]) for k in compared}
-    for cls in (EncoderSpec, JobSettings):
+    for cls in SETTINGS_CLASSES:
         found = with_absolute_paths(found, cls, base)
     return found
 

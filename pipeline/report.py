@@ -18,6 +18,8 @@ from html import escape
 import numpy as np
 import pyarrow as pa
 
+from encoders import EncoderSpec
+from encoders.declare import declared
 from pipeline.command import MISTAKES, OneLineErrorParser, configure_logging, said
 from pipeline.errors import CommandError
 from pipeline.formats.manifest import Manifest
@@ -109,11 +111,8 @@ def _value(value: object) -> str:
 
 def _header(output: str, manifest: Manifest) -> str:
     settings, perf = manifest.settings, manifest.performance
-    facts = [("model", settings.get("model")), ("backend", settings.get("backend")),
-             ("pooling", settings.get("pooling")), ("dim", settings.get("dim")),
-             ("precision", settings.get("precision")), ("normalize", settings.get("normalize")),
-             ("max_seq_length", settings.get("max_seq_length")), ("long_text", settings.get("long_text")),
-             ("started", manifest.started_at), ("finished", manifest.finished_at),
+    facts = [(item.name, settings.get(item.name)) for item in declared(EncoderSpec) if item.declaration.headline]
+    facts += [("started", manifest.started_at), ("finished", manifest.finished_at),
              ("wall time", f"{perf['wall_seconds']:,} s" if "wall_seconds" in perf else None)]
     chosen = perf.get("chosen") or {}
     facts += [(f"{name} (chosen)", value) for name, value in chosen.items()]

@@ -8,6 +8,7 @@ from __future__ import annotations
 import codecs
 from dataclasses import dataclass
 
+from encoders import EncoderSpec
 from encoders.declare import PATH, RECORDED, RECORDS, RUN, check_declared, setting
 from pipeline.errors import JobConfigError
 from pipeline.formats.output import BASE_COLUMNS, TEXT_COLUMN
@@ -30,10 +31,10 @@ class JobSettings:
     inputs: tuple[str, ...] = setting(
         (), "glob of input shards: local path, gs://, s3:// (with apache-beam[aws]), memory:// or any fsspec "
         "filesystem; .gz/.bz2/.zst are decompressed (repeatable)", RECORDS,
-        flag="input", metavar="PATTERN", group=_IO, path=PATH)
+        flag="input", metavar="PATTERN", group=_IO, path=PATH, required=True, dated=True)
     output: str | None = setting(
         None, "output directory for Parquet files, failed/ and _SUCCESS", RUN, metavar="DIR", group=_IO,
-        path=PATH)
+        path=PATH, required=True, dated=True)
     format: str = setting(
         "auto", "text: one document per line; jsonl: one JSON object per line; csv/tsv: a header row, then one "
         "record per row; parquet; auto: by extension (.jsonl/.ndjson/.json, .csv, .tsv, .parquet; text otherwise; "
@@ -68,7 +69,7 @@ class JobSettings:
     skip_existing: str | None = setting(
         None, "glob of earlier output Parquet files (e.g. gs://b/out/dt={previous_date}/*.parquet): a record whose "
         "id and text are already there under the same model fingerprint is not embedded again (counted as reused)",
-        RECORDED, metavar="PATTERN", group=_IO, path=PATH)
+        RECORDED, metavar="PATTERN", group=_IO, path=PATH, dated=True)
     snapshot: bool = setting(
         False, "with --skip_existing: copy the reused rows into this output, so it holds every record", RECORDED,
         group=_IO)
@@ -155,3 +156,7 @@ def _field_list(given: tuple[str, ...] | list[str] | None) -> tuple[str, ...]:
         raise JobConfigError(f"--keep_fields names {' and '.join(map(repr, alike))}, which differ only in case, "
                              f"{_CASE_BLIND}; keep one")
     return tuple(found)
+
+
+# Every declared settings class of a run, in --help's order: the flags, the template's parameters, the rerun check.
+SETTINGS_CLASSES = (JobSettings, EncoderSpec)

@@ -22,7 +22,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from encoders.declare import AUTO, Setting, declared
-from pipeline.cli import SETTINGS_CLASSES
+from pipeline.settings import SETTINGS_CLASSES
 
 TEMPLATE_NAME = "bert-embedding-job"
 GPU_FLAGS_FILE = Path(__file__).resolve().parents[1] / "deploy" / "dataflow-gpu.flags"
@@ -32,7 +32,6 @@ PASS_THROUGH = {
     "dataflow_service_options": "Dataflow service options, e.g. "
                                 "worker_accelerator=type:nvidia-l4;count:1;install-nvidia-driver",
 }
-REQUIRED = ("inputs", "output")  # settings a template run must be given
 _ENVIRONMENT_FIELDS = {"machine_type": "machineType", "disk_size_gb": "diskSizeGb",
                        "sdk_container_image": "sdkContainerImage", "max_num_workers": "maxWorkers"}
 _TRUE_FALSE = "^(true|false)$"
@@ -64,7 +63,7 @@ def template_parameters() -> list[dict]:
             "name": item.flag,
             "label": item.flag.replace("_", " ").capitalize(),
             "helpText": re.sub(r"\s+", " ", item.declaration.help.replace("%%", "%")),
-            "isOptional": item.name not in REQUIRED,
+            "isOptional": not item.declaration.required,
         }
         regex = _regex(item)
         if regex:

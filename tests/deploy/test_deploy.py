@@ -13,7 +13,8 @@ from pathlib import Path
 import pytest
 
 from encoders.declare import Setting, declared
-from pipeline.cli import SETTINGS_CLASSES, build_parser, prepare
+from pipeline.cli import build_parser, prepare
+from pipeline.settings import SETTINGS_CLASSES
 from pipeline.template import launch_body, launcher_argv, read_gpu_flags, template_metadata, with_flags_table
 
 DEPLOY = Path(__file__).resolve().parents[2] / "deploy"

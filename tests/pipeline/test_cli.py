@@ -9,9 +9,9 @@ import pyarrow.parquet as pq
 import pytest
 
 from encoders.declare import absolute_path, declared
-from pipeline.cli import SETTINGS_CLASSES, build_parser, settings_from_args
+from pipeline.cli import build_parser, settings_from_args
 from pipeline.errors import JobConfigError
-from pipeline.settings import JobSettings
+from pipeline.settings import SETTINGS_CLASSES, JobSettings
 
 SAMPLE_VALUES = {str: "x-1", int: 3, tuple: ("a/*.txt", "b/*.txt")}
 SAMPLE_BY_NAME = {"encoding": "latin-1", "embed_accelerator": "type:nvidia-l4;count:1"}
