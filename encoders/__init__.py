@@ -1,7 +1,8 @@
 """BERT text encoders behind one small interface; knows nothing about Beam.
 
 Importing this package registers the built-in backends but does not import TensorFlow:
-configuration can be checked fast.
+configuration can be checked fast. Besides the names below, `encoders.declare` is public: the way a
+setting is declared once (help, default, role), which the pipeline's own settings use too.
 """
 
 # The built-in backends register themselves on import (`encoders.registry`).
