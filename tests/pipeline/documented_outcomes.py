@@ -146,17 +146,6 @@ def column_types(run: Run) -> dict[str, pa.DataType] | str:
     return columns
 
 
-def written(type_: pa.DataType) -> pa.DataType:
-    """A column type as the output file stores it (README): every fixed-size list a list of the same items."""
-    if pa.types.is_fixed_size_list(type_) or pa.types.is_list(type_):
-        return pa.list_(type_.value_field.with_type(written(type_.value_type)))
-    if pa.types.is_large_list(type_):
-        return pa.large_list(type_.value_field.with_type(written(type_.value_type)))
-    if pa.types.is_struct(type_):
-        return pa.struct([f.with_type(written(f.type)) for f in type_])
-    if pa.types.is_map(type_):
-        return pa.map_(type_.key_field, type_.item_field.with_type(written(type_.item_type)), type_.keys_sorted)
-    return type_
 
 
 def is_text(type_: pa.DataType) -> bool:

@@ -49,6 +49,7 @@ import pytest
 from hypothesis import HealthCheck, event, given, settings
 
 from pipeline.formats.arrow_json import as_text, json_values, texts
+from pipeline.formats.output import written_type
 from tests.pipeline.conftest import read_dead_letters, read_manifest
 from tests.pipeline.documented_outcomes import (
     EMBED,
@@ -58,7 +59,6 @@ from tests.pipeline.documented_outcomes import (
     is_text,
     json_text,
     kept_value,
-    written,
 )
 from tests.pipeline.generated.records import FIELD_TOO_LARGE, MAX_CHARS, SKIP, Run, rendered
 from tests.pipeline.generated.runs import runs
@@ -199,7 +199,7 @@ def assert_rows(out: Path, expected: dict[tuple[str, int], Expected], columns: d
     ids = table.column("id").to_pylist()
     assert sorted(ids) == sorted(embedded)
     for name, type_ in columns.items():
-        assert table.schema.field(name).type == written(type_), name
+        assert table.schema.field(name).type == written_type(type_), name
     for position, record_id in enumerate(ids):
         e = embedded[record_id]
         for name in run.kept:

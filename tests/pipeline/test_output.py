@@ -3,9 +3,11 @@
 import io
 
 import numpy as np
+import pyarrow as pa
 import pyarrow.parquet as pq
+import pytest
 
-from pipeline.formats.output import embeddings_schema, embeddings_table, open_parquet, parquet_bytes
+from pipeline.formats.output import embeddings_schema, embeddings_table, open_parquet, parquet_bytes, written_type
 from tests.pipeline.conftest import damage_page
 
 ROWS, DIM = 8, 32
@@ -66,3 +68,17 @@ def test_pages_written_without_a_checksum_are_read_unchecked(tmp_path):
     assert open_parquet(path).read().equals(_table())
     damage_page(path)
     assert open_parquet(path).read().column("embedding") != _table().column("embedding")
+
+
+@pytest.mark.parametrize(("declared", "stored"), [
+    (pa.list_(pa.int32(), 2), pa.list_(pa.int32())),
+    (pa.list_(pa.list_(pa.float16(), 3)), pa.list_(pa.list_(pa.float16()))),
+    (pa.large_list(pa.list_(pa.int8(), 1)), pa.large_list(pa.list_(pa.int8()))),
+    (pa.struct([("a", pa.list_(pa.string(), 2)), ("b", pa.int64())]),
+     pa.struct([("a", pa.list_(pa.string())), ("b", pa.int64())])),
+    (pa.map_(pa.string(), pa.list_(pa.int64(), 2)), pa.map_(pa.string(), pa.list_(pa.int64()))),
+    (pa.timestamp("ms", "UTC"), pa.timestamp("ms", "UTC")),
+    (pa.dictionary(pa.int8(), pa.string()), pa.dictionary(pa.int8(), pa.string())),
+])
+def test_a_kept_column_is_stored_with_every_fixed_size_list_as_a_list_of_the_same_items(declared, stored):
+    assert written_type(declared) == stored
