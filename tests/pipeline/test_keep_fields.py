@@ -329,24 +329,16 @@ def test_a_kept_value_the_output_cannot_store_is_an_undecodable_dead_letter(tmp_
 
 
 def test_every_late_kept_value_is_stored_exactly_or_is_a_kept_field_type_dead_letter(tmp_path, embed):
+    """Through the whole job: the sample decides the columns, a later value is stored as its column holds it or
+    its record is a dead letter naming the field. Which value fits which column: `test_kept_policy.py`."""
     # The first records decide: f float64 (ints and floats), i int64, b bool, s string (mixed kinds).
     first = [{"id": f"r{n}", "text": f"text {n}", "f": n if n % 2 else n + 0.5, "i": n, "b": n % 2 == 0,
               "s": "word" if n % 2 else n} for n in range(SAMPLE_RECORDS)]
     late = {  # id: (the JSON line's fields, the stored value or None for a dead letter)
-        "f_huge_int": ('"f": ' + "1" + "0" * 400, None),  # float(int) overflows
-        "f_inexact_int": ('"f": 9007199254740993', None),  # 2**53 + 1: a float64 would change it
-        "f_exact_int": ('"f": 9007199254740992', 2.0**53),
+        "f_huge_int": ('"f": ' + "1" + "0" * 400, None),  # float(int) overflows: never a crash
         "f_nan": ('"f": NaN', "nan"),
-        "f_inf": ('"f": -Infinity', -math.inf),
-        "f_string": ('"f": "1.5"', None),
-        "i_huge_int": ('"i": ' + "9" * 30, None),
         "i_whole_float": ('"i": 3.0', 3),
-        "i_huge_float": ('"i": 1e300', None),
-        "i_nan": ('"i": NaN', None),
-        "i_bool": ('"i": true', None),
         "b_int": ('"b": 1', None),
-        "s_number": ('"s": 2.5', "2.5"),
-        "s_bool": ('"s": false', "false"),
         "s_array": ('"s": [NaN, {"k": 2}]', '[NaN, {"k": 2}]'),
     }
     lines = [json.dumps(row) for row in first]

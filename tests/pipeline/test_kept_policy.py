@@ -75,6 +75,9 @@ def test_json_values_meeting_a_parquet_column_take_its_lossless_widening_else_th
     (pa.int64(), 3.0, 3),  # JSON's 3.0 in a column of ints
     (pa.float64(), 2**53, float(2**53)),
     (pa.float64(), math.inf, math.inf),
+    (pa.float64(), -math.inf, -math.inf),
+    (pa.string(), 2.5, "2.5"),
+    (pa.string(), False, "false"),
     (pa.string(), 7, "7"),  # a number in a column of mixed kinds: its JSON text
     (pa.string(), {"a": [1, "é"]}, '{"a": [1, "é"]}'),
     (pa.int32(), 2**31 - 1, 2**31 - 1),
@@ -89,6 +92,10 @@ def test_a_value_that_fits_its_column_is_stored_as_the_column_holds_it(column, v
     (pa.int64(), 1.5),
     (pa.int64(), True),
     (pa.int64(), 2**63),
+    (pa.int64(), 10**30),
+    (pa.int64(), 1e300),
+    (pa.int64(), math.nan),
+    (pa.float64(), "1.5"),
     (pa.float64(), 2**53 + 1),  # float64 would round it
     (pa.float64(), 10**400),  # past float64's range
     (pa.float64(), False),
