@@ -78,8 +78,7 @@ def check_previous_run(output: str, compared: dict[str, object], base: str) -> N
     if not FileSystems.exists(path):
         return
     try:
-        with FileSystems.open(path) as f:
-            previous = Manifest.from_bytes(f.read()).settings
+        previous = Manifest.read(path).settings
     except (OSError, ValueError) as exc:
         logger.warning("%s cannot be read (%s); treating --output as an unfinished run and starting over", path, exc)
         return

@@ -1,4 +1,4 @@
-"""The `_SUCCESS` manifest: counts that must reconcile, files written, settings, performance. Pure logic."""
+"""The `_SUCCESS` manifest: counts that must reconcile, files written, settings, performance; built and read back."""
 
 from __future__ import annotations
 
@@ -8,6 +8,8 @@ from collections import Counter
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
+
+from pipeline.formats import storage
 
 
 class ReconciliationError(Exception):
@@ -92,6 +94,15 @@ class Manifest:
     def from_bytes(cls, raw: bytes) -> Manifest:
         """A manifest from the bytes of a `_SUCCESS` file; ValueError (UnicodeError, JSON errors too) if not one."""
         return cls.from_json(json.loads(raw.decode("utf-8")))
+
+    @classmethod
+    def read(cls, path: str) -> Manifest:
+        """The manifest in the `_SUCCESS` file at path, on any filesystem (`pipeline.formats.storage`).
+
+        OSError when it cannot be read, ValueError when it is not one; each caller says what that means to it.
+        """
+        with storage.open_file(path) as f:
+            return cls.from_bytes(f.read())
 
 
 def _iso(seconds: float) -> str:

@@ -8,6 +8,7 @@ which library does it.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterable
 from typing import BinaryIO
 
@@ -38,8 +39,6 @@ def match(pattern: str) -> dict[str, int]:
     Raises NoFilesystem for a scheme nobody serves, else what the filesystem raises (OSError mostly).
     """
     if beam_knows(pattern):
-        import os
-
         from apache_beam.io.filesystems import FileSystems
 
         sizes = {m.path: m.size_in_bytes for m in FileSystems.match([pattern])[0].metadata_list}

@@ -36,9 +36,7 @@ def read_manifest(output: str) -> Manifest:
                                   f"{SUCCESS_FILE} (the job is still running or was stopped; rerun it)")
         raise NotAFinishedRun(f"{output} is not a finished output of this job: there is no {SUCCESS_FILE}")
     try:
-        with open_file(success) as f:
-            raw = f.read()
-        return Manifest.from_bytes(raw)
+        return Manifest.read(success)
     except (OSError, UnicodeError, json.JSONDecodeError) as exc:
         raise NotAFinishedRun(f"{success} cannot be read as this job's manifest ({exc})") from None
     except ValueError as exc:

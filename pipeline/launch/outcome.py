@@ -125,8 +125,7 @@ def wait_for_job(result, output: str, started: float, console: str | None = None
     if state != PipelineState.DONE:
         return _failed(f"job {job_id} ended in state {state}", committed)
     try:
-        with FileSystems.open(committed) as f:
-            manifest = Manifest.from_bytes(f.read())
+        manifest = Manifest.read(committed)
     except (OSError, ValueError) as exc:
         print(f"error: job {job_id} finished but {committed} cannot be read: {exc}")
         return 1

@@ -74,8 +74,7 @@ def run_job(config: JobConfig, options: PipelineOptions) -> Manifest:
             build_pipeline(p, config, time.time())
     finally:
         PROGRESS.stop()
-    with FileSystems.open(FileSystems.join(config.output, SUCCESS_FILE)) as f:
-        return Manifest.from_bytes(f.read())
+    return Manifest.read(FileSystems.join(config.output, SUCCESS_FILE))
 
 
 def submit_job(config: JobConfig, options: PipelineOptions) -> PipelineResult:
