@@ -33,6 +33,7 @@ from pipeline.formats.kept_policy import KeptColumns
 from pipeline.formats.manifest import PartStats
 from pipeline.formats.output import embeddings_table, parquet_bytes, part_file_names, staged_name, write_file
 from pipeline.formats.records import DeadLetter, raw_preview
+from pipeline.formats.spill import unpack
 from pipeline.identity import identity_of
 from pipeline.launch.progress import PROGRESS
 from pipeline.settings import JobSettings
@@ -50,16 +51,22 @@ PREFETCH_GROUPS = 2
 class EmbedParts(beam.PTransform):
     """Parts -> PartStats: each part embedded and its Parquet (and dead-letter) file staged.
 
-    kept: a side input holding the run's `KeptColumns` (the output's extra columns).
+    kept: a side input holding the run's `KeptColumns` (the output's extra columns). packed: the parts arrive
+    as `pipeline.formats.spill.pack` made them (across a distributed runner's reshuffle), unpacked in this
+    step's own environment.
     """
 
-    def __init__(self, spec: EncoderSpec, job: JobSettings, kept: beam.pvalue.AsSingleton) -> None:
+    def __init__(self, spec: EncoderSpec, job: JobSettings, kept: beam.pvalue.AsSingleton,
+                 packed: bool = False) -> None:
         super().__init__()
         self._spec = spec
         self._job = job
         self._kept = kept
+        self._packed = packed
 
     def expand(self, parts: beam.PCollection) -> beam.PCollection:
+        if self._packed:
+            parts = parts | "Unpack" >> beam.Map(unpack)
         return parts | "EmbedPart" >> beam.ParDo(_EmbedPartFn(self._spec, self._job), kept=self._kept)
 
 

@@ -12,6 +12,7 @@ from apache_beam.runners.runner import PipelineResult
 from pipeline.config import JobConfig
 from pipeline.formats.manifest import Manifest
 from pipeline.formats.output import SUCCESS_FILE, clear_previous_output
+from pipeline.formats.spill import pack
 from pipeline.launch.progress import PROGRESS
 from pipeline.stages.commit import Commit, CommitSettings, PrepareOutput
 from pipeline.stages.embed import EmbedParts
@@ -33,7 +34,7 @@ def build_pipeline(p: beam.Pipeline, config: JobConfig, started_at: float) -> be
     kept = beam.pvalue.AsSingleton(shards | "KeptColumns" >> DecideKeptColumns(job.input_format(), job.keep_text))
     decided = {}
     if job.id_field or job.skip_existing:
-        decided = shards | "Decide" >> DecideRecords(job, spec)
+        decided = shards | "Decide" >> DecideRecords(job, spec, ready)
         to_read = decided["to_read"]
     else:
         to_read = shards | "NoDecisions" >> beam.MapTuple(lambda index, shard: (index, shard, None))
@@ -45,12 +46,13 @@ def build_pipeline(p: beam.Pipeline, config: JobConfig, started_at: float) -> be
         rows = read[REUSED_ROWS] if reused_rows else None
         copied = decided["copies"] | "CopyReused" >> CopyReused(job, spec, kept, rows, ready)
     parts = read.parts
-    embed = EmbedParts(spec, job, kept)
+    embed = EmbedParts(spec, job, kept, packed=config.distributed)
     if config.distributed:
         # Distributed runners shuffle on disk and spread a big shard's parts over workers.
         # Local runners hold a shuffled PCollection in memory, so there reading and
         # embedding stay fused and stream.
-        parts = parts | "SpreadParts" >> beam.Reshuffle()
+        # Packed (`pipeline.formats.spill`): a runner holds what it shuffles, and text compresses well.
+        parts = parts | "Pack" >> beam.Map(pack) | "SpreadParts" >> beam.Reshuffle()
         if job.embed_accelerator:
             # Right fitting (`pipeline.launch.placement`): only this step asks for GPU workers. Beam gives a hinted
             # transform an environment of its own, and never fuses stages of different environments, so

@@ -7,7 +7,8 @@ occurrence of an id (dead-lettered as duplicate_id) or already embedded earlier 
 bucket is resolved with a sort and a join (`pipeline.stages.decisions`): Beam's cost per element is paid a
 few thousand times a night, not once per record, on every runner. Each shard then meets only its own
 decisions, not a job-wide side input: a nightly run may reuse millions of records, and every worker
-would hold them all.
+would hold them all. Keys, decisions and ids to copy wait in the output's staging folder and the groupings
+carry where (`pipeline.formats.spill`): runners hold what they group, and this is the per-record part.
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ from pipeline.formats.output import (
 from pipeline.formats.readers import shard_outcomes
 from pipeline.formats.records import InputFormat, Record
 from pipeline.formats.shards import Shard
+from pipeline.formats.spill import Spilled, spill, spill_path
 from pipeline.identity import identity_of
 from pipeline.settings import JobSettings
 from pipeline.stages import metrics
@@ -57,15 +59,17 @@ class DecideRecords(beam.PTransform):
     Keys travel as arrays, one element per shard or earlier file and bucket of ids (`pipeline.stages.decisions`).
     """
 
-    def __init__(self, job: JobSettings, spec: EncoderSpec) -> None:
+    def __init__(self, job: JobSettings, spec: EncoderSpec, ready: beam.pvalue.AsSingleton | None = None) -> None:
         super().__init__()
         self._job = job
         self._spec = spec  # possibly unresolved; resolved once per worker process (`pipeline.identity`)
+        # Spilling writes to the output's staging folder: on a worker-prepared output, not before it is ready.
+        self._ready = {"ready": ready} if ready is not None else {}
 
     def expand(self, shards: beam.PCollection) -> dict[str, beam.PCollection]:
         p = shards.pipeline
         job = self._job
-        keys = [shards | "ReadKeys" >> beam.ParDo(_ReadKeysFn(job.input_format()))]
+        keys = [shards | "ReadKeys" >> beam.ParDo(_ReadKeysFn(job.input_format(), job.output), **self._ready)]
         outputs = {}
         if job.skip_existing:
             earlier = (
@@ -73,9 +77,8 @@ class DecideRecords(beam.PTransform):
                 | "EarlierOutputs" >> beam.Create([None])
                 | "ListEarlierFiles" >> beam.ParDo(_ListExistingFn(job.skip_existing))
                 | "SpreadEarlierFiles" >> beam.Reshuffle()
-                | "ReadEarlierKeys" >> beam.ParDo(_ReadExistingKeysFn(self._spec)).with_outputs(
-                    EXISTING_STATS, main="keys"
-                )
+                | "ReadEarlierKeys" >> beam.ParDo(_ReadExistingKeysFn(self._spec, job.output), **self._ready)
+                .with_outputs(EXISTING_STATS, main="keys")
             )
             keys.append(earlier.keys)
             outputs["existing"] = earlier[EXISTING_STATS]
@@ -83,7 +86,7 @@ class DecideRecords(beam.PTransform):
             keys
             | "AllKeys" >> beam.Flatten()
             | "GroupByBucket" >> beam.GroupByKey()
-            | "ResolveBuckets" >> beam.ParDo(_ResolveBucketFn()).with_outputs(COPIES, main="decisions")
+            | "ResolveBuckets" >> beam.ParDo(_ResolveBucketFn(job.output)).with_outputs(COPIES, main="decisions")
         )
         if job.skip_existing and job.snapshot:
             outputs["copies"] = resolved[COPIES]
@@ -99,23 +102,24 @@ class DecideRecords(beam.PTransform):
 
 
 def with_decisions(joined: tuple[str, dict]) -> Iterator[tuple[int, Shard, dict[int, tuple]]]:
-    """(shard index, shard, {line: decision}) from a shard joined with its decisions."""
+    """(shard index, shard, {line: decision}) from a shard joined with its (spilled) decisions."""
     _, groups = joined
-    decisions = decisions_by_line(groups["decisions"])
+    decisions = decisions_by_line([spilled.load() for spilled in groups["decisions"]])
     for index, shard in groups["shard"]:
         yield index, shard, decisions
 
 
 class _ReadKeysFn(beam.DoFn):
-    """(bucket, NewKeys) of a shard's records that would be embedded, one element per bucket.
+    """(bucket, spilled NewKeys) of a shard's records that would be embedded, one element per bucket.
 
-    A few dozen bytes per record, never the text.
+    A few dozen bytes per record, never the text, in one staging file per shard.
     """
 
-    def __init__(self, input_format: InputFormat) -> None:
+    def __init__(self, input_format: InputFormat, output: str) -> None:
         self._input_format = input_format
+        self._output = output
 
-    def process(self, element: tuple[int, Shard]) -> Iterator[tuple[int, NewKeys]]:
+    def process(self, element: tuple[int, Shard], ready: object = None) -> Iterator[tuple[int, Spilled]]:
         shard_index, shard = element
         fmt = dataclasses.replace(self._input_format, format=shard.format)
         ids, lines, hashes, removed = [], [], [], []
@@ -130,20 +134,25 @@ class _ReadKeysFn(beam.DoFn):
             buckets = list(by_bucket(keys))
         metrics.counter(metrics.KEYS_RECORDS).inc(len(ids))
         metrics.counter(metrics.KEY_BYTES).inc(keys.nbytes)
-        yield from buckets
+        yield from spill(spill_path(self._output, f"keys-{shard_index:05d}"), buckets)
 
 
 class _ResolveBucketFn(beam.DoFn):
-    """One bucket's keys -> (shard index, ShardDecisions) per shard; ((file, path), ids) to COPIES."""
+    """One bucket's spilled keys -> (shard index, spilled ShardDecisions) per shard; ((file, path), spilled ids)
+    to COPIES. Both spill to one staging file per bucket."""
 
-    def process(self, element: tuple[int, Iterable[NewKeys | OldKeys]]) -> Iterator:
-        _, found = element
-        found = list(found)
+    def __init__(self, output: str) -> None:
+        self._output = output
+
+    def process(self, element: tuple[int, Iterable[Spilled]]) -> Iterator:
+        bucket, found = element
+        found = [spilled.load() for spilled in found]
         resolved = resolve_keys([k for k in found if isinstance(k, NewKeys)],
                                 [k for k in found if isinstance(k, OldKeys)])
-        yield from resolved.decisions.items()
-        for earlier, ids in resolved.copies.items():
-            yield beam.pvalue.TaggedOutput(COPIES, (earlier, ids))
+        items = [*(((None, shard), decided) for shard, decided in resolved.decisions.items()),
+                 *(((COPIES, earlier), ids) for earlier, ids in resolved.copies.items())]
+        for (tag, key), where in spill(spill_path(self._output, f"bucket-{bucket:05d}"), items):
+            yield (key, where) if tag is None else beam.pvalue.TaggedOutput(COPIES, (key, where))
 
 
 class EarlierOutputError(RuntimeError):
@@ -183,13 +192,14 @@ class _ReadExistingKeysFn(beam.DoFn):
     can say why nothing was reused.
     """
 
-    def __init__(self, spec: EncoderSpec) -> None:
+    def __init__(self, spec: EncoderSpec, output: str) -> None:
         self._spec = spec
+        self._output = output
 
     def setup(self) -> None:
         self._fingerprint = identity_of(self._spec).fingerprint
 
-    def process(self, element: tuple[int, str]) -> Iterator:
+    def process(self, element: tuple[int, str], ready: object = None) -> Iterator:
         index, path = element
         with (metrics.timed(metrics.EARLIER_KEYS_MS), _reading_earlier(path),
               FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED) as f):
@@ -205,7 +215,7 @@ class _ReadExistingKeysFn(beam.DoFn):
             keys = OldKeys.of(index, path, table.column("id").combine_chunks(),
                               table.column("text_hash").combine_chunks())
             buckets = list(by_bucket(keys))
-        yield from buckets
+        yield from spill(spill_path(self._output, f"earlier-{index:05d}"), buckets)
 
 
 class CopyReused(beam.PTransform):
@@ -232,7 +242,7 @@ class CopyReused(beam.PTransform):
             by_file = copies
         else:
             by_id = copies | "ById" >> beam.FlatMapTuple(
-                lambda earlier, ids: ((record_id, earlier) for record_id in ids.to_pylist()))
+                lambda earlier, ids: ((record_id, earlier) for record_id in ids.load().to_pylist()))
             by_file = (
                 {"earlier": by_id,
                  "row": self._rows}
@@ -257,8 +267,8 @@ def _with_row(joined: tuple[str, dict]) -> Iterator[tuple[tuple[int, str], tuple
 class _CopyReusedFn(beam.DoFn):
     """Copy the reused rows of one earlier file into this run's output, kept columns from this run's input.
 
-    Its element holds the file's reused ids as Arrow arrays (one per bucket), or with_rows (id, (kept values,
-    text)) pairs.
+    Its element holds the file's reused ids as spilled Arrow arrays (one per bucket), or with_rows (id, (kept
+    values, text)) pairs.
     """
 
     def __init__(self, spec: EncoderSpec, output: str, with_rows: bool = False) -> None:
@@ -282,7 +292,7 @@ class _CopyReusedFn(beam.DoFn):
             values = dict(found)
             wanted = pa.array(sorted(values), type=pa.string())
         else:
-            wanted = pa.concat_arrays(list(found))
+            wanted = pa.concat_arrays([spilled.load() for spilled in found])
         with _reading_earlier(path), FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED) as f:
             table = open_parquet(f).read(columns=list(BASE_COLUMNS))
         rows = table.filter(pc.is_in(table.column("id"), value_set=wanted))

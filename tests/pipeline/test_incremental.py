@@ -2,6 +2,7 @@
 
 import json
 import random
+from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
@@ -72,6 +73,7 @@ def test_day_two_embeds_only_the_new_records_and_snapshot_makes_a_complete_table
     manifest = read_manifest(snapshot)
     assert manifest["counts"]["embedded"] == 7 and manifest["counts"]["reused"] == 20
     assert manifest["incremental"]["snapshot_rows"] == 20
+    assert not list(Path(snapshot).rglob("*spill*"))  # the keys and decisions spilled while deciding are gone
     table = read_embeddings(snapshot)
     assert table.num_rows == 27 and len(set(table.column("id").to_pylist())) == 27
     first, now = vectors_by_id(read_embeddings(day1)), vectors_by_id(table)
