@@ -5,7 +5,12 @@ runner's job service hands a stage its whole input at once; per-record data that
 ids and hashes, its decisions, the ids to copy) made their memory grow with the corpus. Each producer writes
 its elements, packed, into one staging file and emits a `Spilled` (path, offset, size) per element; the
 consumer reads its range after the grouping. The staging folder is cleaned when the run commits, and by the
-next run as any staged file. Parts, which carry text, cross the distributed runners' reshuffle packed as well.
+next run as any staged file.
+
+Only where a range read is cheap: an output on a local disk (`spill_directory`). On an object store each
+read is a request of tens of milliseconds, and a bucket's consumer would make one per shard and earlier file;
+there the values travel in the shuffle (`Held`), which Dataflow keeps outside the workers' memory. Parts,
+which carry text, cross the distributed runners' reshuffle packed (`pack`) either way.
 """
 
 from __future__ import annotations
@@ -50,6 +55,28 @@ class Spilled:
         with storage.open_file(self.path) as f:
             f.seek(self.offset)
             return unpack(f.read(self.size))
+
+
+@dataclass(frozen=True)
+class Held:
+    """A value that travels in the shuffle itself; loads as a `Spilled` one does."""
+
+    value: Any
+
+    def load(self) -> Any:
+        return self.value
+
+
+def spill_directory(output: str) -> str | None:
+    """Where grouped values of a run writing to output wait: output on a local disk, else None (held)."""
+    return output if storage.is_local(output) else None
+
+
+def stash(directory: str | None, name: str, items: Iterable[tuple[K, Any]]) -> Iterator[tuple[K, Spilled | Held]]:
+    """(key, where its value waits) for every (key, value): spilled under directory, or held when it is None."""
+    if directory is None:
+        return ((key, Held(value)) for key, value in items)
+    return spill(spill_path(directory, name), items)
 
 
 def spill_path(output: str, name: str) -> str:

@@ -28,6 +28,11 @@ def beam_knows(path: str) -> bool:
     return True
 
 
+def is_local(path: str) -> bool:
+    """Whether path is on this machine's filesystem (a plain path or file://)."""
+    return "://" not in path or path.startswith("file://")
+
+
 def join(base: str, name: str) -> str:
     """A file under base; base may be a local path or a URL."""
     return f"{base.rstrip('/')}/{name}"

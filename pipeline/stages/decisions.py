@@ -78,9 +78,19 @@ class Duplicate(NamedTuple):
 
 
 Decision = Reused | Duplicate
-# How many buckets the keys are cut into: the reuse decision's parallelism on a distributed runner, and
-# (times shards plus earlier files) how many elements carry the keys.
-KEY_BUCKETS = 32
+# How many buckets the keys are cut into: the reuse decision's parallelism on a distributed runner, and (times
+# shards plus earlier files) how many elements carry the keys. A bucket is resolved whole on one worker, so the
+# count grows with the input (`key_buckets`): one bucket per BUCKET_INPUT_BYTES of input, a power of two between
+# the bounds. At a mean line of 100 B that is ~2.7M records, ~80 MB of keys, a bucket.
+MIN_KEY_BUCKETS = 32
+MAX_KEY_BUCKETS = 4096
+BUCKET_INPUT_BYTES = 256 * 2**20
+
+
+def key_buckets(input_bytes: int) -> int:
+    """The bucket count for a run whose input shards hold input_bytes (the same for its earlier outputs' keys)."""
+    wanted = max(1, -(-input_bytes // BUCKET_INPUT_BYTES))
+    return min(MAX_KEY_BUCKETS, max(MIN_KEY_BUCKETS, 1 << (wanted - 1).bit_length()))
 
 
 @dataclass(frozen=True)
@@ -136,19 +146,20 @@ class OldKeys:
         return cls(file, path, ids.combine_chunks() if isinstance(ids, pa.ChunkedArray) else ids, keys)
 
 
-def id_bucket(record_id: str) -> int:
+def id_bucket(record_id: str, buckets: int) -> int:
     """The bucket of an id: stable across processes and machines (CRC-32, not Python's salted hash)."""
-    return zlib.crc32(record_id.encode("utf-8", "surrogatepass")) % KEY_BUCKETS
+    return zlib.crc32(record_id.encode("utf-8", "surrogatepass")) % buckets
 
 
-def by_bucket(keys: NewKeys | OldKeys) -> Iterator[tuple[int, NewKeys | OldKeys]]:
-    """(bucket, the keys whose id falls in it), for every bucket that has any.
+def by_bucket(keys: NewKeys | OldKeys, buckets: int) -> Iterator[tuple[int, NewKeys | OldKeys]]:
+    """(bucket, the keys whose id falls in it), for every bucket of the buckets that has any.
 
     Copies, not slices: a pickled slice may carry its whole parent's buffers.
     """
-    buckets = np.fromiter((id_bucket(i) for i in keys.ids.to_pylist()), dtype=np.int64, count=len(keys.ids))
-    order = np.argsort(buckets, kind="stable")
-    ends = np.cumsum(np.bincount(buckets, minlength=KEY_BUCKETS))
+    ids = keys.ids.to_pylist()
+    of = np.fromiter((id_bucket(i, buckets) for i in ids), dtype=np.int64, count=len(ids))
+    order = np.argsort(of, kind="stable")
+    ends = np.cumsum(np.bincount(of, minlength=buckets))
     start = 0
     for bucket, end in enumerate(ends.tolist()):
         if end > start:

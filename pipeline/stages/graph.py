@@ -12,7 +12,7 @@ from apache_beam.runners.runner import PipelineResult
 from pipeline.config import JobConfig
 from pipeline.formats.manifest import Manifest
 from pipeline.formats.output import SUCCESS_FILE, clear_previous_output
-from pipeline.formats.spill import pack
+from pipeline.formats.spill import pack, spill_directory
 from pipeline.launch.progress import PROGRESS
 from pipeline.stages.commit import Commit, CommitSettings, PrepareOutput
 from pipeline.stages.embed import EmbedParts
@@ -34,7 +34,7 @@ def build_pipeline(p: beam.Pipeline, config: JobConfig, started_at: float) -> be
     kept = beam.pvalue.AsSingleton(shards | "KeptColumns" >> DecideKeptColumns(job.input_format(), job.keep_text))
     decided = {}
     if job.id_field or job.skip_existing:
-        decided = shards | "Decide" >> DecideRecords(job, spec, ready)
+        decided = shards | "Decide" >> DecideRecords(job, spec, ready, spill_directory(job.output))
         to_read = decided["to_read"]
     else:
         to_read = shards | "NoDecisions" >> beam.MapTuple(lambda index, shard: (index, shard, None))

@@ -7,8 +7,9 @@ occurrence of an id (dead-lettered as duplicate_id) or already embedded earlier 
 bucket is resolved with a sort and a join (`pipeline.stages.decisions`): Beam's cost per element is paid a
 few thousand times a night, not once per record, on every runner. Each shard then meets only its own
 decisions, not a job-wide side input: a nightly run may reuse millions of records, and every worker
-would hold them all. Keys, decisions and ids to copy wait in the output's staging folder and the groupings
-carry where (`pipeline.formats.spill`): runners hold what they group, and this is the per-record part.
+would hold them all. On a local disk, keys, decisions and ids to copy wait in the output's staging folder and
+the groupings carry where (`pipeline.formats.spill`): local runners hold what they group. The bucket count
+grows with the input (`pipeline.stages.decisions.key_buckets`): a bucket is resolved whole on one worker.
 """
 
 from __future__ import annotations
@@ -39,13 +40,22 @@ from pipeline.formats.output import (
 from pipeline.formats.readers import shard_outcomes
 from pipeline.formats.records import InputFormat, Record
 from pipeline.formats.shards import Shard
-from pipeline.formats.spill import Spilled, spill, spill_path
+from pipeline.formats.spill import Held, Spilled, stash
 from pipeline.identity import identity_of
 from pipeline.settings import JobSettings
 from pipeline.stages import metrics
-from pipeline.stages.decisions import NewKeys, OldKeys, by_bucket, decisions_by_line, resolve_keys, text_hash
+from pipeline.stages.decisions import (
+    NewKeys,
+    OldKeys,
+    by_bucket,
+    decisions_by_line,
+    key_buckets,
+    resolve_keys,
+    text_hash,
+)
 
 logger = logging.getLogger(__name__)
+Stashed = Spilled | Held  # where a grouped value waits (`pipeline.formats.spill.stash`)
 
 COPIES = "copies"
 EXISTING_STATS = "existing_stats"
@@ -59,17 +69,27 @@ class DecideRecords(beam.PTransform):
     Keys travel as arrays, one element per shard or earlier file and bucket of ids (`pipeline.stages.decisions`).
     """
 
-    def __init__(self, job: JobSettings, spec: EncoderSpec, ready: beam.pvalue.AsSingleton | None = None) -> None:
+    def __init__(self, job: JobSettings, spec: EncoderSpec, ready: beam.pvalue.AsSingleton | None = None,
+                 spill_to: str | None = None) -> None:
         super().__init__()
         self._job = job
         self._spec = spec  # possibly unresolved; resolved once per worker process (`pipeline.identity`)
-        # Spilling writes to the output's staging folder: on a worker-prepared output, not before it is ready.
+        # Where grouped values wait (`pipeline.formats.spill.spill_directory`; None: in the shuffle). Spilling
+        # writes to the output's staging folder: on a worker-prepared output, not before it is ready.
+        self._spill_to = spill_to
         self._ready = {"ready": ready} if ready is not None else {}
 
     def expand(self, shards: beam.PCollection) -> dict[str, beam.PCollection]:
         p = shards.pipeline
         job = self._job
-        keys = [shards | "ReadKeys" >> beam.ParDo(_ReadKeysFn(job.input_format(), job.output), **self._ready)]
+        buckets = beam.pvalue.AsSingleton(
+            shards
+            | "ShardBytes" >> beam.MapTuple(lambda _, shard: shard.size)
+            | "InputBytes" >> beam.CombineGlobally(sum)
+            | "BucketCount" >> beam.Map(key_buckets)
+        )
+        side = {"buckets": buckets, **self._ready}
+        keys = [shards | "ReadKeys" >> beam.ParDo(_ReadKeysFn(job.input_format(), self._spill_to), **side)]
         outputs = {}
         if job.skip_existing:
             earlier = (
@@ -77,7 +97,7 @@ class DecideRecords(beam.PTransform):
                 | "EarlierOutputs" >> beam.Create([None])
                 | "ListEarlierFiles" >> beam.ParDo(_ListExistingFn(job.skip_existing))
                 | "SpreadEarlierFiles" >> beam.Reshuffle()
-                | "ReadEarlierKeys" >> beam.ParDo(_ReadExistingKeysFn(self._spec, job.output), **self._ready)
+                | "ReadEarlierKeys" >> beam.ParDo(_ReadExistingKeysFn(self._spec, self._spill_to), **side)
                 .with_outputs(EXISTING_STATS, main="keys")
             )
             keys.append(earlier.keys)
@@ -86,7 +106,7 @@ class DecideRecords(beam.PTransform):
             keys
             | "AllKeys" >> beam.Flatten()
             | "GroupByBucket" >> beam.GroupByKey()
-            | "ResolveBuckets" >> beam.ParDo(_ResolveBucketFn(job.output)).with_outputs(COPIES, main="decisions")
+            | "ResolveBuckets" >> beam.ParDo(_ResolveBucketFn(self._spill_to)).with_outputs(COPIES, main="decisions")
         )
         if job.skip_existing and job.snapshot:
             outputs["copies"] = resolved[COPIES]
@@ -102,24 +122,24 @@ class DecideRecords(beam.PTransform):
 
 
 def with_decisions(joined: tuple[str, dict]) -> Iterator[tuple[int, Shard, dict[int, tuple]]]:
-    """(shard index, shard, {line: decision}) from a shard joined with its (spilled) decisions."""
+    """(shard index, shard, {line: decision}) from a shard joined with its stashed decisions."""
     _, groups = joined
-    decisions = decisions_by_line([spilled.load() for spilled in groups["decisions"]])
+    decisions = decisions_by_line([stashed.load() for stashed in groups["decisions"]])
     for index, shard in groups["shard"]:
         yield index, shard, decisions
 
 
 class _ReadKeysFn(beam.DoFn):
-    """(bucket, spilled NewKeys) of a shard's records that would be embedded, one element per bucket.
+    """(bucket, stashed NewKeys) of a shard's records that would be embedded, one element per bucket.
 
     A few dozen bytes per record, never the text, in one staging file per shard.
     """
 
-    def __init__(self, input_format: InputFormat, output: str) -> None:
+    def __init__(self, input_format: InputFormat, spill_to: str | None) -> None:
         self._input_format = input_format
-        self._output = output
+        self._spill_to = spill_to
 
-    def process(self, element: tuple[int, Shard], ready: object = None) -> Iterator[tuple[int, Spilled]]:
+    def process(self, element: tuple[int, Shard], buckets: int, ready: object = None) -> Iterator[tuple[int, Stashed]]:
         shard_index, shard = element
         fmt = dataclasses.replace(self._input_format, format=shard.format)
         ids, lines, hashes, removed = [], [], [], []
@@ -131,27 +151,27 @@ class _ReadKeysFn(beam.DoFn):
                     hashes.append(text_hash(outcome.text))
                     removed.append(outcome.removed_chars)
             keys = NewKeys.of(shard_index, shard.name, ids, lines, hashes, removed)
-            buckets = list(by_bucket(keys))
+            cut = list(by_bucket(keys, buckets))
         metrics.counter(metrics.KEYS_RECORDS).inc(len(ids))
         metrics.counter(metrics.KEY_BYTES).inc(keys.nbytes)
-        yield from spill(spill_path(self._output, f"keys-{shard_index:05d}"), buckets)
+        yield from stash(self._spill_to, f"keys-{shard_index:05d}", cut)
 
 
 class _ResolveBucketFn(beam.DoFn):
-    """One bucket's spilled keys -> (shard index, spilled ShardDecisions) per shard; ((file, path), spilled ids)
-    to COPIES. Both spill to one staging file per bucket."""
+    """One bucket's stashed keys -> (shard index, stashed ShardDecisions) per shard; ((file, path), stashed ids)
+    to COPIES. Spilled, both go to one staging file per bucket."""
 
-    def __init__(self, output: str) -> None:
-        self._output = output
+    def __init__(self, spill_to: str | None) -> None:
+        self._spill_to = spill_to
 
-    def process(self, element: tuple[int, Iterable[Spilled]]) -> Iterator:
+    def process(self, element: tuple[int, Iterable[Stashed]]) -> Iterator:
         bucket, found = element
-        found = [spilled.load() for spilled in found]
+        found = [stashed.load() for stashed in found]
         resolved = resolve_keys([k for k in found if isinstance(k, NewKeys)],
                                 [k for k in found if isinstance(k, OldKeys)])
         items = [*(((None, shard), decided) for shard, decided in resolved.decisions.items()),
                  *(((COPIES, earlier), ids) for earlier, ids in resolved.copies.items())]
-        for (tag, key), where in spill(spill_path(self._output, f"bucket-{bucket:05d}"), items):
+        for (tag, key), where in stash(self._spill_to, f"bucket-{bucket:05d}", items):
             yield (key, where) if tag is None else beam.pvalue.TaggedOutput(COPIES, (key, where))
 
 
@@ -192,14 +212,14 @@ class _ReadExistingKeysFn(beam.DoFn):
     can say why nothing was reused.
     """
 
-    def __init__(self, spec: EncoderSpec, output: str) -> None:
+    def __init__(self, spec: EncoderSpec, spill_to: str | None) -> None:
         self._spec = spec
-        self._output = output
+        self._spill_to = spill_to
 
     def setup(self) -> None:
         self._fingerprint = identity_of(self._spec).fingerprint
 
-    def process(self, element: tuple[int, str], ready: object = None) -> Iterator:
+    def process(self, element: tuple[int, str], buckets: int, ready: object = None) -> Iterator:
         index, path = element
         with (metrics.timed(metrics.EARLIER_KEYS_MS), _reading_earlier(path),
               FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED) as f):
@@ -214,8 +234,8 @@ class _ReadExistingKeysFn(beam.DoFn):
             table = parquet.read(columns=["id", "text_hash"])
             keys = OldKeys.of(index, path, table.column("id").combine_chunks(),
                               table.column("text_hash").combine_chunks())
-            buckets = list(by_bucket(keys))
-        yield from spill(spill_path(self._output, f"earlier-{index:05d}"), buckets)
+            cut = list(by_bucket(keys, buckets))
+        yield from stash(self._spill_to, f"earlier-{index:05d}", cut)
 
 
 class CopyReused(beam.PTransform):
@@ -267,7 +287,7 @@ def _with_row(joined: tuple[str, dict]) -> Iterator[tuple[tuple[int, str], tuple
 class _CopyReusedFn(beam.DoFn):
     """Copy the reused rows of one earlier file into this run's output, kept columns from this run's input.
 
-    Its element holds the file's reused ids as spilled Arrow arrays (one per bucket), or with_rows (id, (kept
+    Its element holds the file's reused ids as stashed Arrow arrays (one per bucket), or with_rows (id, (kept
     values, text)) pairs.
     """
 
@@ -292,7 +312,7 @@ class _CopyReusedFn(beam.DoFn):
             values = dict(found)
             wanted = pa.array(sorted(values), type=pa.string())
         else:
-            wanted = pa.concat_arrays([spilled.load() for spilled in found])
+            wanted = pa.concat_arrays([stashed.load() for stashed in found])
         with _reading_earlier(path), FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED) as f:
             table = open_parquet(f).read(columns=list(BASE_COLUMNS))
         rows = table.filter(pc.is_in(table.column("id"), value_set=wanted))

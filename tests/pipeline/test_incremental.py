@@ -2,14 +2,23 @@
 
 import json
 import random
+from collections import Counter
 from pathlib import Path
 
+import apache_beam as beam
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from apache_beam.options.pipeline_options import PipelineOptions
 
+from encoders import EncoderSpec
+from pipeline.preflight import list_shards
+from pipeline.settings import JobSettings
 from pipeline.stages.decisions import (
+    BUCKET_INPUT_BYTES,
+    MAX_KEY_BUCKETS,
+    MIN_KEY_BUCKETS,
     Duplicate,
     NewKeys,
     OldKeys,
@@ -17,9 +26,11 @@ from pipeline.stages.decisions import (
     by_bucket,
     decisions_by_line,
     hash_keys,
+    key_buckets,
     resolve_keys,
     text_hash,
 )
+from pipeline.stages.keys import DecideRecords
 from tests.pipeline.conftest import damage_page, read_embeddings, read_manifest
 
 
@@ -149,7 +160,7 @@ def resolve_id(record_id, values):
         yield "copy", ((index, path), record_id)
 
 
-def resolve_by_bucket(new_rows, old_rows):
+def resolve_by_bucket(new_rows, old_rows, count=MIN_KEY_BUCKETS):
     """Decisions {(source, line): decision} and copies {(file, path): ids} as the job makes them: keys sent
     per shard and per earlier file, each cut into buckets, each bucket resolved alone."""
     sent = []
@@ -161,7 +172,7 @@ def resolve_by_bucket(new_rows, old_rows):
                                pa.array([text_hash(r[3]) for r in rows], pa.string())))
     buckets = {}
     for keys in sent:
-        for bucket, part in by_bucket(keys):
+        for bucket, part in by_bucket(keys, count):
             buckets.setdefault(bucket, []).append(part)
     sources = {(r[1]): r[2] for r in new_rows}
     decisions, copies = {}, {}
@@ -206,7 +217,8 @@ def resolve_one_by_one(new_rows, old_rows):
     return decisions, copies
 
 
-def test_bucketed_keys_decide_as_the_rule_for_one_id_does_on_a_tricky_corpus():
+@pytest.mark.parametrize("buckets", [1, MIN_KEY_BUCKETS, MAX_KEY_BUCKETS])
+def test_bucketed_keys_decide_as_the_rule_for_one_id_does_on_a_tricky_corpus(buckets):
     rng = random.Random(7)
     ids = [f"id{i}" for i in range(400)] + ["", "日本", "x" * 300]
     texts = [f"h{i}" for i in range(6)]
@@ -223,10 +235,16 @@ def test_bucketed_keys_decide_as_the_rule_for_one_id_does_on_a_tricky_corpus():
             old_rows.append((record_id, index, path, rng.choice(texts)))
     rng.shuffle(new_rows)
     rng.shuffle(old_rows)
-    decisions, copies = resolve_by_bucket(new_rows, old_rows)
+    decisions, copies = resolve_by_bucket(new_rows, old_rows, buckets)
     assert (decisions, copies) == resolve_one_by_one(new_rows, old_rows)
     kinds = {type(d) for d in decisions.values()}
     assert kinds == {Duplicate, Reused} and len(copies) == 3
+
+
+def test_the_bucket_count_grows_with_the_input_as_a_power_of_two_within_its_bounds():
+    counts = [key_buckets(n) for n in (0, 1, 32 * BUCKET_INPUT_BYTES, 32 * BUCKET_INPUT_BYTES + 1,
+                                       100 * 10**9, 10**15)]
+    assert counts == [MIN_KEY_BUCKETS, MIN_KEY_BUCKETS, 32, 64, 512, MAX_KEY_BUCKETS]
 
 
 def test_bucketed_keys_without_earlier_outputs_decide_only_duplicates():
@@ -305,3 +323,42 @@ def test_an_earlier_file_whose_hash_page_changed_fails_the_night_naming_it(night
     damaged = _first_night(nightly)
     damage_page(damaged, "text_hash")
     _assert_failed_naming(_night_two(run_cli, nightly[0], tiny_bert_dir), damaged)
+
+
+_COLLECTED: dict[str, list] = {}
+
+
+def _collect(element, kind):  # module level: the in-process runner calls this same function, not a pickled copy
+    if kind == "to_read":
+        _COLLECTED[kind].append((element[0], sorted(element[2].items())))
+    else:
+        _COLLECTED[kind].append((element[0], tuple(element[1].load().to_pylist())))
+
+
+def _decide(job, spec, spill_to):
+    """What DecideRecords hands the reader and the copier, run on the DirectRunner; values as they load."""
+    _COLLECTED.update(to_read=[], copies=[])
+    with beam.Pipeline(options=PipelineOptions(["--runner", "DirectRunner"])) as p:
+        shards = p | beam.Create(list(enumerate(list_shards(job))))
+        decided = shards | DecideRecords(job, spec, spill_to=spill_to)
+        for kind in ("to_read", "copies"):
+            _ = decided[kind] | f"Collect {kind}" >> beam.Map(_collect, kind)
+    return {kind: sorted(values) for kind, values in _COLLECTED.items()}
+
+
+def test_decisions_are_the_same_spilled_to_the_staging_folder_and_held_in_the_shuffle(nightly, tiny_bert_dir, tmp_path):
+    corpus, run = nightly
+    write_jsonl(corpus / "a.jsonl", [(f"a{i}", f"text {i}") for i in range(30)])
+    write_jsonl(corpus / "b.jsonl", [(f"b{i}", f"other {i}") for i in range(5)])
+    run("2026-11-24")
+    write_jsonl(corpus / "b.jsonl", [(f"b{i}", f"other {i}") for i in range(5)] + [("a3", "again"), ("c", "new")])
+    job = JobSettings(inputs=(str(corpus / "*.jsonl"),), output=str(tmp_path / "night2"), id_field="id",
+                      skip_existing=f"{tmp_path}/out/dt=2026-11-24/*.parquet", snapshot=True)
+    spec = EncoderSpec(model=str(tiny_bert_dir))
+    spilled, held = _decide(job, spec, str(tmp_path / "night2")), _decide(job, spec, None)
+    assert spilled == held
+    reused = [line for _, decisions in held["to_read"] for line, d in decisions if isinstance(d, Reused)]
+    duplicates = [d for _, decisions in held["to_read"] for _, d in decisions if isinstance(d, Duplicate)]
+    assert len(reused) == 35 and len(duplicates) == 1 and sum(len(ids) for _, ids in held["copies"]) == 35
+    spilled_files = Counter(p.name.split("-")[1] for p in (tmp_path / "night2" / "_temporary").glob("spill-*.bin"))
+    assert spilled_files["keys"] == 2 and spilled_files["earlier"] == 2 and 0 < spilled_files["bucket"] <= 32

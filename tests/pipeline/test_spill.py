@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from pipeline.formats.output import STAGING_DIR
-from pipeline.formats.spill import SPILL_PREFIX, pack, spill, spill_path, unpack
+from pipeline.formats.spill import SPILL_PREFIX, pack, spill, spill_directory, spill_path, stash, unpack
 from pipeline.stages.decisions import NewKeys
 
 
@@ -45,3 +45,12 @@ def test_nothing_to_spill_writes_no_file(tmp_path):
     assert list(spill(path, [])) == []
     assert not (tmp_path / STAGING_DIR).exists()
 
+
+
+def test_values_spill_only_where_a_range_read_is_cheap(tmp_path):
+    assert spill_directory(str(tmp_path)) == str(tmp_path)
+    assert spill_directory(f"file://{tmp_path}") == f"file://{tmp_path}"
+    assert spill_directory("gs://bucket/out") is None and spill_directory("s3://bucket/out") is None
+    keys = _keys(1, 4)
+    ((bucket, held),) = stash(None, "keys-00001", [(5, keys)])
+    assert bucket == 5 and held.load() is keys and not (tmp_path / STAGING_DIR).exists()
