@@ -125,8 +125,9 @@ bench/.venv-st/.pyarrow-installed: constraints.txt | bench/.venv-st/.installed
 	bench/.venv-st/bin/python -m pip install --quiet "$$(grep '^pyarrow==' constraints.txt)"
 	touch $@
 
-# Cost and memory growth from 100k to 1M records, nights 1 and 2, local and portable runners, null device and the
-# simulated GPU and tiny model (about 40 minutes on 2 CPUs): bench/results-scale.{md,json}. Flags: make bench-scale SCALE_FLAGS="...".
+# Cost and memory growth from 100k to 1M records, nights 1 and 2, local and portable runners, the null device, the
+# simulated GPU and the tiny model (about 40 minutes on 2 CPUs): bench/results-scale.{md,json}.
+# Flags: make bench-scale SCALE_FLAGS="...".
 SCALE_FLAGS ?= --sizes 1000,100000,1000000 --runners local,portable --devices null,simulated-gpu,tiny-model
 bench-scale: $(STAMP)
 	TF_CPP_MIN_LOG_LEVEL=3 $(BIN)/python -m bench.scale $(SCALE_FLAGS)
