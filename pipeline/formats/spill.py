@@ -10,7 +10,8 @@ next run as any staged file.
 Only where a range read is cheap: an output on a local disk (`spill_directory`). On an object store each
 read is a request of tens of milliseconds, and a bucket's consumer would make one per shard and earlier file;
 there the values travel in the shuffle (`Held`), which Dataflow keeps outside the workers' memory. Parts,
-which carry text, cross the distributed runners' reshuffle packed (`pack`) either way.
+which carry text, cross the distributed runners' reshuffle the same way (`stash_one`): spilled one file a
+part on a local disk, else packed (`Packed`, zstd: text shrinks about threefold).
 """
 
 from __future__ import annotations
@@ -65,6 +66,24 @@ class Held:
 
     def load(self) -> Any:
         return self.value
+
+
+@dataclass(frozen=True)
+class Packed:
+    """A value packed (`pack`) to travel in the shuffle itself; loads as a `Spilled` one does."""
+
+    data: bytes
+
+    def load(self) -> Any:
+        return unpack(self.data)
+
+
+def stash_one(directory: str | None, name: str, value: Any) -> Spilled | Packed:
+    """Where one value waits: spilled alone under directory, or packed into the element when it is None."""
+    if directory is None:
+        return Packed(pack(value))
+    ((_, where),) = spill(spill_path(directory, name), [(None, value)])
+    return where
 
 
 def spill_directory(output: str) -> str | None:

@@ -33,7 +33,7 @@ from pipeline.formats.kept_policy import KeptColumns
 from pipeline.formats.manifest import PartStats
 from pipeline.formats.output import embeddings_table, parquet_bytes, part_file_names, staged_name, write_file
 from pipeline.formats.records import DeadLetter, raw_preview
-from pipeline.formats.spill import unpack
+from pipeline.formats.spill import Packed, Spilled
 from pipeline.identity import identity_of
 from pipeline.launch.progress import PROGRESS
 from pipeline.settings import JobSettings
@@ -51,23 +51,27 @@ PREFETCH_GROUPS = 2
 class EmbedParts(beam.PTransform):
     """Parts -> PartStats: each part embedded and its Parquet (and dead-letter) file staged.
 
-    kept: a side input holding the run's `KeptColumns` (the output's extra columns). packed: the parts arrive
-    as `pipeline.formats.spill.pack` made them (across a distributed runner's reshuffle), unpacked in this
-    step's own environment.
+    kept: a side input holding the run's `KeptColumns` (the output's extra columns). stashed: the parts arrive
+    as where they wait (`pipeline.formats.spill.stash_one`, across a distributed runner's reshuffle), loaded in
+    this step's own environment.
     """
 
     def __init__(self, spec: EncoderSpec, job: JobSettings, kept: beam.pvalue.AsSingleton,
-                 packed: bool = False) -> None:
+                 stashed: bool = False) -> None:
         super().__init__()
         self._spec = spec
         self._job = job
         self._kept = kept
-        self._packed = packed
+        self._stashed = stashed
 
     def expand(self, parts: beam.PCollection) -> beam.PCollection:
-        if self._packed:
-            parts = parts | "Unpack" >> beam.Map(unpack)
+        if self._stashed:
+            parts = parts | "Load" >> beam.Map(_load)
         return parts | "EmbedPart" >> beam.ParDo(_EmbedPartFn(self._spec, self._job), kept=self._kept)
+
+
+def _load(stashed: Spilled | Packed) -> Part:
+    return stashed.load()
 
 
 class _SharedEncoder:

@@ -12,13 +12,13 @@ from apache_beam.runners.runner import PipelineResult
 from pipeline.config import JobConfig
 from pipeline.formats.manifest import Manifest
 from pipeline.formats.output import SUCCESS_FILE, clear_previous_output
-from pipeline.formats.spill import pack, spill_directory
+from pipeline.formats.spill import Packed, Spilled, spill_directory, stash_one
 from pipeline.launch.progress import PROGRESS
 from pipeline.stages.commit import Commit, CommitSettings, PrepareOutput
 from pipeline.stages.embed import EmbedParts
 from pipeline.stages.kept import DecideKeptColumns
 from pipeline.stages.keys import CopyReused, DecideRecords
-from pipeline.stages.read import REUSED_ROWS, SHARD_STATS, ListShards, ProgressSettings, ReadParts
+from pipeline.stages.read import REUSED_ROWS, SHARD_STATS, ListShards, Part, ProgressSettings, ReadParts
 
 
 def build_pipeline(p: beam.Pipeline, config: JobConfig, started_at: float) -> beam.PCollection:
@@ -46,13 +46,15 @@ def build_pipeline(p: beam.Pipeline, config: JobConfig, started_at: float) -> be
         rows = read[REUSED_ROWS] if reused_rows else None
         copied = decided["copies"] | "CopyReused" >> CopyReused(job, spec, kept, rows, ready)
     parts = read.parts
-    embed = EmbedParts(spec, job, kept, packed=config.distributed)
+    embed = EmbedParts(spec, job, kept, stashed=config.distributed)
     if config.distributed:
         # Distributed runners shuffle on disk and spread a big shard's parts over workers.
         # Local runners hold a shuffled PCollection in memory, so there reading and
         # embedding stay fused and stream.
-        # Packed (`pipeline.formats.spill`): a runner holds what it shuffles, and text compresses well.
-        parts = parts | "Pack" >> beam.Map(pack) | "SpreadParts" >> beam.Reshuffle()
+        # Stashed (`pipeline.formats.spill`): a runner holds what it shuffles; on a local disk each part waits in
+        # the staging folder, on an object store it travels packed (text compresses about threefold).
+        parts = (parts | "Stash" >> beam.Map(_stash_part, spill_directory(job.output))
+                 | "SpreadParts" >> beam.Reshuffle())
         if job.embed_accelerator:
             # Right fitting (`pipeline.launch.placement`): only this step asks for GPU workers. Beam gives a hinted
             # transform an environment of its own, and never fuses stages of different environments, so
@@ -63,6 +65,10 @@ def build_pipeline(p: beam.Pipeline, config: JobConfig, started_at: float) -> be
     commit = Commit(CommitSettings(job, spec, started_at), read[SHARD_STATS], part_stats,
                     decided.get("existing"), copied)
     return p | "Commit" >> commit
+
+
+def _stash_part(part: Part, directory: str | None) -> Spilled | Packed:
+    return stash_one(directory, f"part-{part.shard_index:05d}-{part.part:05d}", part)
 
 
 def run_job(config: JobConfig, options: PipelineOptions) -> Manifest:

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from pipeline.formats.output import STAGING_DIR
-from pipeline.formats.spill import SPILL_PREFIX, pack, spill, spill_directory, spill_path, stash, unpack
+from pipeline.formats.spill import SPILL_PREFIX, pack, spill, spill_directory, spill_path, stash, stash_one, unpack
 from pipeline.stages.decisions import NewKeys
 
 
@@ -54,3 +54,12 @@ def test_values_spill_only_where_a_range_read_is_cheap(tmp_path):
     keys = _keys(1, 4)
     ((bucket, held),) = stash(None, "keys-00001", [(5, keys)])
     assert bucket == 5 and held.load() is keys and not (tmp_path / STAGING_DIR).exists()
+
+
+def test_one_value_waits_alone_on_a_local_disk_and_travels_packed_otherwise(tmp_path):
+    keys = _keys(2, 50)
+    spilled = stash_one(str(tmp_path), "part-00002-00000", keys)
+    assert spilled.path.endswith(f"{STAGING_DIR}/{SPILL_PREFIX}part-00002-00000.bin") and spilled.offset == 0
+    assert _same_keys(spilled.load(), keys)
+    packed = stash_one(None, "part-00002-00000", keys)
+    assert len(packed.data) < 50 * 40 and _same_keys(packed.load(), keys)
