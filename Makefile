@@ -47,10 +47,20 @@ $(INTEROP_STAMP): tests/interop/requirements.txt
 	$(INTEROP_VENV)/bin/python -m pip install --quiet -r tests/interop/requirements.txt
 	touch $(INTEROP_STAMP)
 
-test: $(STAMP) $(AIRFLOW_STAMP) $(INTEROP_STAMP)
+# sentence-transformers and torch (CPU) in a virtualenv of their own, only to check our vectors against theirs in
+# tests/reference_st (the job does not depend on them).
+ST_VENV := .venv-st-reference
+ST_STAMP := $(ST_VENV)/.installed
+
+$(ST_STAMP): tests/reference_st/requirements.txt
+	test -x $(ST_VENV)/bin/python || $(PYTHON) -m venv $(ST_VENV)
+	$(ST_VENV)/bin/python -m pip install --quiet -r tests/reference_st/requirements.txt
+	touch $(ST_STAMP)
+
+test: $(STAMP) $(AIRFLOW_STAMP) $(INTEROP_STAMP) $(ST_STAMP)
 	$(BIN)/ruff check encoders pipeline tests scripts bench deploy setup.py
 	AIRFLOW_PYTHON=$(CURDIR)/$(AIRFLOW_VENV)/bin/python INTEROP_PYTHON=$(CURDIR)/$(INTEROP_VENV)/bin/python \
-	  TF_CPP_MIN_LOG_LEVEL=2 $(BIN)/python -m pytest tests
+	  ST_PYTHON=$(CURDIR)/$(ST_VENV)/bin/python TF_CPP_MIN_LOG_LEVEL=2 $(BIN)/python -m pytest tests
 
 test-fast: $(STAMP)
 	TF_CPP_MIN_LOG_LEVEL=2 $(BIN)/python -m pytest tests -m "not slow"

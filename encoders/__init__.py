@@ -13,13 +13,17 @@ from encoders.errors import EncoderConfigError
 from encoders.fingerprint import model_fingerprint
 from encoders.model_source import EMBEDDED_MODEL
 from encoders.pooling import POOLING_METHODS
+from encoders.quantize import BITS, OUTPUT_PRECISIONS, RANGED, dequantize, quantize, stored_width, value_type
 from encoders.registry import backend_names
-from encoders.spec import EncoderSpec, check_settings, resolve_spec, resolved_once
+from encoders.spec import EncoderSpec, check_settings, for_queries, quantize_ranges_of, resolve_spec, resolved_once
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "BITS",
     "EMBEDDED_MODEL",
+    "OUTPUT_PRECISIONS",
+    "RANGED",
     "POOLING_METHODS",
     "Embeddings",
     "Encoder",
@@ -28,8 +32,14 @@ __all__ = [
     "backend_names",
     "build_encoder",
     "check_settings",
+    "dequantize",
+    "for_queries",
     "model_fingerprint",
+    "quantize",
+    "quantize_ranges_of",
     "resolve_spec",
     "resolved_once",
+    "stored_width",
+    "value_type",
     "__version__",
 ]

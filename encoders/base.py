@@ -115,6 +115,7 @@ class Encoder(abc.ABC):
         self._pool_lock = threading.Lock()
         # Chunk mode pools window vectors first and normalises the result, outside the graph.
         self._normalize_in_graph = spec.normalize and spec.long_text != "chunk"
+        self._prompt_skip = self._prompt_tokens_left_out(spec, tokenizer)
         signature = [tf.TensorSpec([None, None], tf.int32)] * 2
         # One graph for every shape without XLA; under XLA one compilation per bucket shape.
         # No autograph: the traced code branches only on Python values (settings), never on tensors, and
@@ -122,10 +123,28 @@ class Encoder(abc.ABC):
         self._embed = tf.function(self._embed_graph, input_signature=signature, jit_compile=spec.jit_compile,
                                   autograph=False)
 
+    @staticmethod
+    def _prompt_tokens_left_out(spec: EncoderSpec, tokenizer: Tokenizer) -> int:
+        """Leading tokens pooling leaves out: with a prompt and the model's include_prompt false, the prompt's
+        own tokens and [CLS], counted as sentence-transformers counts them (the prompt tokenized alone)."""
+        if not spec.prompt:
+            return 0
+        from encoders.model_source import parse_model_source
+        from encoders.pooling import model_pooling_config
+
+        if model_pooling_config(parse_model_source(spec.model)).include_prompt:
+            return 0
+        return 1 + int(tokenizer.token_runs([spec.prompt]).lengths[0])
+
     @property
     @abc.abstractmethod
     def dim(self) -> int:
-        """Width of the vectors this encoder returns."""
+        """Width of the model's vectors (its hidden size)."""
+
+    @property
+    def width(self) -> int:
+        """Width of the vectors this encoder returns: the model's, or --truncate_dim's."""
+        return self.spec.truncate_dim or self.dim
 
     @abc.abstractmethod
     def _forward(self, input_ids, input_mask):
@@ -135,7 +154,9 @@ class Encoder(abc.ABC):
         from encoders.pooling import l2_normalize, pool
 
         sequence_output, pooled_output = self._forward(input_ids, input_mask)
-        vectors = pool(self.spec.pooling, sequence_output, input_mask, pooled_output)
+        vectors = pool(self.spec.pooling, sequence_output, input_mask, pooled_output, self._prompt_skip)
+        if self.spec.truncate_dim:  # Matryoshka: the first dimensions, normalised after the cut
+            vectors = vectors[:, : self.spec.truncate_dim]
         return l2_normalize(vectors) if self._normalize_in_graph else vectors
 
     def encode(self, texts: Sequence[str]) -> Embeddings:
@@ -187,6 +208,8 @@ class Encoder(abc.ABC):
         """
         spec = self.spec
         started = time.perf_counter()
+        if spec.prompt:
+            texts = [spec.prompt + text for text in texts]
         runs = self.tokenizer.token_runs(texts)
         window = spec.max_seq_length - 2  # body tokens per row, [CLS]/[SEP] aside
         if spec.long_text == "chunk":
@@ -226,7 +249,7 @@ class Encoder(abc.ABC):
         """
         copy = 0.0
         padded = 0
-        vectors = np.zeros((prepared.n_rows, self.dim), dtype=np.float32)
+        vectors = np.zeros((prepared.n_rows, self.width), dtype=np.float32)
         started = time.perf_counter()
         for (indices, ids, _), out in zip(prepared.batches, self._device_map(prepared.batches), strict=True):
             placing = time.perf_counter()
@@ -254,7 +277,7 @@ class Encoder(abc.ABC):
     def _pool_windows(self, window_vectors: np.ndarray, prepared: Prepared) -> np.ndarray:
         """One vector per text: its windows' vectors averaged, weighted by tokens ([CLS]/[SEP] included)."""
         weights = (prepared.row_lengths + 2).astype(np.float32)
-        vectors = np.zeros((prepared.n_texts, self.dim), dtype=np.float32)
+        vectors = np.zeros((prepared.n_texts, self.width), dtype=np.float32)
         np.add.at(vectors, prepared.owner, window_vectors * weights[:, None])
         totals = np.zeros(prepared.n_texts, dtype=np.float32)
         np.add.at(totals, prepared.owner, weights)
@@ -303,8 +326,8 @@ def build_encoder(spec: EncoderSpec, warm_up: bool = True) -> Encoder:
     encoder = get_backend(spec.backend).load(concrete)
     encoder.chosen = chosen_values(spec, concrete)
     encoder.device_streams = streams
-    if encoder.dim != spec.dim:
-        raise EncoderConfigError(f"model {spec.model} gives {encoder.dim}-d vectors, expected {spec.dim}")
+    if encoder.width != spec.dim:
+        raise EncoderConfigError(f"model {spec.model} gives {encoder.width}-d vectors, expected {spec.dim}")
     if warm_up:
         encoder.warm_up()
     encoder.build_seconds = time.perf_counter() - start

@@ -46,9 +46,10 @@ class BertGraph:
 
         compute = self.compute_dtype
         self.word_embeddings = variable(weights["embeddings.word_embeddings.weight"])
-        # Token type ids are always 0 here (one segment): fold that row into the position table.
-        self.position_embeddings = variable(weights["embeddings.position_embeddings.weight"]
-                                            + weights["embeddings.token_type_embeddings.weight"][0])
+        # Token type ids are always 0 here (one segment): fold that row into the position table, which starts
+        # at the first token's position (`BertConfig.position_offset`: past the padding row for RoBERTa).
+        positions = weights["embeddings.position_embeddings.weight"][config.position_offset:]
+        self.position_embeddings = variable(positions + weights["embeddings.token_type_embeddings.weight"][0])
         self.embedding_norm = (variable(weights["embeddings.LayerNorm.weight"]),
                                variable(weights["embeddings.LayerNorm.bias"]))
         self.layers = []

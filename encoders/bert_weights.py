@@ -20,6 +20,10 @@ from encoders.errors import EncoderConfigError
 
 # Activations our forward pass implements, by the names transformers' configs use.
 ACTIVATIONS = ("gelu", "gelu_new", "gelu_pytorch_tanh", "gelu_fast", "relu", "silu", "swish")
+# Architectures the forward pass runs, by config.json's model_type: BERT's layers, and RoBERTa's, which differ
+# only in counting positions from padding_idx + 1 and in having one token type.
+MODEL_TYPES = ("bert", "roberta", "xlm-roberta")
+_COUNTS_FROM_PADDING = ("roberta", "xlm-roberta")
 
 
 @dataclass(frozen=True)
@@ -34,6 +38,19 @@ class BertConfig:
     max_position_embeddings: int
     hidden_act: str = "gelu"
     layer_norm_eps: float = 1e-12
+    model_type: str = "bert"
+    pad_token_id: int | None = None
+
+    @property
+    def position_offset(self) -> int:
+        """The position id of a text's first token: 0 for BERT, padding_idx + 1 for (XLM-)RoBERTa, as
+        transformers' create_position_ids_from_input_ids counts them (right padding: real tokens run on)."""
+        return (self.pad_token_id or 0) + 1 if self.model_type in _COUNTS_FROM_PADDING else 0
+
+    @property
+    def max_tokens(self) -> int:
+        """The longest input, special tokens included, the position table holds (512 for XLM-R's 514)."""
+        return self.max_position_embeddings - self.position_offset
 
     @classmethod
     def from_json(cls, config: dict, where: str) -> BertConfig:
@@ -48,6 +65,13 @@ class BertConfig:
             raise EncoderConfigError(
                 f"model {where} uses hidden_act {act!r}; supported: {', '.join(ACTIVATIONS)}"
             )
+        model_type = config.get("model_type", "bert")
+        if model_type not in MODEL_TYPES:
+            raise EncoderConfigError(
+                f"model {where} is a {model_type!r} model; supported: {', '.join(MODEL_TYPES)}"
+            )
+        if model_type in _COUNTS_FROM_PADDING and config.get("pad_token_id") is None:
+            raise EncoderConfigError(f"model {where} is a {model_type!r} model without pad_token_id in config.json")
         if config.get("is_decoder") or config.get("add_cross_attention"):
             raise EncoderConfigError(f"model {where} is a decoder; only BERT encoders are supported")
         return cls(
@@ -59,6 +83,8 @@ class BertConfig:
             max_position_embeddings=int(config.get("max_position_embeddings", 512)),
             hidden_act=act,
             layer_norm_eps=float(config.get("layer_norm_eps", 1e-12)),
+            model_type=model_type,
+            pad_token_id=None if config.get("pad_token_id") is None else int(config["pad_token_id"]),
         )
 
     @classmethod
@@ -94,7 +120,7 @@ def from_state_dict(state: dict[str, np.ndarray], config: BertConfig) -> BertWei
     """A PyTorch-named state dict (e.g. read from model.safetensors) as BertWeights."""
     arrays = {}
     for name, value in state.items():
-        name = name.removeprefix("bert.")
+        name = name.removeprefix("bert.").removeprefix("roberta.")
         if not name.startswith(("embeddings.", "encoder.", "pooler.")) or name == "embeddings.position_ids":
             continue  # pretraining heads (cls.*) and buffers are not part of the encoder
         name = name.replace("LayerNorm.gamma", "LayerNorm.weight").replace("LayerNorm.beta", "LayerNorm.bias")

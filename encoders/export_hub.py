@@ -27,11 +27,15 @@ def export_hub_module(model: str, output: str, weights: str | None = None, signa
     """Export `model` (a --model value) as a Hub BERT module in directory `output`."""
     import tensorflow as tf
 
+    from encoders.tokenization import WordPieceTokenizer
     from encoders.transformers_backend import load_bert
 
     if signature not in ("dict", "list"):
         raise EncoderConfigError(f"unknown signature {signature!r}; choose dict or list")
     loaded = load_bert(model, weights)
+    if not isinstance(loaded.tokenizer, WordPieceTokenizer) or not (Path(loaded.model_dir) / "vocab.txt").is_file():
+        raise EncoderConfigError(f"model {model} tokenizes with its tokenizer.json: a Hub BERT module carries a "
+                                 "WordPiece vocab.txt; run it with --backend transformers")
     bert = loaded.main_layer
     spec = tf.TensorSpec([None, None], tf.int32)
 

@@ -13,12 +13,15 @@ import functools
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+
 from encoders.batching import CPU_TOKEN_BUDGET
 from encoders.declare import AUTO, MODEL_PATH, PATH, RECORDED, VECTORS, check_declared, setting
 from encoders.device import BFLOAT16_MIN_SPEEDUP
 from encoders.errors import EncoderConfigError
 from encoders.model_source import EMBEDDED_MODEL, ModelSource, parse_model_source
-from encoders.pooling import POOLING_METHODS, model_pooling_config
+from encoders.pooling import POOLING_METHODS, PoolingConfig, model_pooling_config
+from encoders.quantize import OUTPUT_PRECISIONS, RANGED, parse_ranges
 from encoders.registry import backend_names, get_backend
 
 PRECISIONS = ("float32", "bfloat16", "float16")
@@ -62,6 +65,26 @@ class EncoderSpec:
         None, "tokens per text incl. [CLS]/[SEP]; longer texts are truncated (default: --hub_preprocessor's own "
         "length, else the model's own config, else its maximum)", VECTORS, minimum=2, metavar="N", group=_MODEL,
         headline=True)
+    prompt: str | None = setting(
+        None, "text put before every text before tokenizing, as sentence-transformers' prompt= (e5 and bge expect "
+        "e.g. 'passage: '); it counts in --max_seq_length (default: --prompt_name's, else the model's default "
+        "prompt, else none)", VECTORS, metavar="TEXT", group=_MODEL, later=True)
+    prompt_name: str | None = setting(
+        None, "take --prompt from the model's config_sentence_transformers.json prompts by name (e.g. document, "
+        "query)", RECORDED, metavar="NAME", group=_MODEL)
+    truncate_dim: int | None = setting(
+        None, "keep the first N dimensions of each vector, as sentence-transformers' truncate_dim (for Matryoshka "
+        "models); with normalisation the cut vector is normalised, so a dot product stays a cosine (default: all)",
+        VECTORS, minimum=1, metavar="N", group=_MODEL, later=True)
+    output_precision: str = setting(
+        "float32", "how each vector is stored, as sentence-transformers' quantize_embeddings: float16 halves it; "
+        "int8/uint8 keep one byte a dimension, its step of 255 between the --quantize_ranges of that dimension; "
+        "binary/ubinary one bit a dimension (positive or not), packed eight to a byte (default: float32)",
+        VECTORS, choices=OUTPUT_PRECISIONS, group=_MODEL, later=True)
+    quantize_ranges: str | None = setting(
+        None, "with --output_precision int8/uint8: a file of each dimension's minimum and maximum (.npy, or JSON "
+        "[[minimums], [maximums]]), e.g. from a sample of your vectors; written into every file's metadata so "
+        "queries are quantized the same way", VECTORS, metavar="FILE", group=_MODEL, path=PATH, later=True)
     long_text: str = setting(
         "truncate", "a text longer than --max_seq_length: truncate keeps its first tokens and sets `truncated`; "
         "chunk embeds every window and averages them weighted by tokens, setting `n_chunks` (default: truncate)",
@@ -126,6 +149,16 @@ def resolve_spec(spec: EncoderSpec | None = None, /, **settings) -> EncoderSpec:
         raise EncoderConfigError(
             f"--max_seq_length must be between 2 and {shape.max_positions} for this model, got {length}"
         )
+    if spec.truncate_dim is not None and spec.truncate_dim > shape.dim:
+        raise EncoderConfigError(f"--truncate_dim must be at most the model's {shape.dim} dimensions, got "
+                                 f"{spec.truncate_dim}")
+    if (spec.output_precision in RANGED) != (spec.quantize_ranges is not None):
+        raise EncoderConfigError(
+            f"--output_precision {spec.output_precision} needs --quantize_ranges FILE (each dimension's minimum "
+            "and maximum)" if spec.quantize_ranges is None else
+            f"--quantize_ranges applies only with --output_precision int8 or uint8, not {spec.output_precision}")
+    if spec.quantize_ranges is not None and is_local_file(spec.quantize_ranges):  # remote: checked on workers
+        quantize_ranges_of(spec.quantize_ranges, spec.truncate_dim or shape.dim)
     window = length - 2  # text tokens per window, [CLS] and [SEP] aside
     overlap = spec.chunk_overlap
     if overlap is None:
@@ -138,19 +171,56 @@ def resolve_spec(spec: EncoderSpec | None = None, /, **settings) -> EncoderSpec:
         )
     return dataclasses.replace(
         spec,
+        prompt=chosen_prompt(spec, own),
         model=spec.model or EMBEDDED_MODEL,
         pooling=spec.pooling or own.pooling,
         normalize=own.normalize if spec.normalize is None else spec.normalize,
         max_seq_length=length,
         chunk_overlap=overlap,
-        dim=shape.dim,
+        dim=spec.truncate_dim or shape.dim,
     )
+
+
+def chosen_prompt(spec: EncoderSpec, own: PoolingConfig) -> str | None:
+    """The prompt every text gets, with sentence-transformers' precedence: --prompt, then --prompt_name from the
+    model's prompts, then its default_prompt_name; None when there is none (or it is empty)."""
+    if spec.prompt is not None and spec.prompt_name is not None:
+        raise EncoderConfigError("--prompt and --prompt_name both name a prompt; give one")
+    name = spec.prompt_name if spec.prompt is None else None
+    if name is not None and name not in own.prompts:
+        raise EncoderConfigError(f"--prompt_name {name!r} is not one of the model's prompts "
+                                 f"({', '.join(own.prompts) or 'it has none'})")
+    prompt = spec.prompt if spec.prompt is not None else own.prompts.get(name or own.default_prompt_name or "")
+    return prompt or None
+
+
+def for_queries(spec: EncoderSpec, prompt: str | None = None, prompt_name: str | None = None) -> EncoderSpec:
+    """A resolved spec with a query's prompt in place of the records' one, as sentence-transformers' encode_query
+    chooses it: the given prompt, else the named one, else the model's "query" prompt, else its default prompt,
+    else none."""
+    if prompt is not None and prompt_name is not None:
+        raise EncoderConfigError("--query_prompt and --query_prompt_name both name a prompt; give one")
+    if prompt is None:
+        own = model_pooling_config(parse_model_source(spec.model))
+        if prompt_name is not None and prompt_name not in own.prompts:
+            raise EncoderConfigError(f"--query_prompt_name {prompt_name!r} is not one of the model's prompts "
+                                     f"({', '.join(own.prompts) or 'it has none'})")
+        name = prompt_name or ("query" if "query" in own.prompts else own.default_prompt_name)
+        prompt = own.prompts.get(name or "")
+    return dataclasses.replace(spec, prompt=prompt or None, prompt_name=None)
 
 
 @functools.lru_cache(maxsize=4)
 def resolved_once(spec: EncoderSpec) -> EncoderSpec:
     """`resolve_spec` at most once per process and spec (a worker reading a remote model's config)."""
     return spec if spec.resolved else resolve_spec(spec)
+
+
+def quantize_ranges_of(path: str, dim: int) -> np.ndarray:
+    """The [2, dim] ranges a --quantize_ranges file holds (local, or copied from gs:// and the like)."""
+    from encoders.model_source import local_file
+
+    return parse_ranges(Path(local_file(path)).read_bytes(), path, dim)
 
 
 def is_local_file(path: str) -> bool:

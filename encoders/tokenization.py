@@ -1,9 +1,11 @@
-"""BERT WordPiece tokenization with Hugging Face `tokenizers`, for both backends.
+"""Tokenization with Hugging Face `tokenizers`, for both backends: a model's own tokenizer.json, or BERT WordPiece.
 
-The tokenizer is built from a vocab file and the lowercasing flag, which both a
-transformers model directory and a Hub BERT module carry, so the two backends
-tokenize identically. CJK characters become one token each, as in bert-base-chinese.
-`Tokenizer` is what the encoder needs of any tokenizer (also `encoders.hub_preprocessing`'s).
+A model directory with a tokenizer.json (WordPiece, Unigram/SentencePiece or BPE alike) is tokenized by it,
+as sentence-transformers does, framed by the special tokens its post-processor adds (`JsonTokenizer`). A
+WordPiece tokenizer is built from a vocab file and the lowercasing flag, which both a transformers model
+directory and a Hub BERT module carry, so the two backends tokenize identically; CJK characters become one
+token each, as in bert-base-chinese. `Tokenizer` is what the encoder needs of any tokenizer (also
+`encoders.hub_preprocessing`'s).
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from dataclasses import dataclass
 
 import numpy as np
 from tokenizers import BertWordPieceTokenizer
+from tokenizers import Tokenizer as HfTokenizer
 
 from encoders.errors import EncoderConfigError
 
@@ -165,4 +168,44 @@ class WordPieceTokenizer(Tokenizer):
 
     def tokens(self, text: str) -> list[str]:
         """The WordPiece strings of one text, without special tokens (for inspection)."""
+        return self._tokenizer.encode(text, add_special_tokens=False).tokens
+
+
+class JsonTokenizer(Tokenizer):
+    """A model's own tokenizer.json; thread-safe for encode calls.
+
+    The frame (`cls_id` body `sep_id`: [CLS]/[SEP] for BERT, <s>/</s> for XLM-RoBERTa) is what its
+    post-processor adds around one text; the encoder packs, truncates and windows with it. Truncation and
+    padding saved in the file are turned off: the encoder cuts to --max_seq_length itself.
+    """
+
+    def __init__(self, path: str, pad_id: int | None = None) -> None:
+        try:
+            self._tokenizer = HfTokenizer.from_file(path)
+        except Exception as exc:  # noqa: BLE001 - tokenizers raises a bare Exception for a malformed file
+            raise EncoderConfigError(f"cannot read tokenizer {path}: {' '.join(str(exc).split())}") from exc
+        self._tokenizer.no_truncation()
+        self._tokenizer.no_padding()
+        frame = self._tokenizer.encode("", add_special_tokens=True).ids
+        if len(frame) != 2 or self._tokenizer.num_special_tokens_to_add(False) != 2:
+            raise EncoderConfigError(
+                f"tokenizer {path} adds {len(frame)} special tokens around a text; supported: one before and one "
+                "after (BERT's [CLS] ... [SEP], XLM-RoBERTa's <s> ... </s>)"
+            )
+        self.cls_id, self.sep_id = frame
+        if pad_id is None:
+            pad_id = next((i for t in ("[PAD]", "<pad>") if (i := self._tokenizer.token_to_id(t)) is not None), None)
+        if pad_id is None:
+            raise EncoderConfigError(f"tokenizer {path} has no padding token ([PAD] or <pad>) and config.json no "
+                                     "pad_token_id")
+        self.pad_id = pad_id
+        self.vocab_size = self._tokenizer.get_vocab_size(with_added_tokens=True)
+
+    def token_runs(self, texts: Sequence[str]) -> TokenRuns:
+        """Tokenize a batch with `tokenizers`' own threads; no special tokens, no truncation."""
+        encodings = self._tokenizer.encode_batch(list(texts), add_special_tokens=False)
+        return TokenRuns.from_lists([encoding.ids for encoding in encodings])
+
+    def tokens(self, text: str) -> list[str]:
+        """The token strings of one text, without special tokens (for inspection)."""
         return self._tokenizer.encode(text, add_special_tokens=False).tokens

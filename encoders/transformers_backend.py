@@ -1,4 +1,7 @@
-"""The `transformers` backend: a Hugging Face BERT model directory, run by our own forward pass.
+"""The `transformers` backend: a Hugging Face BERT, RoBERTa or XLM-RoBERTa model directory, run by our own forward pass.
+
+The tokenizer is the directory's tokenizer.json when it has one (as sentence-transformers uses it), else
+BERT WordPiece from its vocab.txt (`encoders.tokenization`).
 
 Weights come from, in order: a Keras weights file given with --weights (loaded by layer
 name into transformers' TFBertMainLayer, as a model built `Input -> TFBertMainLayer -> Model`
@@ -22,12 +25,13 @@ from encoders.errors import EncoderConfigError
 from encoders.model_source import ModelSource, local_file, local_model_dir, parse_model_source, read_model_json
 from encoders.registry import Backend, ModelShape, register_backend
 from encoders.spec import EncoderSpec, is_local_file
-from encoders.tokenization import WordPieceTokenizer
+from encoders.tokenization import JsonTokenizer, Tokenizer, WordPieceTokenizer
 
 if TYPE_CHECKING:
     import tensorflow as tf
 
 WEIGHT_FILES = ("tf_model.h5", "model.safetensors")
+TOKENIZER_FILES = ("tokenizer.json", "vocab.txt")  # in the order they are chosen
 
 
 def check(source: ModelSource, spec: EncoderSpec) -> None:
@@ -47,21 +51,18 @@ def inspect(source: ModelSource, spec: EncoderSpec) -> ModelShape:
     config = read_model_json(source, "config.json")
     if config is None:
         raise EncoderConfigError(f"no config.json in model {source.location}")
-    if config.get("model_type", "bert") != "bert":
-        raise EncoderConfigError(
-            f"model {source.location} is a {config.get('model_type')!r} model; only BERT is supported"
-        )
-    bert = BertConfig.from_json(config, source.location)  # a variant the forward pass cannot run fails here
+    bert = BertConfig.from_json(config, source.location)  # a model the forward pass cannot run fails here
     if source.is_local:  # a half-copied model fails at launch, not on every worker
         directory = Path(source.location)
-        if not (directory / "vocab.txt").is_file():
-            raise EncoderConfigError(f"no vocab.txt in model directory {directory}")
+        if not any((directory / f).is_file() for f in TOKENIZER_FILES):
+            raise EncoderConfigError(f"no tokenizer in model directory {directory}: expected tokenizer.json or "
+                                     "vocab.txt")
         if spec.weights is None and not any((directory / f).is_file() for f in WEIGHT_FILES):
             raise EncoderConfigError(
                 f"no weights in model directory {directory}: expected tf_model.h5 or model.safetensors "
                 "(or pass --weights)"
             )
-    return ModelShape(bert.max_position_embeddings, bert.hidden_size, intermediate=bert.intermediate_size,
+    return ModelShape(bert.max_tokens, bert.hidden_size, intermediate=bert.intermediate_size,
                       heads=bert.num_attention_heads)
 
 
@@ -71,7 +72,7 @@ class LoadedBert:
 
     main_layer: object  # a tf_keras TFBertMainLayer
     model_dir: str
-    tokenizer: WordPieceTokenizer
+    tokenizer: Tokenizer
 
 
 def load_bert(model: str, weights: str | None = None) -> LoadedBert:
@@ -83,7 +84,11 @@ def load_bert(model: str, weights: str | None = None) -> LoadedBert:
     from transformers import BertConfig as TransformersBertConfig
 
     model_dir = local_model_dir(parse_model_source(model))
-    tokenizer = _checked_tokenizer(model_dir, BertConfig.from_model_dir(model_dir))
+    ours = BertConfig.from_model_dir(model_dir)
+    if ours.model_type != "bert":
+        raise EncoderConfigError(f"model {model} is a {ours.model_type!r} model, not BERT: transformers' "
+                                 "TFBertMainLayer cannot hold it (its weights load from model.safetensors)")
+    tokenizer = _checked_tokenizer(model_dir, ours)
     config = TransformersBertConfig.from_pretrained(model_dir)
     if weights is not None:
         main_layer = _load_keras_weights(config, local_file(weights))
@@ -92,31 +97,37 @@ def load_bert(model: str, weights: str | None = None) -> LoadedBert:
     return LoadedBert(main_layer, model_dir, tokenizer)
 
 
-def load_weights(model: str, weights: str | None = None) -> tuple[BertWeights, WordPieceTokenizer]:
+def load_weights(model: str, weights: str | None = None) -> tuple[BertWeights, Tokenizer]:
     """The weights and tokenizer of a --model value: safetensors read directly, Keras files via transformers."""
     model_dir = local_model_dir(parse_model_source(model))
     config = BertConfig.from_model_dir(model_dir)
     safetensors = Path(model_dir) / "model.safetensors"
     if weights is None and safetensors.is_file():
         return read_safetensors(str(safetensors), config), _checked_tokenizer(model_dir, config)
+    if config.model_type != "bert":  # transformers' TF BERT classes below would misread its weights
+        raise EncoderConfigError(f"model {model} is a {config.model_type!r} model: its weights load from "
+                                 "model.safetensors, which the directory lacks")
     loaded = load_bert(model, weights)
     return from_keras_layer(loaded.main_layer, config), loaded.tokenizer
 
 
-def _checked_tokenizer(model_dir: str, config: BertConfig) -> WordPieceTokenizer:
-    tokenizer = tokenizer_from_model_dir(model_dir)
+def _checked_tokenizer(model_dir: str, config: BertConfig) -> Tokenizer:
+    tokenizer = tokenizer_from_model_dir(model_dir, config.pad_token_id)
     if tokenizer.vocab_size > config.vocab_size:
         raise EncoderConfigError(
-            f"vocab.txt has {tokenizer.vocab_size} tokens but the model only {config.vocab_size} embeddings"
+            f"the tokenizer has {tokenizer.vocab_size} tokens but the model only {config.vocab_size} embeddings"
         )
     return tokenizer
 
 
-def tokenizer_from_model_dir(model_dir: str) -> WordPieceTokenizer:
-    """The BERT tokenizer a transformers model directory describes (vocab.txt + tokenizer_config.json)."""
+def tokenizer_from_model_dir(model_dir: str, pad_id: int | None = None) -> Tokenizer:
+    """The tokenizer a transformers model directory describes: its tokenizer.json, else vocab.txt (+
+    tokenizer_config.json). pad_id: config.json's pad_token_id, which a tokenizer.json may not name."""
+    if (Path(model_dir) / "tokenizer.json").is_file():
+        return JsonTokenizer(str(Path(model_dir) / "tokenizer.json"), pad_id)
     vocab = Path(model_dir) / "vocab.txt"
     if not vocab.is_file():
-        raise EncoderConfigError(f"no vocab.txt in model directory {model_dir}")
+        raise EncoderConfigError(f"no tokenizer in model directory {model_dir}: expected tokenizer.json or vocab.txt")
     settings = {}
     config_path = Path(model_dir) / "tokenizer_config.json"
     if config_path.is_file():

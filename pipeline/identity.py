@@ -9,9 +9,11 @@ what goes into the fingerprint, the files' metadata and the manifest.
 from __future__ import annotations
 
 import functools
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+import numpy as np
 import pyarrow as pa
 
 import encoders
@@ -19,6 +21,8 @@ from encoders import EncoderSpec, model_fingerprint, resolved_once
 from encoders.declare import RECORDED, RECORDS, VECTORS, metadata_text, values
 from pipeline.formats.output import TEXT_COLUMN, embeddings_schema
 from pipeline.settings import JobSettings
+
+RANGES_KEY = "quantize_ranges_values"  # int8/uint8 ranges as JSON [[minimums], [maximums]], in metadata and manifest
 
 
 @dataclass(frozen=True)
@@ -47,12 +51,21 @@ class RunIdentity:
         metadata["keep_text"] = metadata_text(TEXT_COLUMN in names)
         if precision_used is not None:
             metadata["precision_used"] = precision_used
-        return embeddings_schema(self.dim, metadata, kept)
+        precision = self.spec.output_precision
+        value = pa.from_numpy_dtype(encoders.value_type(precision))
+        stored = pa.list_(value, encoders.stored_width(self.dim, precision))
+        return embeddings_schema(self.dim, metadata, kept, stored)
+
+    def stored(self, vectors: np.ndarray) -> np.ndarray:
+        """Vectors as this run stores them (--output_precision, with the recorded --quantize_ranges)."""
+        ranges = dict(self.metadata).get(RANGES_KEY)
+        return encoders.quantize(vectors, self.spec.output_precision, None if ranges is None else json.loads(ranges))
 
     def recorded(self, job: JobSettings) -> dict[str, object]:
         """The manifest's `settings`: every recorded setting as a JSON value, the version and the fingerprint."""
         roles = (VECTORS, RECORDS, RECORDED)
-        return {**values(self.spec, roles), **values(job, roles), "version": encoders.__version__,
+        ranges = {k: v for k, v in self.metadata if k == RANGES_KEY}  # int8/uint8: what queries are quantized with
+        return {**values(self.spec, roles), **values(job, roles), **ranges, "version": encoders.__version__,
                 "model_fingerprint": self.fingerprint}
 
 
@@ -63,5 +76,8 @@ def identity_of(spec: EncoderSpec) -> RunIdentity:
     resolved = resolved_once(spec)
     fingerprint = model_fingerprint(resolved, encoders.__version__)
     metadata = {name: metadata_text(value) for name, value in values(resolved, [VECTORS]).items()}
+    if resolved.output_precision in encoders.RANGED:
+        ranges = encoders.quantize_ranges_of(resolved.quantize_ranges, resolved.dim)
+        metadata[RANGES_KEY] = json.dumps(ranges.tolist())
     metadata |= {"version": encoders.__version__, "model_fingerprint": fingerprint}
     return RunIdentity(resolved, fingerprint, tuple(metadata.items()))

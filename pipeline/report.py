@@ -35,6 +35,7 @@ from pipeline.inspect.svg import (
     horizontal_bars,
     nice_step,
     number,
+    scatter,
     stacked_bars,
 )
 
@@ -60,7 +61,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("output", metavar="OUTPUT", help="the job's --output (local path, gs://, memory://, ...)")
     parser.add_argument("--to", metavar="FILE", help=f"where to write the page (default: OUTPUT/{REPORT_FILE})")
     parser.add_argument("--sample", type=int, default=DEFAULT_SAMPLE, metavar="N",
-                        help=f"rows compared pairwise for near-duplicates (default: {DEFAULT_SAMPLE:,})")
+                        help=f"rows compared pairwise for near-duplicates and drawn on the embedding map "
+                             f"(default: {DEFAULT_SAMPLE:,})")
+    parser.add_argument("--color_by", metavar="FIELD",
+                        help="colour the embedding map by this kept field (--keep_fields, or text) instead of by "
+                             "input shard")
     return parser
 
 
@@ -71,7 +76,8 @@ def main(argv: list[str] | None = None) -> int:
         args = build_parser().parse_args(sys.argv[1:] if argv is None else argv)
         target = args.to or join(args.output, REPORT_FILE)
         manifest = read_manifest(args.output)
-        data = read_run(args.output, manifest, max(args.sample, 0))
+        _check_color_by(args.color_by, manifest)
+        data = read_run(args.output, manifest, max(args.sample, 0), args.color_by)
         page = render(args.output, manifest, data)
     except (*MISTAKES, OSError, pa.ArrowException) as exc:  # unreadable files too
         return said(exc)
@@ -87,10 +93,17 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+def _check_color_by(field: str | None, manifest: Manifest) -> None:
+    kept = [*manifest.settings.get("keep_fields", []), *(["text"] if manifest.settings.get("keep_text") else [])]
+    if field is not None and field not in kept:
+        raise CommandError(f"--color_by {field}: the output keeps no such field (kept: {', '.join(kept) or 'none'})")
+
+
 def render(output: str, manifest: Manifest, data: RunData) -> str:
     """The whole page as one string; deterministic for a given output (no time of writing on it)."""
-    sections = [_header(output, manifest), _outcomes(output, manifest), _tokens(manifest, data),
-                _performance(manifest), _norms(manifest, data), _duplicates(data), _settings(manifest)]
+    sections = [_header(output, manifest, data), _outcomes(output, manifest), _tokens(manifest, data),
+                _performance(manifest), _norms(manifest, data), _duplicates(data), _map(data),
+                _settings(manifest)]
     return ('<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
             f"<title>Run report: {escape(output)}</title><style>{STYLE}</style></head><body>\n"
             + "\n".join(sections) + "\n</body></html>\n")
@@ -109,9 +122,12 @@ def _value(value: object) -> str:
     return value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
 
 
-def _header(output: str, manifest: Manifest) -> str:
+def _header(output: str, manifest: Manifest, data: RunData) -> str:
     settings, perf = manifest.settings, manifest.performance
     facts = [(item.name, settings.get(item.name)) for item in declared(EncoderSpec) if item.declaration.headline]
+    precision = settings.get("output_precision", "float32")
+    facts += [("bytes per vector", f"{data.vector_bytes:,} ({precision}, {settings.get('dim')} dimensions)"),
+              ("output size", f"{data.file_bytes / 1e6:,.1f} MB in {data.files:,} embeddings files")]
     facts += [("started", manifest.started_at), ("finished", manifest.finished_at),
              ("wall time", f"{perf['wall_seconds']:,} s" if "wall_seconds" in perf else None)]
     chosen = perf.get("chosen") or {}
@@ -271,6 +287,18 @@ def _norms(manifest: Manifest, data: RunData) -> str:
         said = f"The run did not normalise the vectors: norms range {spread}."
     caption = f"L2 norms of {data.rows:,} vectors (binned after rounding to about 3 significant digits). {said}"
     return "<section id=\"norms\"><h2>Vector norms</h2>" + _figure("fig-norms", svg, escape(caption)) + "</section>"
+
+
+def _map(data: RunData) -> str:
+    points = data.map_points
+    if points is None or len(points) < 3:
+        return ""
+    sampled = "every vector" if len(points) == data.rows else f"a seeded sample of {len(points):,} vectors"
+    svg = scatter(points.tolist(), data.map_groups, label="embedding map")
+    caption = (f"Embedding map: {sampled} on their first two principal components (PCA), coloured by "
+               f"<strong>{escape(data.color_by)}</strong>. Points close together have similar vectors; groups "
+               "that sit apart are told apart by the model (only the two widest directions are drawn).")
+    return f'<h2 id="map">Embedding map</h2>{_figure("fig-map", svg, caption)}'
 
 
 def _duplicates(data: RunData) -> str:

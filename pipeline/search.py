@@ -24,7 +24,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from encoders import EncoderSpec, build_encoder
+from encoders import BITS, EncoderSpec, build_encoder, for_queries
 from encoders.declare import VECTORS, from_mapping, from_metadata
 from pipeline.command import MISTAKES, OneLineErrorParser, configure_logging, said
 from pipeline.errors import CommandError
@@ -35,11 +35,12 @@ from pipeline.identity import identity_of
 from pipeline.inspect.finished import (
     LOOK_THREADS,
     NotAFinishedRun,
+    StoredVectors,
     check_embedding_type,
     embedding_vectors,
     embeddings_files,
     read_manifest,
-    recorded_dim,
+    recorded_storage,
     row_batches,
 )
 from pipeline.inspect.terminal import one_line, printable
@@ -60,7 +61,7 @@ class Output:
     path: str
     files: tuple[str, ...]  # full paths, in the manifest's order
     metadata: dict[str, str]  # the Parquet key-value metadata they share (model_fingerprint included)
-    dim: int  # the vectors' width, as the manifest records it
+    stored: StoredVectors  # the vectors' width and precision, as the manifest records them
     with_text: frozenset[str]  # the files that keep the text (--keep_text; every file of one run, or none)
 
 
@@ -116,7 +117,7 @@ def open_output(path: str) -> Output:
     try:
         manifest = read_manifest(path)
         files = embeddings_files(path, manifest)
-        dim = recorded_dim(path, manifest)
+        stored = recorded_storage(path, manifest)
     except NotAFinishedRun as exc:
         raise SearchError(str(exc)) from None
     if not files:
@@ -132,7 +133,7 @@ def open_output(path: str) -> Output:
             raise SearchError(f"{file} was made with model fingerprint {metadata['model_fingerprint']}, "
                               f"{files[0]} with {first['model_fingerprint']}: not one output")
         try:
-            check_embedding_type(file, schema.field("embedding").type, dim)
+            check_embedding_type(file, schema.field("embedding").type, stored)
         except NotAFinishedRun as exc:
             raise SearchError(str(exc)) from None
         if TEXT_COLUMN in schema.names:
@@ -141,7 +142,7 @@ def open_output(path: str) -> Output:
     if recorded is not None and recorded != first["model_fingerprint"]:
         raise SearchError(f"{path}/{SUCCESS_FILE} records model fingerprint {recorded} but its files were made "
                           f"with {first['model_fingerprint']}")
-    return Output(path, files, first, dim, frozenset(with_text))
+    return Output(path, files, first, stored, frozenset(with_text))
 
 
 def _footer(file: str) -> tuple[dict[str, str], pa.Schema]:
@@ -199,7 +200,7 @@ def _vectors(output: Output, file: str, batch: pa.RecordBatch) -> np.ndarray:
 
     Raises NotAFinishedRun when the column does not hold a vector of output.dim values in every row.
     """
-    return embedding_vectors(file, batch.column("embedding"), output.dim).astype(np.float64)
+    return embedding_vectors(file, batch.column("embedding"), output.stored).astype(np.float64)
 
 
 def row_vector(output: Output, record_id: str) -> np.ndarray:
@@ -259,6 +260,14 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--id", dest="record_id", metavar="ID",
                         help="instead of QUERY: the neighbours of this row of the output (itself left out)")
     parser.add_argument("--k", type=int, default=10, metavar="N", help="how many rows to print (default: 10)")
+    parser.add_argument("--query_prompt", metavar="TEXT",
+                        help="put before QUERY (default: the model's query prompt, as sentence-transformers' "
+                             "encode_query, else its default prompt, else none)")
+    parser.add_argument("--query_prompt_name", metavar="NAME",
+                        help="the model's prompt of this name before QUERY (config_sentence_transformers.json)")
+    parser.add_argument("--rescore", action="store_true",
+                        help="with a binary or ubinary output: score the float query against each row's bits as "
+                             "+1/-1 instead of by Hamming distance (1 - 2 x differing bits / dim) to the query's bits")
     parser.add_argument("--format", choices=FORMATS, default="text",
                         help="text: a table, kept text cut to one line, control characters in ids and text shown "
                              "as Python escapes (\\x1b, \\n, \\\\ for a backslash); json: a list of objects with "
@@ -277,7 +286,10 @@ def search(argv: Sequence[str]) -> str:
     if args.record_id is not None:
         query = row_vector(output, args.record_id)
     else:
-        query = embed_query(recorded_spec(output), args.query)
+        spec = for_queries(recorded_spec(output), args.query_prompt, args.query_prompt_name)
+        query = embed_query(spec, args.query)
+        if output.stored.precision in BITS and not args.rescore:  # ±1 against ±1: cosine is 1 - 2 hamming / dim
+            query = np.where(query > 0, 1.0, -1.0)
     hits = nearest(output, query, args.k, exclude=args.record_id)
     return format_hits(hits, args.format)
 

@@ -10,9 +10,11 @@ import pytest  # noqa: E402
 from tests.model_factory import (  # noqa: E402
     BERT_BASE_CHINESE_CONFIG,
     BERT_BASE_CHINESE_VOCAB_SIZE,
+    ST_PROMPTS,
     TINY_CONFIG,
     chinese_vocab,
     write_random_bert,
+    write_tokenizer_json_model,
 )
 
 
@@ -20,6 +22,14 @@ from tests.model_factory import (  # noqa: E402
 def tiny_bert_dir(tmp_path_factory):
     """A 2-layer, 32-wide BERT with random weights and a small Chinese+English vocab (tf_model.h5)."""
     return write_random_bert(tmp_path_factory.mktemp("tiny-bert"), chinese_vocab(1200), **TINY_CONFIG)
+
+
+@pytest.fixture(scope="session", params=["bert", "xlm-roberta"])
+def tokenizer_json_dir(request, tmp_path_factory):
+    """A sentence-transformers directory with only a tokenizer.json (Unigram, trained on reviews): a 2-layer
+    random BERT framed by [CLS]/[SEP], or XLM-RoBERTa by <s>/</s>; prompts for queries and documents."""
+    return write_tokenizer_json_model(tmp_path_factory.mktemp(f"tokenizer-json-{request.param}"), request.param,
+                                      prompts=ST_PROMPTS)
 
 
 @pytest.fixture(scope="session")

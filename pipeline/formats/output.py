@@ -129,8 +129,12 @@ def _written_field(field: pa.Field) -> pa.Field:
     return field.with_type(written).with_metadata({**(field.metadata or {}), DECLARED_TYPE_KEY: str(field.type)})
 
 
-def embeddings_schema(dim: int, metadata: Mapping[str, str], kept: Sequence[pa.Field] = ()) -> pa.Schema:
+def embeddings_schema(dim: int, metadata: Mapping[str, str], kept: Sequence[pa.Field] = (),
+                      stored: pa.DataType | None = None) -> pa.Schema:
     """Columns id, embedding (fixed_size_list<float32>[dim]), n_tokens, truncated, n_chunks, text_hash, then kept.
+
+    stored: the embedding column's type when --output_precision is not float32 (`encoders.quantize`):
+    fixed_size_list<float16|int8|uint8>[dim], or [dim / 8] bytes for binary/ubinary.
 
     n_tokens counts the document's tokens with [CLS]/[SEP] (in truncate mode, those the model
     saw); n_chunks is how many windows were embedded (1 unless --long_text chunk); text_hash
@@ -139,13 +143,16 @@ def embeddings_schema(dim: int, metadata: Mapping[str, str], kept: Sequence[pa.F
     """
     own = [
         pa.field("id", pa.string(), nullable=False),
-        pa.field("embedding", pa.list_(pa.float32(), dim), nullable=False),
+        pa.field("embedding", stored or pa.list_(pa.float32(), dim), nullable=False),
         pa.field("n_tokens", pa.int32(), nullable=False),
         pa.field("truncated", pa.bool_(), nullable=False),
         pa.field("n_chunks", pa.int32(), nullable=False),
         pa.field("text_hash", pa.string(), nullable=False),
     ]
     return pa.schema([*own, *map(_written_field, kept)], metadata={k: str(v) for k, v in metadata.items()})
+
+
+_NUMPY_TYPES = {pa.float32(): np.float32, pa.float16(): np.float16, pa.int8(): np.int8, pa.uint8(): np.uint8}
 
 
 def embeddings_table(
@@ -158,9 +165,12 @@ def embeddings_table(
     schema: pa.Schema,
     kept: Sequence[pa.Array] = (),
 ) -> pa.Table:
-    """A table of one batch; vectors is float32 [n, dim] matching the schema's dim; kept: the extra columns."""
-    dim = schema.field("embedding").type.list_size
-    flat = pa.array(np.ascontiguousarray(vectors, dtype=np.float32).reshape(-1), type=pa.float32())
+    """A table of one batch; vectors is [n, width] as stored (`encoders.quantize`), matching the schema's embedding
+    column; kept: the extra columns."""
+    embedding = schema.field("embedding").type
+    values = np.ascontiguousarray(vectors, dtype=_NUMPY_TYPES[embedding.value_type]).reshape(-1)
+    flat = pa.array(values, type=embedding.value_type)
+    dim = embedding.list_size
     columns = [
         pa.array(list(ids), type=pa.string()),
         pa.FixedSizeListArray.from_arrays(flat, dim),

@@ -11,11 +11,13 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from encoders import OUTPUT_PRECISIONS, RANGED, dequantize, stored_width, value_type
 from pipeline.errors import NotAFinishedRun
 from pipeline.formats import storage
 from pipeline.formats.manifest import Manifest
@@ -90,29 +92,65 @@ def recorded_dim(output: str, manifest: Manifest) -> int:
     return dim
 
 
-def check_embedding_type(file: str, embedding: pa.DataType, dim: int) -> None:
-    """Raise NotAFinishedRun unless a column of this type can hold vectors of dim values (checkable from a footer).
+@dataclass(frozen=True)
+class StoredVectors:
+    """How an output stores its vectors (`encoders.quantize`): their width, --output_precision, int8/uint8 ranges."""
 
-    The job writes fixed_size_list<float32>[dim]; tools that rewrite Parquet write a variable-size list
-    (DuckDB's `COPY ... TO` writes list<float>) or widen the values: any list of floats is read.
+    dim: int
+    precision: str = "float32"
+    ranges: tuple[tuple[float, ...], ...] | None = None  # [2][dim]: minimums, maximums
+
+    @property
+    def width(self) -> int:
+        """Values stored a row: dim, or its bits packed into bytes."""
+        return stored_width(self.dim, self.precision)
+
+    @property
+    def floats(self) -> bool:
+        return self.precision in ("float32", "float16")
+
+    def as_floats(self, values: np.ndarray) -> np.ndarray:
+        """Stored values [rows, width] as approximate float vectors [rows, dim]."""
+        return values if self.floats else dequantize(values, self.precision, self.dim, self.ranges)
+
+
+def recorded_storage(output: str, manifest: Manifest) -> StoredVectors:
+    """How the manifest says the output's vectors are stored; NotAFinishedRun if it does not say it coherently."""
+    dim = recorded_dim(output, manifest)
+    precision = manifest.settings.get("output_precision", "float32")
+    ranges = manifest.settings.get("quantize_ranges_values")
+    if precision not in OUTPUT_PRECISIONS or (precision in RANGED) != (ranges is not None):
+        raise NotAFinishedRun(f"{join(output, SUCCESS_FILE)} records output_precision {precision!r} "
+                              f"{'with' if ranges is not None else 'without'} quantize ranges")
+    return StoredVectors(dim, precision, None if ranges is None else tuple(tuple(row) for row in json.loads(ranges)))
+
+
+def check_embedding_type(file: str, embedding: pa.DataType, stored: StoredVectors) -> None:
+    """Raise NotAFinishedRun unless a column of this type can hold the stored vectors (checkable from a footer).
+
+    The job writes fixed_size_list<float32>[dim] (or its --output_precision's type and width); tools that
+    rewrite Parquet write a variable-size list (DuckDB's `COPY ... TO` writes list<float>) or widen the values:
+    any list of floats is read for float vectors, any list of integers for quantized ones.
     """
     listed = pa.types.is_fixed_size_list(embedding) or pa.types.is_list(embedding) or pa.types.is_large_list(
         embedding)
-    if not listed or not pa.types.is_floating(embedding.value_type):
+    wanted, kind = (pa.types.is_floating, "floats") if stored.floats else (pa.types.is_integer, "integers")
+    if not listed or not wanted(embedding.value_type):
         held = f"lists of {embedding.value_type}" if listed else f"{embedding} values"
-        raise NotAFinishedRun(f"{file}: the embedding column holds {held}, not lists of floats")
-    if pa.types.is_fixed_size_list(embedding) and embedding.list_size != dim:
+        raise NotAFinishedRun(f"{file}: the embedding column holds {held}, not lists of {kind}")
+    if pa.types.is_fixed_size_list(embedding) and embedding.list_size != stored.width:
         raise NotAFinishedRun(f"{file}: its embeddings hold {embedding.list_size} values a row, but the output's "
-                              f"dim is {dim}")
+                              f"{'dim' if stored.width == stored.dim else 'stored width'} is {stored.width}")
 
 
-def embedding_vectors(file: str, embedding: pa.Array, dim: int) -> np.ndarray:
-    """A batch's embedding column as [rows, dim], in the column's own float type (float16, float32 or float64).
+def embedding_values(file: str, embedding: pa.Array, stored: StoredVectors) -> np.ndarray:
+    """A batch's embedding column as stored, [rows, width], in the column's own type.
 
-    Raises NotAFinishedRun, naming the file, unless every row holds exactly dim values and none is null:
+    Raises NotAFinishedRun, naming the file, unless every row holds exactly width values and none is null:
     a ragged column cannot be a matrix, and reading it anyway would pair values with the wrong rows.
     """
-    check_embedding_type(file, embedding.type, dim)
+    dim = stored.width
+    check_embedding_type(file, embedding.type, stored)
     if embedding.null_count:
         raise NotAFinishedRun(f"{file}: {embedding.null_count} row(s) have a null embedding")
     if len(embedding) and not pa.types.is_fixed_size_list(embedding.type):
@@ -124,4 +162,13 @@ def embedding_vectors(file: str, embedding: pa.Array, dim: int) -> np.ndarray:
     values = embedding.flatten()  # only the rows of this slice of the column, nulls checked above
     if values.null_count:
         raise NotAFinishedRun(f"{file}: {values.null_count} null value(s) in its embeddings")
-    return values.to_numpy(zero_copy_only=False).reshape(len(embedding), dim)
+    values = values.to_numpy(zero_copy_only=False).reshape(len(embedding), dim)
+    if not stored.floats:
+        values = values.astype(value_type(stored.precision))  # a rewriting tool may have widened them
+    return values
+
+
+def embedding_vectors(file: str, embedding: pa.Array, stored: StoredVectors) -> np.ndarray:
+    """A batch's embedding column as float vectors [rows, dim]: float ones in their own type (float16, float32 or
+    float64), quantized ones as the middle of their steps or +1/-1 per bit (`encoders.quantize.dequantize`)."""
+    return stored.as_floats(embedding_values(file, embedding, stored))

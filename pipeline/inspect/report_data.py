@@ -10,12 +10,15 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
 
+from encoders import value_type
+from pipeline.formats import storage
 from pipeline.formats.manifest import Manifest
-from pipeline.inspect.finished import embedding_vectors, embeddings_files, recorded_dim, row_batches
+from pipeline.inspect.finished import embedding_vectors, embeddings_files, recorded_storage, row_batches
 
 logger = logging.getLogger(__name__)
 
@@ -60,10 +63,12 @@ class Sample:
         self._rng = np.random.default_rng(seed)
         self._keys = np.empty(0)
         self._ids: list[str] = []
+        self._groups: list[str] = []
         self._vectors: np.ndarray | None = None
 
-    def offer(self, ids, vectors: np.ndarray) -> None:
-        """ids: a pyarrow string array (only sampled ones are converted); vectors: float32 [n, dim]."""
+    def offer(self, ids, vectors: np.ndarray, groups: Sequence[str] | None = None) -> None:
+        """ids: a pyarrow string array (only sampled ones are converted); vectors: float32 [n, dim]; groups: what
+        each row is coloured by on the embedding map (its shard, or a kept field's value)."""
         keys = self._rng.random(len(vectors))
         if self.size <= 0:
             return
@@ -73,20 +78,36 @@ class Sample:
         new_ids = ids.take(chosen).to_pylist()
         all_keys = np.concatenate([self._keys, keys[chosen]])
         all_ids = self._ids + new_ids
+        all_groups = self._groups + ([groups[i] for i in chosen] if groups is not None else [""] * len(chosen))
         new_vectors = vectors[chosen]
         all_vectors = new_vectors if self._vectors is None else np.concatenate([self._vectors, new_vectors])
         if len(all_keys) > self.size:
             keep = np.argpartition(all_keys, self.size - 1)[: self.size]
             all_keys, all_vectors = all_keys[keep], all_vectors[keep]
             all_ids = [all_ids[i] for i in keep]
-        self._keys, self._ids, self._vectors = all_keys, all_ids, all_vectors
+            all_groups = [all_groups[i] for i in keep]
+        self._keys, self._ids, self._groups, self._vectors = all_keys, all_ids, all_groups, all_vectors
 
-    def rows(self) -> tuple[list[str], np.ndarray]:
-        """(ids, vectors) of the sample in key order, so the result does not depend on merge order."""
+    def rows(self) -> tuple[list[str], np.ndarray, list[str]]:
+        """(ids, vectors, groups) of the sample in key order, so the result does not depend on merge order."""
         if self._vectors is None:
-            return [], np.zeros((0, 0), dtype=np.float32)
+            return [], np.zeros((0, 0), dtype=np.float32), []
         order = np.argsort(self._keys, kind="stable")
-        return [self._ids[i] for i in order], self._vectors[order]
+        return [self._ids[i] for i in order], self._vectors[order], [self._groups[i] for i in order]
+
+
+def projection(vectors: np.ndarray) -> np.ndarray:
+    """The rows' coordinates [n, 2] on their first two principal components (centred; a component's sign fixed so
+    its largest coordinate is positive, so the same sample draws the same map)."""
+    if len(vectors) < 2:
+        return np.zeros((len(vectors), 2))
+    centred = np.asarray(vectors, dtype=np.float64) - np.mean(vectors, axis=0)
+    _, _, components = np.linalg.svd(centred, full_matrices=False)
+    points = centred @ components[:2].T
+    if points.shape[1] < 2:
+        points = np.pad(points, ((0, 0), (0, 2 - points.shape[1])))
+    signs = np.sign(points[np.abs(points).argmax(axis=0), [0, 1]])
+    return points * np.where(signs == 0, 1, signs)
 
 
 @dataclass(frozen=True)
@@ -147,28 +168,57 @@ class RunData:
     tokens: Tally = field(default_factory=Tally)
     norms: Tally = field(default_factory=Tally)
     duplicates: NearDuplicates | None = None
+    map_points: np.ndarray | None = None  # [sample, 2]: the sample on its first two principal components
+    map_groups: list[str] = field(default_factory=list)  # what each point is coloured by
+    color_by: str = "shard"
     files: int = 0
+    file_bytes: int = 0  # the embeddings files' size on storage
+    vector_bytes: int = 0  # one vector as stored (--output_precision)
 
 
-def read_run(output: str, manifest: Manifest, sample_size: int) -> RunData:
+def read_run(output: str, manifest: Manifest, sample_size: int, color_by: str | None = None) -> RunData:
     """One pass over the embeddings files the manifest lists, a file at a time.
 
-    Raises NotAFinishedRun when a file's embedding column does not hold vectors of the recorded dim.
+    color_by: a column of the files (a kept field) whose value colours the embedding map; else each row's
+    shard. Raises NotAFinishedRun when a file's embedding column does not hold vectors of the recorded dim,
+    or when color_by is not one of its columns.
     """
-    data = RunData()
+    data = RunData(color_by=color_by or "shard")
     sample = Sample(sample_size)
-    dim = recorded_dim(output, manifest)
+    stored = recorded_storage(output, manifest)
+    data.vector_bytes = stored.width * value_type(stored.precision).itemsize
     for path in embeddings_files(output, manifest):
-        for batch in row_batches(path, COLUMNS):
-            _add_batch(data, sample, batch, embedding_vectors(path, batch.column("embedding"), dim))
+        data.file_bytes += sum(storage.match(path).values())
+        columns = (*COLUMNS, color_by) if color_by else COLUMNS
+        shard = _shard_of(path, manifest)
+        for batch in row_batches(path, columns):
+            groups = ([_group(v) for v in batch.column(color_by).to_pylist()] if color_by
+                      else [shard] * batch.num_rows)
+            _add_batch(data, sample, batch, embedding_vectors(path, batch.column("embedding"), stored), groups)
         data.files += 1
         logger.debug("read %s (%d rows so far)", path, data.rows)
-    ids, vectors = sample.rows()
+    ids, vectors, groups = sample.rows()
     data.duplicates = near_duplicates(ids, vectors)
+    data.map_points, data.map_groups = projection(vectors), groups
     return data
 
 
-def _add_batch(data: RunData, sample: Sample, batch, embeddings: np.ndarray) -> None:
+def _shard_of(path: str, manifest: Manifest) -> str:
+    """The input shard an output file's rows came from (its name says the shard's position), or "reused"."""
+    name = path.rsplit("/", 1)[-1]
+    parts = name.split("-")
+    if len(parts) == 3 and parts[1].isdigit():
+        index = int(parts[1])
+        if index < len(manifest.shards):
+            return str(manifest.shards[index].get("source", index))
+    return "reused rows" if "reused" in name else name
+
+
+def _group(value: object) -> str:
+    return "null" if value is None else str(value)
+
+
+def _add_batch(data: RunData, sample: Sample, batch, embeddings: np.ndarray, groups: Sequence[str]) -> None:
     """Tally one batch; embeddings: its embedding column as [rows, dim] floats, checked by `embedding_vectors`."""
     n_tokens = batch.column("n_tokens").to_numpy(zero_copy_only=False)
     truncated = batch.column("truncated").to_numpy(zero_copy_only=False)
@@ -178,4 +228,4 @@ def _add_batch(data: RunData, sample: Sample, batch, embeddings: np.ndarray) -> 
     data.truncated += int(truncated.sum())
     data.tokens.add(n_tokens.astype(np.int64))
     data.norms.add(np.minimum(norms, _FLOAT16_MAX).astype(np.float16).astype(np.float64), exact=norms)
-    sample.offer(batch.column("id"), vectors)
+    sample.offer(batch.column("id"), vectors, groups)

@@ -8,6 +8,7 @@ All text passes through `html.escape`: labels come from ids, shard names and dea
 from __future__ import annotations
 
 import math
+from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from html import escape
@@ -168,6 +169,40 @@ def stacked_bars(rows: Sequence[tuple[str, Sequence[tuple[str, int]]]], colours:
                     f'<text x="{x + 16}" y="{height - 10}">{escape(outcome)}</text>')
         x += 90
     return _svg(height, body, label)
+
+
+# Paul Tol's bright scheme again for groups of points, the most frequent first; the rest grey.
+GROUP_COLOURS = ("#4477aa", "#ee6677", "#228833", "#ccbb44", "#66ccee", "#aa3377", "#000000")
+OTHER_COLOUR = "#bbbbbb"
+
+
+def scatter(points, groups: Sequence[str], label: str = "scatter plot") -> str:
+    """Points [n, 2] as `circle.point`s in a square plot, coloured by group (the most frequent ones; the rest
+    grey as "other"), each carrying its group and coordinates; a legend with each group's count at the right."""
+    size, pad, legend_w = 420, 12, 260
+    ranked = [name for name, _ in sorted(Counter(groups).items(), key=lambda kv: (-kv[1], kv[0]))]
+    colour = {name: GROUP_COLOURS[i] for i, name in enumerate(ranked[: len(GROUP_COLOURS)])}
+    lows = [min((p[axis] for p in points), default=0.0) for axis in (0, 1)]
+    spans = [max((p[axis] for p in points), default=1.0) - lows[axis] or 1.0 for axis in (0, 1)]
+    body = [f'<rect x="{pad}" y="{pad}" width="{size}" height="{size}" fill="none" stroke="{AXIS}"/>']
+    for (x, y), group in zip(points, groups, strict=True):
+        cx = pad + 6 + (x - lows[0]) / spans[0] * (size - 12)
+        cy = pad + size - 6 - (y - lows[1]) / spans[1] * (size - 12)
+        fill = colour.get(group, OTHER_COLOUR)
+        body.append(f'<circle class="point" cx="{cx:.1f}" cy="{cy:.1f}" r="2.5" fill="{fill}" fill-opacity="0.7" '
+                    f'data-group="{escape(group)}" data-x="{x:.4g}" data-y="{y:.4g}"/>')
+    counts = Counter(groups)
+    shown = [(name, colour[name], counts[name]) for name in ranked[: len(GROUP_COLOURS)]]
+    if len(ranked) > len(GROUP_COLOURS):
+        shown.append(("other", OTHER_COLOUR, sum(counts[n] for n in ranked[len(GROUP_COLOURS):])))
+    for i, (name, fill, count) in enumerate(shown):
+        y = pad + 8 + i * 20
+        body.append(f'<rect class="legend" x="{2 * pad + size}" y="{y}" width="12" height="12" fill="{fill}" '
+                    f'data-group="{escape(name)}" data-count="{count}"/><text x="{2 * pad + size + 18}" '
+                    f'y="{y + 10}">{escape(_short(name, 28))} ({count:,})</text>')
+    return (f'<svg xmlns="http://www.w3.org/2000/svg" width="{2 * pad + size + legend_w}" height="{2 * pad + size}" '
+            f'viewBox="0 0 {2 * pad + size + legend_w} {2 * pad + size}" role="img" aria-label="{escape(label)}" '
+            f'{FONT}>' + "".join(body) + "</svg>")
 
 
 def _short(text: str, limit: int = 26) -> str:

@@ -155,7 +155,8 @@ class _EmbedPartFn(beam.DoFn):
             ids = [part.ids[i] for i in embedded_at]
             texts = [part.texts[i] for i in embedded_at]
             extra = kept.arrays([part.kept[i] for i in embedded_at] if kept.fields else [], texts)
-            tables.append(embeddings_table(ids, result.vectors, result.n_tokens, result.truncated, result.n_chunks,
+            stored = self._identity.stored(result.vectors)  # --output_precision
+            tables.append(embeddings_table(ids, stored, result.n_tokens, result.truncated, result.n_chunks,
                                            [text_hash(t) for t in texts], schema, extra))
             seconds["arrow"] += time.perf_counter() - started
             group_real = int(result.n_tokens.sum())

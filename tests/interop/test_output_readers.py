@@ -178,3 +178,27 @@ def test_kept_columns_reach_every_reader_whatever_their_type(interop_python, tin
         "datasets": ["Value('int64')", "Value('float64')", "List(Value('string'))", "Value('timestamp[us]')",
                      "Value('string')"],
     }
+
+
+@pytest.mark.parametrize("precision", ["float16", "int8", "binary"])
+def test_every_reader_reads_compact_vectors_as_stored(interop_python, tiny_bert_dir, tmp_path, precision):
+    """--output_precision's columns (README "Models"): every reader gets the stored values exactly, in its type."""
+    corpus = tmp_path / "in.jsonl"
+    corpus.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in RECORDS), encoding="utf-8")
+    np.save(tmp_path / "ranges.npy", np.array([[-0.2] * 32, [0.2] * 32], dtype=np.float32))
+    ranges = ["--quantize_ranges", str(tmp_path / "ranges.npy")] if precision == "int8" else []
+    out = tmp_path / "out"
+    assert main(["--input", str(corpus), "--output", str(out), "--model", str(tiny_bert_dir), "--id_field", "id",
+                 "--normalize", "--output_precision", precision, *ranges, "--progress", "off"]) == 0
+    table = pa.concat_tables([pq.read_table(path) for path in sorted(out.glob(PATTERN))]).sort_by("id")
+    column = table.column(VECTOR).combine_chunks()
+    want = column.flatten().to_numpy(zero_copy_only=False).reshape(len(column), -1).astype(np.float64)
+    seen = read_elsewhere(interop_python, out, tmp_path / "seen.json")
+    for reader, got in seen.items():
+        assert got["ids"] == table.column("id").to_pylist(), reader
+        assert np.array_equal(np.array(got["vectors"], dtype=np.float64), want), reader
+    types = {reader: got["vector_type"] for reader, got in seen.items()}
+    width = column.type.list_size
+    element = {"float16": ("FLOAT", "Float16", "float16"), "int8": ("TINYINT", "Int8", "int8"),
+               "binary": ("TINYINT", "Int8", "int8")}[precision]
+    assert types["duckdb"] == f"{element[0]}[]" and types["polars"] == f"Array({element[1]}, shape=({width},))"

@@ -105,3 +105,49 @@ def test_a_3000_token_document_is_chunked_or_truncated_with_the_default_model(ru
     assert float(long_chunked[0] @ long_truncated[0]) < 0.999  # the rest of the document counts too
     short_truncated, short_chunked = rows["truncate"]["docs.txt:2"], rows["chunk"]["docs.txt:2"]
     assert np.abs(short_truncated[0] - short_chunked[0]).max() < 1e-6 and short_chunked[3] == 1
+
+
+def test_a_tokenizer_json_model_through_the_job_plain_and_with_prompts(run_cli, tokenizer_json_dir, tmp_path, capsys):
+    """BERT or XLM-RoBERTa layers with only a tokenizer.json: the job's vectors are transformers' own, with the
+    prompt recorded as a vector setting; search embeds a query with the model's query prompt."""
+    from pipeline.search import main as search_main
+    from tests.encoders.test_tokenizer_json_models import reference_vectors
+    from tests.model_factory import review_lines
+
+    texts = review_lines()[:20] + ["hello world"]
+    corpus = tmp_path / "reviews.txt"
+    corpus.write_text("\n".join(texts) + "\n", encoding="utf-8")
+    runs = {"plain": (), "named": ("--prompt_name", "document"), "given": ("--prompt", "passage: ")}
+    fingerprints = {}
+    for name, flags in runs.items():
+        out = tmp_path / name
+        code, _, err = run_cli("--input", corpus, "--output", out, "--model", tokenizer_json_dir, *flags)
+        assert code == 0, err
+        ids, vectors, table = _vectors(out)
+        order = [int(i.rsplit(":", 1)[1]) - 1 for i in ids]
+        expected, lengths = reference_vectors(tokenizer_json_dir, [texts[i] for i in order], 48,
+                                              prompt="" if name == "plain" else "passage: ")
+        np.testing.assert_allclose(vectors, expected, atol=1e-5)
+        assert table.column("n_tokens").to_pylist() == lengths.tolist()
+        settings = read_manifest(out)["settings"]
+        assert settings.get("prompt") == (None if name == "plain" else "passage: ")
+        fingerprints[name] = table.schema.metadata[b"model_fingerprint"]
+    assert fingerprints["named"] == fingerprints["given"] != fingerprints["plain"]
+
+    code, _, err = run_cli("--input", corpus, "--output", tmp_path / "cut", "--model", tokenizer_json_dir,
+                           "--truncate_dim", "12")
+    assert code == 0, err
+    ids, vectors, table = _vectors(tmp_path / "cut")
+    full, _ = reference_vectors(tokenizer_json_dir, [texts[int(i.rsplit(":", 1)[1]) - 1] for i in ids], 48)
+    np.testing.assert_allclose(vectors, full[:, :12] / np.linalg.norm(full[:, :12], axis=1, keepdims=True), atol=1e-5)
+    assert table.schema.field("embedding").type.list_size == 12
+    assert read_manifest(tmp_path / "cut")["settings"]["dim"] == 12
+
+    capsys.readouterr()
+    assert search_main([str(tmp_path / "named"), texts[3], "--k", "1", "--format", "json"]) == 0
+    (hit,) = json.loads(capsys.readouterr().out)
+    query, _ = reference_vectors(tokenizer_json_dir, [texts[3]], 48, prompt="query: ")
+    _, vectors, table = _vectors(tmp_path / "named")
+    best = int(np.argmax(vectors @ query[0]))
+    assert hit["id"] == table.column("id")[best].as_py()
+    assert abs(hit["score"] - float(vectors[best] @ query[0])) < 1e-5

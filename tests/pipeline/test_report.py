@@ -6,7 +6,7 @@ import re
 import shutil
 import subprocess
 import sys
-from collections import defaultdict
+from collections import Counter, defaultdict
 from html.parser import HTMLParser
 from pathlib import Path
 
@@ -25,7 +25,8 @@ from pipeline.report import render
 from tests.pipeline.conftest import NOT_VECTORS, damage_page, read_embeddings, read_manifest, rewrite_embeddings
 
 REPO = Path(__file__).resolve().parents[2]
-FIGURES = ("fig-tokens", "fig-outcomes", "fig-dead-letters", "fig-performance", "fig-norms", "fig-duplicates")
+FIGURES = ("fig-tokens", "fig-outcomes", "fig-dead-letters", "fig-performance", "fig-norms", "fig-duplicates",
+           "fig-map")
 NASTY_ID = '<script>alert("id")</script>&amp;'
 NASTY_SHARD = '<b>&"odd\'.jsonl'
 VOID = {"meta", "br", "hr", "img", "input", "link"}
@@ -119,7 +120,9 @@ def test_every_figure_is_an_svg_with_drawn_marks_and_a_caption(page):
     for figure in FIGURES:
         assert len(parsed.in_figure(figure, "svg")) == 1, figure
         assert parsed.in_figure(figure, "figcaption"), figure
-        assert parsed.in_figure(figure, "rect", "bar") or parsed.in_figure(figure, "rect", "segment"), figure
+        marks = [*parsed.in_figure(figure, "rect", "bar"), *parsed.in_figure(figure, "rect", "segment"),
+                 *parsed.in_figure(figure, "circle", "point")]
+        assert marks, figure
 
 
 def test_the_page_needs_no_network_and_no_script(page):
@@ -388,7 +391,7 @@ const figures = {};
 for (const figure of document.querySelectorAll('figure')) {
   const svg = figure.querySelector('svg');
   const box = svg.getBoundingClientRect();
-  const marks = [...svg.querySelectorAll('rect.bar, rect.segment')].filter(r => {
+  const marks = [...svg.querySelectorAll('rect.bar, rect.segment, circle.point')].filter(r => {
     const b = r.getBoundingClientRect(); return b.width > 0 && b.height > 0; }).length;
   figures[figure.id] = {width: box.width, height: box.height, marks: marks};
 }
@@ -481,3 +484,40 @@ def test_a_page_changed_after_the_job_wrote_it_exits_2_naming_the_file(finished_
     assert captured.err.startswith(f"error: {damaged} cannot be read: ") and captured.err.count("\n") == 1
     assert "CRC checksum verification failed" in captured.err
     assert not (tmp_path / "report.html").exists()
+
+
+def test_the_embedding_map_draws_the_sample_on_its_first_two_principal_components_by_shard(page, finished_run):
+    parsed, _ = page
+    points = parsed.in_figure("fig-map", "circle", "point")
+    table = read_embeddings(finished_run)
+    vectors = np.array(table.column("embedding").to_pylist(), dtype=np.float64)
+    assert len(points) == len(vectors) == 62  # every vector: the sample is larger than the run
+    centred = vectors - vectors.mean(axis=0)
+    _, axes = np.linalg.eigh(centred.T @ centred)  # the principal axes, found another way
+    expected = centred @ axes[:, ::-1][:, :2]
+    drawn = np.array([[float(p["data-x"]), float(p["data-y"])] for p in points])
+    for axis in (0, 1):  # the same points whatever their order; a component's sign is arbitrary
+        scale = np.abs(expected[:, axis]).max()
+        assert min(np.abs(np.sort(drawn[:, axis]) - np.sort(sign * expected[:, axis])).max()
+                   for sign in (1, -1)) < 1e-3 * scale
+    groups = Counter(p["data-group"] for p in points)
+    assert groups == {"reviews.jsonl": 60, NASTY_SHARD: 2}
+    legend = {a["data-group"]: int(a["data-count"]) for a in parsed.in_figure("fig-map", "rect", "legend")}
+    assert legend == groups
+
+
+def test_the_map_colours_by_a_kept_field_and_a_field_not_kept_is_a_one_line_error(tiny_bert_dir, tmp_path, capsys):
+    inputs = tmp_path / "in.jsonl"
+    rows = [{"id": f"x{i}", "text": f"text number {i} " * (i % 5 + 1), "lang": ["en", "zh", None][i % 3]}
+            for i in range(12)]
+    inputs.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    out = tmp_path / "out"
+    assert run_job([f"--input={inputs}", f"--output={out}", f"--model={tiny_bert_dir}", "--id_field=id",
+                    "--keep_fields=lang", "--progress=off"]) == 0
+    assert report_main([str(out), "--color_by", "lang"]) == 0
+    parsed = Page((out / "report.html").read_text(encoding="utf-8"))
+    assert Counter(p["data-group"] for p in parsed.in_figure("fig-map", "circle", "point")) == {
+        "en": 4, "zh": 4, "null": 4}
+    capsys.readouterr()
+    assert report_main([str(out), "--color_by", "country"]) == 2
+    assert capsys.readouterr().err.strip() == "error: --color_by country: the output keeps no such field (kept: lang)"

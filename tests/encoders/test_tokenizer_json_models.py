@@ -1,0 +1,189 @@
+"""Models that ship only a tokenizer.json (BERT or XLM-RoBERTa layers, a Unigram vocabulary): our tokenizer
+and forward pass against `tokenizers` and transformers' own TensorFlow classes."""
+
+import json
+import re
+import shutil
+
+import numpy as np
+import pytest
+
+from encoders import build_encoder, for_queries
+from encoders.errors import EncoderConfigError
+from encoders.spec import resolve_spec
+from encoders.tokenization import JsonTokenizer
+from tests.model_factory import ST_PROMPTS, review_lines, write_sentence_transformers_files
+
+TEXTS = [*review_lines()[:30], "hello world, the man is eating bread", "", "  多个   空格  ", "好" * 300]
+
+
+def reference_vectors(model_dir, texts, max_seq_length, prompt="", skip=0):
+    """Per text, one at a time: `tokenizers` with its post-processor and truncation, then transformers'
+    TFBertModel or TFXLMRobertaModel on the PyTorch weights (transformers' own name mapping), mean pooled and
+    normalised as the directory's sentence-transformers modules say. The prompt goes before each text; skip
+    leading tokens are left out of the mean (include_prompt: false)."""
+    from safetensors.numpy import load_file
+    from tokenizers import Tokenizer
+    from transformers import BertConfig, TFBertModel, TFXLMRobertaModel, XLMRobertaConfig
+    from transformers.modeling_tf_pytorch_utils import load_pytorch_state_dict_in_tf2_model
+
+    config = json.loads((model_dir / "config.json").read_text())
+    if config["model_type"] == "bert":
+        model = TFBertModel(BertConfig(**config))
+    else:
+        model = TFXLMRobertaModel(XLMRobertaConfig(**config))
+    state = load_file(str(model_dir / "model.safetensors"))
+    _, info = load_pytorch_state_dict_in_tf2_model(model, state, output_loading_info=True,
+                                                   skip_logger_warnings=True)
+    assert not info["missing_keys"]
+    tokenizer = Tokenizer.from_file(str(model_dir / "tokenizer.json"))
+    tokenizer.no_padding()
+    tokenizer.enable_truncation(max_seq_length)
+    vectors, lengths = [], []
+    for text in texts:
+        ids = tokenizer.encode(prompt + text).ids
+        hidden = model(input_ids=np.array([ids]), attention_mask=np.ones((1, len(ids)), np.int32))[0][0].numpy()
+        vector = hidden[skip:].mean(axis=0)
+        vectors.append(vector / np.linalg.norm(vector))
+        lengths.append(len(ids))
+    return np.array(vectors), np.array(lengths)
+
+
+def test_only_a_tokenizer_json_embeds_as_tokenizers_and_transformers_do(tokenizer_json_dir):
+    encoder = build_encoder(resolve_spec(model=str(tokenizer_json_dir)))
+    assert encoder.spec.max_seq_length == 48  # sentence_bert_config.json
+    ours = encoder.encode(TEXTS)
+    expected, lengths = reference_vectors(tokenizer_json_dir, TEXTS, 48)
+    np.testing.assert_array_equal(ours.n_tokens, lengths)
+    full = JsonTokenizer(str(tokenizer_json_dir / "tokenizer.json")).token_runs(TEXTS).lengths + 2
+    np.testing.assert_array_equal(ours.truncated, full > 48)
+    assert ours.truncated.any() and not ours.truncated.all()
+    np.testing.assert_allclose(ours.vectors, expected, atol=1e-5)
+
+
+def test_the_frame_and_padding_come_from_the_tokenizer_and_the_config(tokenizer_json_dir):
+    tokenizer = build_encoder(resolve_spec(model=str(tokenizer_json_dir))).tokenizer
+    frame = ("<s>", "</s>", "<pad>") if "xlm" in tokenizer_json_dir.name else ("[CLS]", "[SEP]", "[PAD]")
+    from tokenizers import Tokenizer
+
+    vocab = Tokenizer.from_file(str(tokenizer_json_dir / "tokenizer.json")).get_vocab()
+    assert (tokenizer.cls_id, tokenizer.sep_id, tokenizer.pad_id) == tuple(vocab[t] for t in frame)
+
+
+def test_a_tokenizer_that_does_not_frame_a_text_is_a_config_error(tmp_path):
+    from tokenizers import Tokenizer
+    from tokenizers.models import WordLevel
+
+    bare = Tokenizer(WordLevel({"[PAD]": 0, "a": 1, "[UNK]": 2}, unk_token="[UNK]"))
+    bare.save(str(tmp_path / "tokenizer.json"))
+    with pytest.raises(EncoderConfigError, match="adds 0 special tokens around a text"):
+        JsonTokenizer(str(tmp_path / "tokenizer.json"))
+    (tmp_path / "broken.json").write_text("{not json")
+    with pytest.raises(EncoderConfigError, match="cannot read tokenizer"):
+        JsonTokenizer(str(tmp_path / "broken.json"))
+
+
+def test_xlm_roberta_counts_positions_past_the_padding_row_and_stops_two_short_of_the_table(tokenizer_json_dir):
+    config = json.loads((tokenizer_json_dir / "config.json").read_text())
+    if config["model_type"] != "xlm-roberta":
+        pytest.skip("XLM-RoBERTa only")
+    with pytest.raises(EncoderConfigError, match="max_seq_length"):
+        resolve_spec(model=str(tokenizer_json_dir), max_seq_length=config["max_position_embeddings"] - 1)
+    assert resolve_spec(model=str(tokenizer_json_dir), max_seq_length=config["max_position_embeddings"] - 2)
+
+
+def _variant(model_dir, tmp_path, **st_kwargs):
+    """The same weights and tokenizer under other sentence-transformers settings."""
+    copy = tmp_path / model_dir.name
+    shutil.copytree(model_dir, copy)
+    return write_sentence_transformers_files(copy, **st_kwargs)
+
+
+def test_prompt_and_prompt_name_embed_the_prompted_text(tokenizer_json_dir):
+    by_name = resolve_spec(model=str(tokenizer_json_dir), prompt_name="document")
+    assert by_name.prompt == "passage: " and resolve_spec(model=str(tokenizer_json_dir)).prompt is None
+    given = resolve_spec(model=str(tokenizer_json_dir), prompt="passage: ")
+    expected, lengths = reference_vectors(tokenizer_json_dir, TEXTS, 48, prompt="passage: ")
+    for spec in (by_name, given):
+        ours = build_encoder(spec).encode(TEXTS)
+        np.testing.assert_array_equal(ours.n_tokens, lengths)  # the prompt counts in max_seq_length
+        np.testing.assert_allclose(ours.vectors, expected, atol=1e-5)
+
+
+def test_the_default_prompt_applies_unless_another_or_an_empty_one_is_asked_for(tokenizer_json_dir, tmp_path):
+    model = _variant(tokenizer_json_dir, tmp_path, prompts=ST_PROMPTS, default_prompt_name="query")
+    assert resolve_spec(model=str(model)).prompt == "query: "
+    assert resolve_spec(model=str(model), prompt_name="document").prompt == "passage: "
+    assert resolve_spec(model=str(model), prompt="").prompt is None
+
+
+def test_include_prompt_false_leaves_the_prompt_and_cls_out_of_the_mean(tokenizer_json_dir, tmp_path):
+    model = _variant(tokenizer_json_dir, tmp_path, prompts=ST_PROMPTS, include_prompt=False)
+    spec = resolve_spec(model=str(model), prompt_name="query")
+    prompt_tokens = len(JsonTokenizer(str(model / "tokenizer.json")).token_runs(["query: "]).flat)
+    expected, _ = reference_vectors(model, TEXTS, 48, prompt="query: ", skip=1 + prompt_tokens)
+    np.testing.assert_allclose(build_encoder(spec).encode(TEXTS).vectors, expected, atol=1e-5)
+
+
+@pytest.mark.parametrize(("settings", "message"), [
+    ({"prompt_name": "passage"}, "--prompt_name 'passage' is not one of the model's prompts (query, document)"),
+    ({"prompt_name": "query", "prompt": "q: "}, "--prompt and --prompt_name both name a prompt"),
+])
+def test_prompt_mistakes_are_config_errors(tokenizer_json_dir, settings, message):
+    with pytest.raises(EncoderConfigError, match=re.escape(message)):
+        resolve_spec(model=str(tokenizer_json_dir), **settings)
+
+
+def test_truncate_dim_keeps_the_first_dimensions_normalised_after_the_cut(tokenizer_json_dir):
+    spec = resolve_spec(model=str(tokenizer_json_dir), truncate_dim=12)
+    assert spec.dim == 12
+    ours = build_encoder(spec).encode(TEXTS).vectors
+    full, _ = reference_vectors(tokenizer_json_dir, TEXTS, 48)
+    cut = full[:, :12] / np.linalg.norm(full[:, :12], axis=1, keepdims=True)
+    np.testing.assert_allclose(ours, cut, atol=1e-5)
+    with pytest.raises(EncoderConfigError, match="--truncate_dim must be at most the model's 32 dimensions, got 33"):
+        resolve_spec(model=str(tokenizer_json_dir), truncate_dim=33)
+
+
+def test_a_query_gets_the_models_query_prompt_unless_told_otherwise(tokenizer_json_dir, tmp_path):
+    records = resolve_spec(model=str(tokenizer_json_dir), prompt_name="document")
+    assert for_queries(records).prompt == "query: "
+    assert for_queries(records, prompt_name="document").prompt == "passage: "
+    assert for_queries(records, prompt="").prompt is None
+    with pytest.raises(EncoderConfigError, match="--query_prompt_name 'q' is not one of the model's prompts"):
+        for_queries(records, prompt_name="q")
+    with pytest.raises(EncoderConfigError, match="--query_prompt and --query_prompt_name both"):
+        for_queries(records, prompt="q: ", prompt_name="query")
+    symmetric = _variant(tokenizer_json_dir, tmp_path, prompts={"all": "text: "}, default_prompt_name="all")
+    assert for_queries(resolve_spec(model=str(symmetric))).prompt == "text: "  # no query prompt: the default
+
+
+def test_long_text_chunk_frames_each_window_with_the_models_own_special_tokens(tokenizer_json_dir):
+    spec = resolve_spec(model=str(tokenizer_json_dir), long_text="chunk", max_seq_length=16, chunk_overlap=2)
+    encoder = build_encoder(spec)
+    windows = encoder.tokenizer.windows([TEXTS[-1]], 16, 2)
+    assert len(windows.token_ids) > 1
+    assert all(w[0] == encoder.tokenizer.cls_id and w[-1] == encoder.tokenizer.sep_id for w in windows.token_ids)
+    ours = encoder.encode([TEXTS[-1]])
+    assert ours.n_chunks[0] == len(windows.token_ids) and not ours.truncated[0]
+    assert ours.n_tokens[0] == windows.n_tokens[0]
+
+
+def test_the_hub_exporter_refuses_what_a_hub_bert_module_cannot_hold(tokenizer_json_dir, tmp_path):
+    from encoders.export_hub import export_hub_module
+
+    with pytest.raises(EncoderConfigError, match="model, not BERT|tokenizes with its tokenizer.json"):
+        export_hub_module(str(tokenizer_json_dir), str(tmp_path / "module"))
+
+
+def test_the_fingerprint_knows_the_architecture(tokenizer_json_dir, tmp_path):
+    from encoders import model_fingerprint
+
+    other = tmp_path / "other"
+    shutil.copytree(tokenizer_json_dir, other)
+    config = json.loads((other / "config.json").read_text())
+    config["model_type"] = "roberta" if config["model_type"] == "xlm-roberta" else "xlm-roberta"
+    config["pad_token_id"] = 1
+    (other / "config.json").write_text(json.dumps(config))
+    fingerprints = {model_fingerprint(resolve_spec(model=str(d)), "0") for d in (tokenizer_json_dir, other)}
+    assert len(fingerprints) == 2
