@@ -6,7 +6,8 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from encoders import dequantize
+from encoders import dequantize, quantize
+from pipeline.ranges import main as ranges_main
 from pipeline.report import main as report_main
 from pipeline.search import main as search_main
 from tests.pipeline.conftest import read_embeddings, read_manifest
@@ -30,13 +31,18 @@ def _run(run_cli, corpus, tiny_bert_dir, out, *flags):
 
 
 @pytest.fixture(scope="module")
-def floats(corpus, tiny_bert_dir, tmp_path_factory):
+def float_run(corpus, tiny_bert_dir, tmp_path_factory):
     from pipeline.cli import main
 
     out = tmp_path_factory.mktemp("compact-float32") / "out"
     assert main(["--input", str(corpus), "--output", str(out), "--model", str(tiny_bert_dir), "--id_field", "id",
                  "--normalize", "--progress", "off"]) == 0
-    table = read_embeddings(out)
+    return out
+
+
+@pytest.fixture(scope="module")
+def floats(float_run):
+    table = read_embeddings(float_run)
     return np.array(table.column("embedding").to_pylist(), dtype=np.float32)
 
 
@@ -100,3 +106,21 @@ def test_each_precision_is_stored_searched_and_reported(run_cli, corpus, tiny_be
     page = (out / "report.html").read_text()
     itemsize = 2 if precision == "float16" else 1
     assert f"<th>bytes per vector</th><td>{width * itemsize} ({precision}, 32 dimensions)</td>" in page
+
+
+def test_ranges_from_a_float_run_quantize_the_next_runs_as_quantize_embeddings_would(
+        run_cli, corpus, tiny_bert_dir, float_run, floats, tmp_path, capsys):
+    for name in ("ranges.npy", "ranges.json"):
+        assert ranges_main([str(float_run), "--to", str(tmp_path / name)]) == 0
+        assert capsys.readouterr().out.strip() == f"wrote {tmp_path / name}: ranges of 32 dimensions from 8 vectors"
+    ranges = np.load(tmp_path / "ranges.npy")
+    np.testing.assert_array_equal(ranges, np.stack([floats.min(axis=0), floats.max(axis=0)]))
+    np.testing.assert_array_equal(np.array(json.loads((tmp_path / "ranges.json").read_text())), ranges)
+    out = tmp_path / "int8"
+    code, err = _run(run_cli, corpus, tiny_bert_dir, out, "--output_precision", "int8", "--quantize_ranges",
+                     tmp_path / "ranges.json")
+    assert code == 0, err
+    stored = np.array(read_embeddings(out).column("embedding").to_pylist(), dtype=np.int8)
+    np.testing.assert_array_equal(stored, quantize(floats, "int8", ranges))
+    assert ranges_main([str(out), "--to", str(tmp_path / "again.npy")]) == 2
+    assert "stores int8 vectors: take ranges from a float32 or float16 run" in capsys.readouterr().err
