@@ -27,15 +27,13 @@ def export_hub_module(model: str, output: str, weights: str | None = None, signa
     """Export `model` (a --model value) as a Hub BERT module in directory `output`."""
     import tensorflow as tf
 
+    from encoders.bert_weights import BertConfig
     from encoders.tokenization import WordPieceTokenizer
     from encoders.transformers_backend import load_bert
 
     if signature not in ("dict", "list"):
         raise EncoderConfigError(f"unknown signature {signature!r}; choose dict or list")
     loaded = load_bert(model, weights)
-    if not isinstance(loaded.tokenizer, WordPieceTokenizer) or not (Path(loaded.model_dir) / "vocab.txt").is_file():
-        raise EncoderConfigError(f"model {model} tokenizes with its tokenizer.json: a Hub BERT module carries a "
-                                 "WordPiece vocab.txt; run it with --backend transformers")
     bert = loaded.main_layer
     spec = tf.TensorSpec([None, None], tf.int32)
 
@@ -68,8 +66,15 @@ def export_hub_module(model: str, output: str, weights: str | None = None, signa
     module.variables = list(bert.variables)
     module.trainable_variables = list(bert.trainable_variables)
     module.regularization_losses = []
-    module.vocab_file = tf.saved_model.Asset(str(Path(loaded.model_dir) / "vocab.txt"))
-    module.do_lower_case = tf.Variable(loaded.tokenizer.lowercase, trainable=False, name="do_lower_case")
+    if isinstance(loaded.tokenizer, WordPieceTokenizer):  # what Hub BERT modules carry
+        module.vocab_file = tf.saved_model.Asset(str(Path(loaded.model_dir) / "vocab.txt"))
+        module.do_lower_case = tf.Variable(loaded.tokenizer.lowercase, trainable=False, name="do_lower_case")
+    else:  # the model's own tokenizer.json, and the padding id its config names
+        module.tokenizer_file = tf.saved_model.Asset(str(Path(loaded.model_dir) / "tokenizer.json"))
+        module.pad_id = tf.Variable(loaded.tokenizer.pad_id, trainable=False, name="pad_id")
+    # Where the position table starts for a text's first token (RoBERTa: past the padding row).
+    offset = BertConfig.from_model_dir(loaded.model_dir).position_offset
+    module.position_offset = tf.Variable(offset, trainable=False, name="position_offset")
     module.__call__ = call
     tf.saved_model.save(module, output)
     _copy_sentence_transformers_config(Path(loaded.model_dir), Path(output))

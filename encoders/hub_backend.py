@@ -23,7 +23,7 @@ from encoders.hub_preprocessing import (
 from encoders.model_source import ModelSource, resolve_hub_handle
 from encoders.registry import Backend, ModelShape, register_backend
 from encoders.spec import EncoderSpec
-from encoders.tokenization import Tokenizer, WordPieceTokenizer
+from encoders.tokenization import JsonTokenizer, Tokenizer, WordPieceTokenizer
 
 if TYPE_CHECKING:
     import tensorflow as tf
@@ -67,6 +67,7 @@ def inspect(source: ModelSource, spec: EncoderSpec) -> ModelShape:
     if not positions:
         raise EncoderConfigError(f"no position embedding table in {source.location}; is it a BERT encoder?")
     max_positions, dim = (int(n) for n in positions[0])
+    max_positions -= _position_offset(f"{directory}/variables/variables")
     if spec.hub_preprocessor is None:
         return ModelShape(max_positions, dim)
     facts = read_preprocessor(spec.hub_preprocessor)
@@ -77,6 +78,16 @@ def inspect(source: ModelSource, spec: EncoderSpec) -> ModelShape:
             f"word-embedding table has only {rows} rows: they are not a pair"
         )
     return ModelShape(max_positions, dim, packed_length=facts.seq_length)
+
+
+def _position_offset(checkpoint: str) -> int:
+    """Where a module's position table starts for a text's first token: 0 for BERT, padding id + 1 for
+    (XLM-)RoBERTa, as `encoders.export_hub` records it (modules without the variable are BERT)."""
+    import tensorflow as tf
+
+    reader = tf.train.load_checkpoint(checkpoint)
+    keys = [k for k in reader.get_variable_to_shape_map() if k.startswith("position_offset/")]
+    return int(reader.get_tensor(keys[0])) if keys else 0
 
 
 def _word_embedding_rows(variables: dict[str, list[int]], dim: int) -> int | None:
@@ -163,7 +174,12 @@ class HubEncoder(Encoder):
         return sequence_output, pooled_output
 
 
-def _module_tokenizer(module, handle: str) -> WordPieceTokenizer:
+def _module_tokenizer(module, handle: str) -> Tokenizer:
+    tokenizer_file = getattr(module, "tokenizer_file", None)
+    if tokenizer_file is not None:  # a model's own tokenizer.json (`encoders.export_hub`)
+        pad_id = getattr(module, "pad_id", None)
+        return JsonTokenizer(tokenizer_file.asset_path.numpy().decode("utf-8"),
+                             None if pad_id is None else int(pad_id.numpy()))
     vocab_file = getattr(module, "vocab_file", None)
     do_lower_case = getattr(module, "do_lower_case", None)
     if vocab_file is None or do_lower_case is None:

@@ -76,7 +76,8 @@ class LoadedBert:
 
 
 def load_bert(model: str, weights: str | None = None) -> LoadedBert:
-    """transformers' own TFBertMainLayer for a --model value (and --weights file), float32.
+    """transformers' own main layer (TFBertMainLayer, or (XLM-)RoBERTa's) for a --model value (and --weights
+    file), float32.
 
     The reference implementation: `encoders.export_hub` writes Hub modules from it, and the
     tests hold our forward pass to it.
@@ -85,10 +86,12 @@ def load_bert(model: str, weights: str | None = None) -> LoadedBert:
 
     model_dir = local_model_dir(parse_model_source(model))
     ours = BertConfig.from_model_dir(model_dir)
-    if ours.model_type != "bert":
-        raise EncoderConfigError(f"model {model} is a {ours.model_type!r} model, not BERT: transformers' "
-                                 "TFBertMainLayer cannot hold it (its weights load from model.safetensors)")
     tokenizer = _checked_tokenizer(model_dir, ours)
+    if ours.model_type != "bert":
+        if weights is not None or not (Path(model_dir) / "model.safetensors").is_file():
+            raise EncoderConfigError(f"model {model} is a {ours.model_type!r} model: its weights load from "
+                                     "model.safetensors, which the directory lacks")
+        return LoadedBert(_load_roberta(ours.model_type, model_dir), model_dir, tokenizer)
     config = TransformersBertConfig.from_pretrained(model_dir)
     if weights is not None:
         main_layer = _load_keras_weights(config, local_file(weights))
@@ -138,6 +141,23 @@ def tokenizer_from_model_dir(model_dir: str, pad_id: int | None = None) -> Token
         strip_accents=settings.get("strip_accents"),
         handle_chinese_chars=bool(settings.get("tokenize_chinese_chars", True)),
     )
+
+
+def _load_roberta(model_type: str, model_dir: str) -> tf.keras.layers.Layer:
+    """transformers' TF (XLM-)RoBERTa main layer with the directory's PyTorch weights (its own name mapping)."""
+    from safetensors.numpy import load_file
+    from transformers import AutoConfig, TFRobertaModel, TFXLMRobertaModel
+    from transformers.modeling_tf_pytorch_utils import load_pytorch_state_dict_in_tf2_model
+
+    model = (TFXLMRobertaModel if model_type == "xlm-roberta" else TFRobertaModel)(
+        AutoConfig.from_pretrained(model_dir))
+    path = str(Path(model_dir) / "model.safetensors")
+    _, info = load_pytorch_state_dict_in_tf2_model(model, load_file(path), output_loading_info=True,
+                                                   skip_logger_warnings=True)
+    if info["missing_keys"]:
+        raise EncoderConfigError(f"{path} lacks weights for {len(info['missing_keys'])} variables, "
+                                 f"e.g. {info['missing_keys'][0]}")
+    return model.roberta
 
 
 def _load_pretrained(config, model_dir: str) -> tf.keras.layers.Layer:

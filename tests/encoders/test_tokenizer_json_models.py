@@ -169,11 +169,22 @@ def test_long_text_chunk_frames_each_window_with_the_models_own_special_tokens(t
     assert ours.n_tokens[0] == windows.n_tokens[0]
 
 
-def test_the_hub_exporter_refuses_what_a_hub_bert_module_cannot_hold(tokenizer_json_dir, tmp_path):
+def test_a_hub_module_exported_from_it_gives_the_same_vectors_with_its_own_tokenizer(tokenizer_json_dir, tmp_path):
+    """The Hub path knows the architecture: the module carries the tokenizer.json and where positions start."""
     from encoders.export_hub import export_hub_module
 
-    with pytest.raises(EncoderConfigError, match="model, not BERT|tokenizes with its tokenizer.json"):
-        export_hub_module(str(tokenizer_json_dir), str(tmp_path / "module"))
+    module = tmp_path / "module"
+    export_hub_module(str(tokenizer_json_dir), str(module))
+    hub = build_encoder(resolve_spec(backend="hub", model=str(module), prompt_name="query"))
+    ours = build_encoder(resolve_spec(model=str(tokenizer_json_dir), prompt_name="query"))
+    assert isinstance(hub.tokenizer, JsonTokenizer) and hub.spec.max_seq_length == 48
+    assert (hub.tokenizer.cls_id, hub.tokenizer.sep_id, hub.tokenizer.pad_id) == (
+        ours.tokenizer.cls_id, ours.tokenizer.sep_id, ours.tokenizer.pad_id)
+    longest = 64  # the config's positions, whatever the architecture's offset
+    assert resolve_spec(backend="hub", model=str(module), max_seq_length=longest)
+    with pytest.raises(EncoderConfigError, match="--max_seq_length must be between 2 and 64"):
+        resolve_spec(backend="hub", model=str(module), max_seq_length=longest + 1)
+    np.testing.assert_allclose(hub.encode(TEXTS).vectors, ours.encode(TEXTS).vectors, atol=1e-5)
 
 
 def test_the_fingerprint_knows_the_architecture(tokenizer_json_dir, tmp_path):
