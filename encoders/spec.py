@@ -184,6 +184,8 @@ def resolve_spec(spec: EncoderSpec | None = None, /, **settings) -> EncoderSpec:
 def chosen_prompt(spec: EncoderSpec, own: PoolingConfig) -> str | None:
     """The prompt every text gets, with sentence-transformers' precedence: --prompt, then --prompt_name from the
     model's prompts, then its default_prompt_name; None when there is none (or it is empty)."""
+    if spec.resolved:  # already chosen (and --prompt_name kept beside it, as given)
+        return spec.prompt
     if spec.prompt is not None and spec.prompt_name is not None:
         raise EncoderConfigError("--prompt and --prompt_name both name a prompt; give one")
     name = spec.prompt_name if spec.prompt is None else None
