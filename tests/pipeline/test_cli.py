@@ -104,7 +104,7 @@ def corpus(tmp_path):
     [
         (["--input", "{tmp}/nothing-*.txt"], "no file matches --input"),
         (["--model", "{tmp}/no-such-model"], "model path not found"),
-        (["--model", "{tmp}/half-copied-model"], "no vocab.txt in model directory"),
+        (["--model", "{tmp}/half-copied-model"], "no tokenizer in model directory"),
         (["--model", "{tmp}/bad-config-model"], "config.json is not valid JSON"),
         (["--pooling", "sum"], "invalid choice: 'sum'"),
         (["--backend", "onnx"], "invalid choice: 'onnx'"),
