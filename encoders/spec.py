@@ -188,12 +188,9 @@ def chosen_prompt(spec: EncoderSpec, own: PoolingConfig) -> str | None:
         return spec.prompt
     if spec.prompt is not None and spec.prompt_name is not None:
         raise EncoderConfigError("--prompt and --prompt_name both name a prompt; give one")
-    name = spec.prompt_name if spec.prompt is None else None
-    if name is not None and name not in own.prompts:
-        raise EncoderConfigError(f"--prompt_name {name!r} is not one of the model's prompts "
-                                 f"({', '.join(own.prompts) or 'it has none'})")
-    prompt = spec.prompt if spec.prompt is not None else own.prompts.get(name or own.default_prompt_name or "")
-    return prompt or None
+    if spec.prompt is not None:
+        return spec.prompt or None
+    return _named_prompt(own, spec.prompt_name, "--prompt_name", own.default_prompt_name)
 
 
 def for_queries(spec: EncoderSpec, prompt: str | None = None, prompt_name: str | None = None) -> EncoderSpec:
@@ -204,12 +201,17 @@ def for_queries(spec: EncoderSpec, prompt: str | None = None, prompt_name: str |
         raise EncoderConfigError("--query_prompt and --query_prompt_name both name a prompt; give one")
     if prompt is None:
         own = model_pooling_config(parse_model_source(spec.model))
-        if prompt_name is not None and prompt_name not in own.prompts:
-            raise EncoderConfigError(f"--query_prompt_name {prompt_name!r} is not one of the model's prompts "
-                                     f"({', '.join(own.prompts) or 'it has none'})")
-        name = prompt_name or ("query" if "query" in own.prompts else own.default_prompt_name)
-        prompt = own.prompts.get(name or "")
+        fallback = "query" if "query" in own.prompts else own.default_prompt_name
+        prompt = _named_prompt(own, prompt_name, "--query_prompt_name", fallback)
     return dataclasses.replace(spec, prompt=prompt or None, prompt_name=None)
+
+
+def _named_prompt(own: PoolingConfig, name: str | None, flag: str, fallback: str | None) -> str | None:
+    """The model's prompt called name (a config error naming flag if it has none), else fallback's, else None."""
+    if name is not None and name not in own.prompts:
+        raise EncoderConfigError(f"{flag} {name!r} is not one of the model's prompts "
+                                 f"({', '.join(own.prompts) or 'it has none'})")
+    return own.prompts.get(name or fallback or "") or None
 
 
 @functools.lru_cache(maxsize=4)
