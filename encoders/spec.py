@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -78,13 +79,23 @@ class EncoderSpec:
         VECTORS, minimum=1, metavar="N", group=_MODEL, later=True)
     output_precision: str = setting(
         "float32", "how each vector is stored, as sentence-transformers' quantize_embeddings: float16 halves it; "
-        "int8/uint8 keep one byte a dimension, its step of 255 between the --quantize_ranges of that dimension; "
+        "int8/uint8 keep one byte a dimension, its step of 255 between that dimension's minimum and maximum "
+        "(--quantize_ranges; without it, those of the run being replaced, of the --skip_existing outputs, else of "
+        "--calibration_size records embedded at launch); "
         "binary/ubinary one bit a dimension (positive or not), packed eight to a byte (default: float32)",
         VECTORS, choices=OUTPUT_PRECISIONS, group=_MODEL, later=True)
     quantize_ranges: str | None = setting(
         None, "with --output_precision int8/uint8: a file of each dimension's minimum and maximum (.npy, or JSON "
         "[[minimums], [maximums]]), e.g. from a sample of your vectors; written into every file's metadata so "
         "queries are quantized the same way", VECTORS, metavar="FILE", group=_MODEL, path=PATH, later=True)
+    calibration_size: int = setting(
+        1000, "with --output_precision int8/uint8 and no ranges to reuse: how many records, taken from the start of "
+        "up to 16 shards spread over the input, the launcher embeds to find each dimension's range (default: 1000)",
+        RECORDED, minimum=1, metavar="N", group=_MODEL, later=True)
+    quantize_ranges_values: str | None = setting(
+        None, "int8/uint8: each dimension's minimum and maximum as JSON [[minimums], [maximums]], from "
+        "--quantize_ranges or found at launch; recorded so queries are quantized the same way", VECTORS, flag="",
+        later=True)
     long_text: str = setting(
         "truncate", "a text longer than --max_seq_length: truncate keeps its first tokens and sets `truncated`; "
         "chunk embeds every window and averages them weighted by tokens, setting `n_chunks` (default: truncate)",
@@ -128,6 +139,9 @@ def check_settings(spec: EncoderSpec) -> ModelSource:
     """
     if spec.chunk_overlap is not None and spec.long_text != "chunk":
         raise EncoderConfigError("--chunk_overlap applies only with --long_text chunk")
+    if spec.quantize_ranges is not None and spec.output_precision not in RANGED:
+        raise EncoderConfigError(
+            f"--quantize_ranges applies only with --output_precision int8 or uint8, not {spec.output_precision}")
     source = parse_model_source(spec.model or EMBEDDED_MODEL)
     get_backend(spec.backend).check(source, spec)
     return source
@@ -152,13 +166,11 @@ def resolve_spec(spec: EncoderSpec | None = None, /, **settings) -> EncoderSpec:
     if spec.truncate_dim is not None and spec.truncate_dim > shape.dim:
         raise EncoderConfigError(f"--truncate_dim must be at most the model's {shape.dim} dimensions, got "
                                  f"{spec.truncate_dim}")
-    if (spec.output_precision in RANGED) != (spec.quantize_ranges is not None):
-        raise EncoderConfigError(
-            f"--output_precision {spec.output_precision} needs --quantize_ranges FILE (each dimension's minimum "
-            "and maximum)" if spec.quantize_ranges is None else
-            f"--quantize_ranges applies only with --output_precision int8 or uint8, not {spec.output_precision}")
-    if spec.quantize_ranges is not None and is_local_file(spec.quantize_ranges):  # remote: checked on workers
-        quantize_ranges_of(spec.quantize_ranges, spec.truncate_dim or shape.dim)
+    ranges = spec.quantize_ranges_values
+    if spec.quantize_ranges is not None and ranges is None:
+        ranges = json.dumps(quantize_ranges_of(spec.quantize_ranges, spec.truncate_dim or shape.dim).tolist())
+    elif ranges is not None:  # found at launch (`pipeline.calibration`): the same checks as a file's
+        parse_ranges(ranges.encode(), "(the ranges found at launch)", spec.truncate_dim or shape.dim)
     window = length - 2  # text tokens per window, [CLS] and [SEP] aside
     overlap = spec.chunk_overlap
     if overlap is None:
@@ -178,6 +190,7 @@ def resolve_spec(spec: EncoderSpec | None = None, /, **settings) -> EncoderSpec:
         max_seq_length=length,
         chunk_overlap=overlap,
         dim=spec.truncate_dim or shape.dim,
+        quantize_ranges_values=ranges,
     )
 
 

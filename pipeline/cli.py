@@ -17,6 +17,7 @@ import time
 
 from encoders import EncoderSpec
 from encoders.declare import AUTO, Setting, declared, from_mapping, local_paths, parse_auto_int, with_absolute_paths
+from pipeline.calibration import with_ranges
 from pipeline.command import MISTAKES, OneLineErrorParser, configure_logging, said
 from pipeline.config import JobConfig, compared_settings, job_config
 from pipeline.errors import JobConfigError
@@ -129,6 +130,7 @@ def prepare(argv: list[str]) -> tuple[JobConfig, object, bool]:
         _refuse_local_paths((job, spec), base)
     _check_embed_accelerator(job, options, local)
     config = job_config(job, spec, distributed=not local, progress=progress, launch_dir=base)
+    config = dataclasses.replace(config, encoder_spec=with_ranges(config.encoder_spec, job))  # int8/uint8
     if local:
         compared = compared_settings(config.settings(), base)
         config = dataclasses.replace(config, shards=preflight_checks(job, compared, base))

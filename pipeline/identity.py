@@ -17,12 +17,10 @@ import numpy as np
 import pyarrow as pa
 
 import encoders
-from encoders import EncoderSpec, model_fingerprint, resolved_once
+from encoders import EncoderConfigError, EncoderSpec, model_fingerprint, resolved_once
 from encoders.declare import RECORDED, RECORDS, VECTORS, metadata_text, values
 from pipeline.formats.output import TEXT_COLUMN, embeddings_schema
 from pipeline.settings import JobSettings
-
-RANGES_KEY = "quantize_ranges_values"  # int8/uint8 ranges as JSON [[minimums], [maximums]], in metadata and manifest
 
 
 @dataclass(frozen=True)
@@ -58,14 +56,13 @@ class RunIdentity:
 
     def stored(self, vectors: np.ndarray) -> np.ndarray:
         """Vectors as this run stores them (--output_precision, with the recorded --quantize_ranges)."""
-        ranges = dict(self.metadata).get(RANGES_KEY)
+        ranges = self.spec.quantize_ranges_values
         return encoders.quantize(vectors, self.spec.output_precision, None if ranges is None else json.loads(ranges))
 
     def recorded(self, job: JobSettings) -> dict[str, object]:
         """The manifest's `settings`: every recorded setting as a JSON value, the version and the fingerprint."""
         roles = (VECTORS, RECORDS, RECORDED)
-        ranges = {k: v for k, v in self.metadata if k == RANGES_KEY}  # int8/uint8: what queries are quantized with
-        return {**values(self.spec, roles), **values(job, roles), **ranges, "version": encoders.__version__,
+        return {**values(self.spec, roles), **values(job, roles), "version": encoders.__version__,
                 "model_fingerprint": self.fingerprint}
 
 
@@ -76,8 +73,10 @@ def identity_of(spec: EncoderSpec) -> RunIdentity:
     resolved = resolved_once(spec)
     fingerprint = model_fingerprint(resolved, encoders.__version__)
     metadata = {name: metadata_text(value) for name, value in values(resolved, [VECTORS]).items()}
-    if resolved.output_precision in encoders.RANGED:
-        ranges = encoders.quantize_ranges_of(resolved.quantize_ranges, resolved.dim)
-        metadata[RANGES_KEY] = json.dumps(ranges.tolist())
+    if resolved.output_precision in encoders.RANGED and resolved.quantize_ranges_values is None:
+        raise EncoderConfigError(
+            f"--output_precision {resolved.output_precision} needs each dimension's range, and this launch found "
+            "none (a model the launcher does not load cannot calibrate them): give --quantize_ranges FILE "
+            "(`python -m pipeline.ranges` makes one from a float run)")
     metadata |= {"version": encoders.__version__, "model_fingerprint": fingerprint}
     return RunIdentity(resolved, fingerprint, tuple(metadata.items()))

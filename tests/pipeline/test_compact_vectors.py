@@ -6,7 +6,7 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from encoders import dequantize, quantize
+from encoders import EncoderSpec, dequantize, quantize
 from pipeline.ranges import main as ranges_main
 from pipeline.report import main as report_main
 from pipeline.search import main as search_main
@@ -47,7 +47,7 @@ def floats(float_run):
 
 
 @pytest.mark.parametrize(("flags", "message"), [
-    (["--output_precision", "int8"], "--output_precision int8 needs --quantize_ranges FILE"),
+    (["--output_precision", "int8", "--calibration_size", "0"], "--calibration_size must be positive, got 0"),
     (["--output_precision", "float16", "--quantize_ranges", "{ranges}"],
      "--quantize_ranges applies only with --output_precision int8 or uint8, not float16"),
     (["--output_precision", "uint8", "--quantize_ranges", "{bad}"], "holds an array of shape [2, 3]; this model's "
@@ -124,3 +124,62 @@ def test_ranges_from_a_float_run_quantize_the_next_runs_as_quantize_embeddings_w
     np.testing.assert_array_equal(stored, quantize(floats, "int8", ranges))
     assert ranges_main([str(out), "--to", str(tmp_path / "again.npy")]) == 2
     assert "stores int8 vectors: take ranges from a float32 or float16 run" in capsys.readouterr().err
+
+
+def _recorded_ranges(out) -> np.ndarray:
+    return np.array(json.loads(read_manifest(out)["settings"]["quantize_ranges_values"]), dtype=np.float32)
+
+
+@pytest.mark.parametrize("size", [3, 1000])
+def test_without_a_ranges_file_int8_calibrates_on_the_first_records_at_launch(run_cli, corpus, tiny_bert_dir, floats,
+                                                                               tmp_path, size):
+    out = tmp_path / "int8"
+    code, err = _run(run_cli, corpus, tiny_bert_dir, out, "--output_precision", "int8", "--calibration_size",
+                     str(size))
+    assert code == 0, err
+    sample = floats[:size]  # one shard: its first records
+    ranges = _recorded_ranges(out)
+    np.testing.assert_allclose(ranges, np.stack([sample.min(axis=0), sample.max(axis=0)]), atol=1e-6)
+    stored = np.array(read_embeddings(out).column("embedding").to_pylist(), dtype=np.int8)
+    np.testing.assert_array_equal(stored, quantize(floats, "int8", ranges))
+    assert read_manifest(out)["settings"]["calibration_size"] == size
+
+
+def test_calibrated_ranges_stick_to_reruns_and_to_the_nights_that_reuse_rows(run_cli, corpus, tiny_bert_dir, tmp_path):
+    night1 = tmp_path / "night1"
+    uint8 = ("--output_precision", "uint8")
+    assert _run(run_cli, corpus, tiny_bert_dir, night1, *uint8, "--calibration_size", "2")[0] == 0
+    first = _recorded_ranges(night1)
+    # again into the same output, with another sample size: the finished run's ranges, so it is replaced quietly
+    # (other ranges would be other vectors, which the rerun check refuses without --overwrite)
+    code, err = _run(run_cli, corpus, tiny_bert_dir, night1, *uint8, "--calibration_size", "5")
+    assert code == 0, err
+    np.testing.assert_array_equal(_recorded_ranges(night1), first)
+    # a later night over more texts: reused rows keep their bytes, new ones are cut by the same ranges
+    more = tmp_path / "more.jsonl"
+    more.write_text(corpus.read_text(encoding="utf-8") + "".join(
+        json.dumps({"id": f"n{i}", "text": f"new text {i} 新的评论"}, ensure_ascii=False) + "\n" for i in range(5)),
+        encoding="utf-8")
+    night2 = tmp_path / "night2"
+    code, err = _run(run_cli, more, tiny_bert_dir, night2, "--output_precision", "uint8", "--skip_existing",
+                     f"{night1}/*.parquet", "--snapshot")
+    assert code == 0, err
+    np.testing.assert_array_equal(_recorded_ranges(night2), first)
+    manifest = read_manifest(night2)
+    assert manifest["counts"]["reused"] == len(TEXTS)
+    assert manifest["settings"]["model_fingerprint"] == read_manifest(night1)["settings"]["model_fingerprint"]
+    # ranges that differ make different vectors: a calibration on other texts does not reuse night 1's rows
+    night3 = tmp_path / "night3"
+    assert _run(run_cli, more, tiny_bert_dir, night3, "--output_precision", "uint8", "--calibration_size", "13")[0] == 0
+    assert read_manifest(night3)["settings"]["model_fingerprint"] != read_manifest(night1)["settings"][
+        "model_fingerprint"]
+
+
+def test_a_model_the_launcher_does_not_load_needs_a_ranges_file():
+    from pipeline.calibration import with_ranges
+    from pipeline.errors import JobConfigError
+    from pipeline.settings import JobSettings
+
+    spec = EncoderSpec(model="gs://bucket/model", output_precision="int8")
+    with pytest.raises(JobConfigError, match="give --quantize_ranges FILE"):
+        with_ranges(spec, JobSettings(inputs=("gs://bucket/in/*.jsonl",), output="gs://bucket/out"))

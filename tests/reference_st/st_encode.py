@@ -4,7 +4,7 @@
 
 REQUEST: {"model": dir, "texts": [...], "runs": {name: {encode keyword arguments}}, "floats": [[...]] (vectors to
 quantize, named "floats"), "quantize": {name: {"of": run name or "floats", "precision": ..., "ranges": [[...],
-[...]] or absent}}}. Writes one array per run and quantization.
+[...]] or absent, "calibration_rows": N or absent}}}. Writes one array per run and quantization.
 """
 
 import json
@@ -26,7 +26,10 @@ def main(request_path: str, out_path: str) -> None:
         arrays[name] = model.encode(request["texts"], convert_to_numpy=True, **kwargs).astype(np.float32)
     for name, q in request.get("quantize", {}).items():
         ranges = np.array(q["ranges"], dtype=np.float32) if q.get("ranges") is not None else None
-        arrays[name] = quantize_embeddings(arrays[q["of"]], precision=q["precision"], ranges=ranges)
+        rows = q.get("calibration_rows")  # calibrate on the first rows of the quantized vectors
+        calibration = arrays[q["of"]][:rows] if rows else None
+        arrays[name] = quantize_embeddings(arrays[q["of"]], precision=q["precision"], ranges=ranges,
+                                           calibration_embeddings=calibration)
     np.savez(out_path, **arrays)
 
 

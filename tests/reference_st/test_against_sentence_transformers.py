@@ -78,6 +78,7 @@ def test_every_output_precision_stores_what_quantize_embeddings_gives(st_python,
     request = tmp_path / "request.json"
     quantize = {p: {"of": "floats", "precision": p} for p in ("binary", "ubinary")}
     quantize |= {p: {"of": "floats", "precision": p, "ranges": ranges.tolist()} for p in ("int8", "uint8")}
+    quantize |= {f"{p} calibrated": {"of": "floats", "precision": p, "calibration_rows": 4} for p in ("int8", "uint8")}
     request.write_text(json.dumps({"floats": floats.tolist(), "quantize": quantize}))
     out = tmp_path / "st.npz"
     done = subprocess.run([st_python, str(ENCODE), str(request), str(out)], capture_output=True, text=True,
@@ -93,3 +94,11 @@ def test_every_output_precision_stores_what_quantize_embeddings_gives(st_python,
         assert stored.dtype == expected.dtype and stored.shape == expected.shape, precision
         np.testing.assert_array_equal(stored, expected, err_msg=precision)
     assert st["binary"].shape[1] == -(-floats.shape[1] // 8)
+    for precision in ("int8", "uint8"):  # no ranges given: the job embeds the first 4 texts at launch
+        stored = job_vectors(tokenizer_json_dir, tmp_path, f"{precision}-calibrated", "--output_precision", precision,
+                             "--calibration_size", "4", dtype=np.int16)
+        expected = st[f"{precision} calibrated"].astype(np.int16)
+        # the launcher's sample is batched apart from the job, so its floats may differ in the last bit: a sample
+        # row's value that is its dimension's minimum or maximum (a step's edge) may fall one step over, no more
+        differing = stored != expected
+        assert np.abs(stored - expected).max() <= 1 and differing.sum() <= 2 * stored.shape[1], precision
