@@ -24,10 +24,11 @@ def tiny_bert_dir(tmp_path_factory):
     return write_random_bert(tmp_path_factory.mktemp("tiny-bert"), chinese_vocab(1200), **TINY_CONFIG)
 
 
-@pytest.fixture(scope="session", params=["bert", "xlm-roberta"])
+@pytest.fixture(scope="session", params=["bert", "xlm-roberta", "roberta"])
 def tokenizer_json_dir(request, tmp_path_factory):
-    """A sentence-transformers directory with only a tokenizer.json (Unigram, trained on reviews): a 2-layer
-    random BERT framed by [CLS]/[SEP], or XLM-RoBERTa by <s>/</s>; prompts for queries and documents."""
+    """A sentence-transformers directory with only a tokenizer.json (trained on reviews): a 2-layer random BERT
+    framed by [CLS]/[SEP] or XLM-RoBERTa by <s>/</s> (Unigram), or RoBERTa (byte-level BPE); prompts for queries
+    and documents."""
     return write_tokenizer_json_model(tmp_path_factory.mktemp(f"tokenizer-json-{request.param}"), request.param,
                                       prompts=ST_PROMPTS)
 

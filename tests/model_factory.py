@@ -90,6 +90,25 @@ def train_unigram_tokenizer(path: Path, specials: list[str], frame: tuple[str, s
     return path
 
 
+def train_byte_bpe_tokenizer(path: Path, specials: list[str], vocab_size: int = 4000) -> Path:
+    """A RoBERTa-style byte-level BPE tokenizer.json trained on the reviews (no unknown token: any byte is one),
+    framing a text as <s> ... </s> with RoBERTa's post-processor."""
+    from tokenizers import Tokenizer, decoders, pre_tokenizers, processors, trainers
+    from tokenizers.models import BPE
+
+    tokenizer = Tokenizer(BPE())
+    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tokenizer.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=specials, show_progress=False,
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    tokenizer.train_from_iterator(review_lines() + [" ".join(ENGLISH)] * 20, trainer=trainer)
+    tokenizer.post_processor = processors.RobertaProcessing(
+        sep=("</s>", tokenizer.token_to_id("</s>")), cls=("<s>", tokenizer.token_to_id("<s>")),
+        add_prefix_space=False)
+    tokenizer.save(str(path))
+    return path
+
+
 def write_random_safetensors(directory: Path, model_type: str, vocab_size: int, pad_token_id: int, seed: int = 0,
                              **config_kwargs) -> Path:
     """config.json and a PyTorch-named model.safetensors of random weights, as transformers' PyTorch classes save
@@ -152,11 +171,15 @@ def write_sentence_transformers_files(directory: Path, pooling: str = "mean", no
 
 def write_tokenizer_json_model(directory: Path, model_type: str, seed: int = 0, **st_kwargs) -> Path:
     """A sentence-transformers model directory with only a tokenizer.json: a 2-layer, 32-wide random BERT
-    ([CLS]/[SEP] around a Unigram vocabulary) or XLM-RoBERTa (<s>/</s>, <pad> 1)."""
+    ([CLS]/[SEP] around a Unigram vocabulary), XLM-RoBERTa (<s>/</s>, <pad> 1, Unigram) or RoBERTa (the same
+    frame around a byte-level BPE vocabulary)."""
     directory.mkdir(parents=True, exist_ok=True)
     specials = XLMR_SPECIALS if model_type != "bert" else SPECIALS
     frame = ("<s>", "</s>") if model_type != "bert" else ("[CLS]", "[SEP]")
-    tokenizer = train_unigram_tokenizer(directory / "tokenizer.json", specials, frame)
+    if model_type == "roberta":
+        tokenizer = train_byte_bpe_tokenizer(directory / "tokenizer.json", specials)
+    else:
+        tokenizer = train_unigram_tokenizer(directory / "tokenizer.json", specials, frame)
     from tokenizers import Tokenizer
 
     loaded = Tokenizer.from_file(str(tokenizer))

@@ -1,5 +1,5 @@
-"""Models that ship only a tokenizer.json (BERT or XLM-RoBERTa layers, a Unigram vocabulary): our tokenizer
-and forward pass against `tokenizers` and transformers' own TensorFlow classes."""
+"""Models that ship only a tokenizer.json (BERT, XLM-RoBERTa or RoBERTa layers; a Unigram or byte-level BPE
+vocabulary): our tokenizer and forward pass against `tokenizers` and transformers' own TensorFlow classes."""
 
 import json
 import re
@@ -19,19 +19,25 @@ TEXTS = [*review_lines()[:30], "hello world, the man is eating bread", "", "  å¤
 
 def reference_vectors(model_dir, texts, max_seq_length, prompt="", skip=0):
     """Per text, one at a time: `tokenizers` with its post-processor and truncation, then transformers'
-    TFBertModel or TFXLMRobertaModel on the PyTorch weights (transformers' own name mapping), mean pooled and
-    normalised as the directory's sentence-transformers modules say. The prompt goes before each text; skip
-    leading tokens are left out of the mean (include_prompt: false)."""
+    TFBertModel, TFRobertaModel or TFXLMRobertaModel on the PyTorch weights (transformers' own name mapping),
+    mean pooled and normalised as the directory's sentence-transformers modules say. The prompt goes before each
+    text; skip leading tokens are left out of the mean (include_prompt: false)."""
     from safetensors.numpy import load_file
     from tokenizers import Tokenizer
-    from transformers import BertConfig, TFBertModel, TFXLMRobertaModel, XLMRobertaConfig
+    from transformers import (
+        BertConfig,
+        RobertaConfig,
+        TFBertModel,
+        TFRobertaModel,
+        TFXLMRobertaModel,
+        XLMRobertaConfig,
+    )
     from transformers.modeling_tf_pytorch_utils import load_pytorch_state_dict_in_tf2_model
 
     config = json.loads((model_dir / "config.json").read_text())
-    if config["model_type"] == "bert":
-        model = TFBertModel(BertConfig(**config))
-    else:
-        model = TFXLMRobertaModel(XLMRobertaConfig(**config))
+    model_class, config_class = {"bert": (TFBertModel, BertConfig), "roberta": (TFRobertaModel, RobertaConfig),
+                                 "xlm-roberta": (TFXLMRobertaModel, XLMRobertaConfig)}[config["model_type"]]
+    model = model_class(config_class(**config))
     state = load_file(str(model_dir / "model.safetensors"))
     _, info = load_pytorch_state_dict_in_tf2_model(model, state, output_loading_info=True,
                                                    skip_logger_warnings=True)
@@ -63,7 +69,8 @@ def test_only_a_tokenizer_json_embeds_as_tokenizers_and_transformers_do(tokenize
 
 def test_the_frame_and_padding_come_from_the_tokenizer_and_the_config(tokenizer_json_dir):
     tokenizer = build_encoder(resolve_spec(model=str(tokenizer_json_dir))).tokenizer
-    frame = ("<s>", "</s>", "<pad>") if "xlm" in tokenizer_json_dir.name else ("[CLS]", "[SEP]", "[PAD]")
+    bert = json.loads((tokenizer_json_dir / "config.json").read_text())["model_type"] == "bert"
+    frame = ("[CLS]", "[SEP]", "[PAD]") if bert else ("<s>", "</s>", "<pad>")
     from tokenizers import Tokenizer
 
     vocab = Tokenizer.from_file(str(tokenizer_json_dir / "tokenizer.json")).get_vocab()
@@ -83,10 +90,10 @@ def test_a_tokenizer_that_does_not_frame_a_text_is_a_config_error(tmp_path):
         JsonTokenizer(str(tmp_path / "broken.json"))
 
 
-def test_xlm_roberta_counts_positions_past_the_padding_row_and_stops_two_short_of_the_table(tokenizer_json_dir):
+def test_roberta_counts_positions_past_the_padding_row_and_stops_two_short_of_the_table(tokenizer_json_dir):
     config = json.loads((tokenizer_json_dir / "config.json").read_text())
-    if config["model_type"] != "xlm-roberta":
-        pytest.skip("XLM-RoBERTa only")
+    if config["model_type"] == "bert":
+        pytest.skip("(XLM-)RoBERTa only")
     with pytest.raises(EncoderConfigError, match="max_seq_length"):
         resolve_spec(model=str(tokenizer_json_dir), max_seq_length=config["max_position_embeddings"] - 1)
     assert resolve_spec(model=str(tokenizer_json_dir), max_seq_length=config["max_position_embeddings"] - 2)
@@ -198,3 +205,21 @@ def test_the_fingerprint_knows_the_architecture(tokenizer_json_dir, tmp_path):
     (other / "config.json").write_text(json.dumps(config))
     fingerprints = {model_fingerprint(resolve_spec(model=str(d)), "0") for d in (tokenizer_json_dir, other)}
     assert len(fingerprints) == 2
+
+
+def test_a_wordpiece_tokenizer_json_beside_vocab_txt_gives_the_vocab_txt_path_s_vectors(tiny_bert_dir, tmp_path):
+    """bge-zh and most BERT checkpoints ship both: the tokenizer.json (WordPiece, made here from the same vocab.txt
+    and lower-casing as transformers' fast BERT tokenizer makes it) is read, and nothing changes."""
+    from tokenizers import BertWordPieceTokenizer
+
+    both = tmp_path / "both"
+    shutil.copytree(tiny_bert_dir, both)
+    BertWordPieceTokenizer(str(both / "vocab.txt"), lowercase=True).save(str(both / "tokenizer.json"))
+    texts = [*TEXTS[:20], "Hello World, THE man is eating bread"]
+    with_json = build_encoder(resolve_spec(model=str(both), max_seq_length=32))
+    assert isinstance(with_json.tokenizer, JsonTokenizer)
+    plain = build_encoder(resolve_spec(model=str(tiny_bert_dir), max_seq_length=32))
+    assert not isinstance(plain.tokenizer, JsonTokenizer)
+    ours, theirs = with_json.encode(texts), plain.encode(texts)
+    np.testing.assert_array_equal(ours.n_tokens, theirs.n_tokens)
+    np.testing.assert_allclose(ours.vectors, theirs.vectors, atol=1e-6)
