@@ -60,7 +60,8 @@ def test_parquet_schema_metadata_and_vectors_match_the_encoder(run_cli, corpus, 
                     "normalize": "true", "dim": "32", "max_seq_length": "32", "long_text": "truncate",
                     "chunk_overlap": "0", "precision": "float32", "precision_used": "float32", "version": "0.1.0",
                     "keep_fields": "[]", "keep_text": "false", "hub_preprocessor": "null", "prompt": "null",
-                    "truncate_dim": "null", "output_precision": "float32", "quantize_ranges": "null"}
+                    "truncate_dim": "null", "output_precision": "float32", "quantize_ranges": "null",
+                    "quantize_ranges_values": "null"}
     texts = ["今天天气很好", "hello world", LONG]
     expected = build_encoder(resolve_spec(model=str(tiny_bert_dir), pooling="cls", normalize=True,
                                           max_seq_length=32)).encode(texts)
