@@ -86,9 +86,10 @@ def has_files_under(directory: str) -> bool:
     return bool(fs.glob(join(inner, "*")))
 
 
-def shown_by_listing(files: Iterable[str]) -> set[str]:
-    """Those of files that one listing of each directory they sit in shows; none of a directory that cannot be
-    listed. On an object store a listing returns a thousand names a request; asking for each file costs one each.
+def sizes_by_listing(files: Iterable[str]) -> dict[str, int]:
+    """{file: size in bytes} of those of files that one listing of each directory they sit in shows; none of a
+    directory that cannot be listed. On an object store a listing returns a thousand names and their sizes a
+    request; asking for each file costs one each.
     """
     by_directory: dict[str, list[str]] = {}
     for file in files:
@@ -99,18 +100,24 @@ def shown_by_listing(files: Iterable[str]) -> set[str]:
         try:
             matched = FileSystems.match([join(d, "*") for d in by_directory])
         except OSError:  # Beam's BeamIOError: a directory it cannot list
-            return set()
-        listed = {m.path for result in matched for m in result.metadata_list}
-        return {file for inside in by_directory.values() for file in inside if file in listed}
-    shown = set()
+            return {}
+        listed = {m.path: m.size_in_bytes for result in matched for m in result.metadata_list}
+        return {file: listed[file] for inside in by_directory.values() for file in inside if file in listed}
+    shown = {}
     for directory, inside in by_directory.items():
         fs, inner = _fsspec(directory)
         try:
-            names = set(fs.ls(inner, detail=False))
+            listed = {entry["name"]: int(entry.get("size") or 0) for entry in fs.ls(inner, detail=True)}
         except OSError:
             continue
-        shown.update(file for file in inside if _fsspec(file)[1] in names)
+        shown.update({file: listed[_fsspec(file)[1]] for file in inside if _fsspec(file)[1] in listed})
     return shown
+
+
+def size(path: str) -> int:
+    """One file's size in bytes, by opening it (no glob, so any name works): for the few a listing did not show."""
+    with open_file(path) as f:
+        return f.seek(0, os.SEEK_END)
 
 
 def _fsspec(path: str):

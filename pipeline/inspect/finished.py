@@ -46,21 +46,28 @@ def read_manifest(output: str) -> Manifest:
 
 
 def embeddings_files(output: str, manifest: Manifest) -> tuple[str, ...]:
-    """The paths of the embeddings files the manifest lists; NotAFinishedRun if one is gone.
+    """The paths of the embeddings files the manifest lists; NotAFinishedRun if one is gone."""
+    return tuple(embeddings_file_sizes(output, manifest))
+
+
+def embeddings_file_sizes(output: str, manifest: Manifest) -> dict[str, int]:
+    """{path: size in bytes} of the embeddings files the manifest lists, in its order; NotAFinishedRun if one is
+    gone.
 
     One listing of each directory they sit in (the output's own, as the job writes them) answers for
-    all of them: on an object store a listing returns a thousand names a request, where asking for
-    each file costs a request each. A file the listing does not show is asked for on its own
+    all of them, sizes included: on an object store a listing returns a thousand names a request, where
+    asking for each file costs a request each. A file the listing does not show is asked for on its own
     (a directory name a glob would misread lands there too).
     """
     files = tuple(join(output, name) for name in manifest.embeddings)
-    shown = storage.shown_by_listing(files)
-    unlisted = [file for file in files if file not in shown]
+    sizes = storage.sizes_by_listing(files)
+    unlisted = [file for file in files if file not in sizes]
     with ThreadPoolExecutor(max_workers=LOOK_THREADS) as pool:
         for file, found in zip(unlisted, pool.map(storage.exists, unlisted), strict=True):
             if not found:
                 raise NotAFinishedRun(f"{file} is listed in {SUCCESS_FILE} but missing")
-    return files
+        sizes |= dict(zip(unlisted, pool.map(storage.size, unlisted), strict=True))
+    return {file: sizes[file] for file in files}
 
 
 def row_batches(file: str, columns: Sequence[str]) -> Iterator:

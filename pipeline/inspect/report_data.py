@@ -16,9 +16,8 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from encoders import value_type
-from pipeline.formats import storage
 from pipeline.formats.manifest import Manifest
-from pipeline.inspect.finished import embedding_vectors, embeddings_files, recorded_storage, row_batches
+from pipeline.inspect.finished import embedding_vectors, embeddings_file_sizes, recorded_storage, row_batches
 
 logger = logging.getLogger(__name__)
 
@@ -187,8 +186,9 @@ def read_run(output: str, manifest: Manifest, sample_size: int, color_by: str | 
     sample = Sample(sample_size)
     stored = recorded_storage(output, manifest)
     data.vector_bytes = stored.width * value_type(stored.precision).itemsize
-    for path in embeddings_files(output, manifest):
-        data.file_bytes += sum(storage.match(path).values())
+    sizes = embeddings_file_sizes(output, manifest)  # one listing, not a request a file
+    data.file_bytes = sum(sizes.values())
+    for path in sizes:
         columns = (*COLUMNS, color_by) if color_by else COLUMNS
         shard = _shard_of(path, manifest)
         for batch in row_batches(path, columns):

@@ -5,7 +5,7 @@ import pytest
 
 import pipeline.formats.storage as storage
 from pipeline.formats.manifest import Manifest
-from pipeline.inspect.finished import NotAFinishedRun, embeddings_files
+from pipeline.inspect.finished import NotAFinishedRun, embeddings_file_sizes, embeddings_files
 
 
 def manifest_of(names):
@@ -30,6 +30,29 @@ def test_checking_many_files_asks_for_none_of_them_on_its_own(tmp_path, monkeypa
     monkeypatch.setattr(storage, "exists", no_request_per_file)
     files = embeddings_files(str(tmp_path / "out"), manifest_of(names))
     assert files == tuple(f"{tmp_path}/out/{name}" for name in names)
+
+
+def test_sizes_come_from_the_listing_and_a_file_it_misses_is_opened_not_globbed(tmp_path, monkeypatch):
+    names = write_output(tmp_path / "out", 20)
+    (tmp_path / "out" / names[3]).write_bytes(b"PAR1" * 10)
+
+    def no_glob_per_file(pattern):
+        raise AssertionError(f"matched {pattern} on its own")
+
+    monkeypatch.setattr(storage, "match", no_glob_per_file)
+    monkeypatch.setattr(storage, "exists", no_glob_per_file)
+    sizes = embeddings_file_sizes(str(tmp_path / "out"), manifest_of(names))
+    assert list(sizes) == [f"{tmp_path}/out/{name}" for name in names]
+    assert sizes == {path: (tmp_path / "out" / path.rsplit("/", 1)[1]).stat().st_size for path in sizes}
+    assert sizes[f"{tmp_path}/out/{names[3]}"] == 40
+    monkeypatch.undo()
+    misread = write_output(tmp_path / "out[1]", 2)  # a glob cannot list it: each file is asked for and opened
+    assert embeddings_file_sizes(str(tmp_path / "out[1]"), manifest_of(misread)) == {
+        f"{tmp_path}/out[1]/{name}": 4 for name in misread}
+    fs = fsspec.filesystem("memory")
+    fs.pipe("/sized-output/a.parquet", b"PAR1PAR1")
+    assert embeddings_file_sizes("memory://sized-output", manifest_of(["a.parquet"])) == {
+        "memory://sized-output/a.parquet": 8}
 
 
 def test_a_listed_file_that_is_gone_is_named(tmp_path):
