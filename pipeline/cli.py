@@ -252,6 +252,13 @@ def _beam_options(beam_args: list[str]):
     unknown = [a for a in beam_args if a.startswith("-") and a.split("=")[0] not in _beam_flags()]
     if unknown:
         raise JobConfigError(f"unknown option {unknown[0]} (see --help; Beam options are accepted too)")
+    # A word that is no flag's value: most often the second file of a glob the shell expanded
+    # (--skip_existing out/*.parquet unquoted), which Beam would drop with a warning, running on the first alone.
+    stray = [a for i, a in enumerate(beam_args)
+             if not a.startswith("-") and not (i and beam_args[i - 1].startswith("-") and "=" not in beam_args[i - 1])]
+    if stray:
+        raise JobConfigError(f"unexpected argument {stray[0]} ({len(stray)} in all): quote glob patterns so the "
+                             "shell leaves them to the job, e.g. --skip_existing 'out/*.parquet'")
     return PipelineOptions(beam_args)
 
 
