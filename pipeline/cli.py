@@ -76,8 +76,8 @@ def _add_flag(group: argparse._ArgumentGroup, item: Setting) -> None:
         pair.add_argument(f"--{negation}", dest=item.name, action="store_false", help=negation_help)
         return
     options: dict = {"dest": item.name, "help": declaration.help, "metavar": declaration.metavar}
-    if item.kind is tuple:
-        options.update(action="append", default=None)
+    if item.kind is tuple:  # repeatable, and several values at once: what the shell makes of an unquoted glob
+        options.update(action="extend", nargs="+", default=None)
     elif declaration.auto:
         options.update(type=_auto_int, default=item.default, metavar=f"{declaration.metavar or 'N'}|{AUTO}")
     else:

@@ -1,5 +1,6 @@
 """The CLI contract: configuration errors exit 2 with one line before the pipeline starts."""
 
+import json
 import os
 import subprocess
 import sys
@@ -187,3 +188,15 @@ def test_a_recorded_setting_that_is_not_utf8_exits_2_naming_the_flag(run_cli, ti
     assert err.startswith(f"error: --input {tmp_path}/caf\\xe9/*.txt is not valid UTF-8")
     assert err.count("\n") == 1
     assert not (tmp_path / "out" / "_SUCCESS").exists()
+
+
+def test_an_input_glob_the_shell_expanded_reads_every_file_it_named(run_cli, tiny_bert_dir, tmp_path):
+    """`--input data/*.txt` unquoted reaches the job as --input followed by each file: all of them are read."""
+    names = []
+    for n in range(3):
+        (tmp_path / f"part-{n}.txt").write_text(f"text {n}\nmore text {n}\n")
+        names.append(str(tmp_path / f"part-{n}.txt"))
+    code, _, err = run_cli("--input", *names, "--output", tmp_path / "out", "--model", tiny_bert_dir)
+    assert code == 0, err
+    manifest = json.loads((tmp_path / "out" / "_SUCCESS").read_text())
+    assert manifest["counts"]["embedded"] == 6 and len(manifest["shards"]) == 3
