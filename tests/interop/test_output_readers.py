@@ -180,13 +180,13 @@ def test_kept_columns_reach_every_reader_whatever_their_type(interop_python, tin
     }
 
 
-@pytest.mark.parametrize("precision", ["float16", "int8", "binary"])
+@pytest.mark.parametrize("precision", ["float16", "int8", "uint8", "binary", "ubinary"])
 def test_every_reader_reads_compact_vectors_as_stored(interop_python, tiny_bert_dir, tmp_path, precision):
     """--output_precision's columns (README "Models"): every reader gets the stored values exactly, in its type."""
     corpus = tmp_path / "in.jsonl"
     corpus.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in RECORDS), encoding="utf-8")
     np.save(tmp_path / "ranges.npy", np.array([[-0.2] * 32, [0.2] * 32], dtype=np.float32))
-    ranges = ["--quantize_ranges", str(tmp_path / "ranges.npy")] if precision == "int8" else []
+    ranges = ["--quantize_ranges", str(tmp_path / "ranges.npy")] if precision == "int8" else []  # uint8 calibrates
     out = tmp_path / "out"
     assert main(["--input", str(corpus), "--output", str(out), "--model", str(tiny_bert_dir), "--id_field", "id",
                  "--normalize", "--output_precision", precision, *ranges, "--progress", "off"]) == 0
@@ -200,5 +200,6 @@ def test_every_reader_reads_compact_vectors_as_stored(interop_python, tiny_bert_
     types = {reader: got["vector_type"] for reader, got in seen.items()}
     width = column.type.list_size
     element = {"float16": ("FLOAT", "Float16", "float16"), "int8": ("TINYINT", "Int8", "int8"),
-               "binary": ("TINYINT", "Int8", "int8")}[precision]
+               "uint8": ("UTINYINT", "UInt8", "uint8"), "binary": ("TINYINT", "Int8", "int8"),
+               "ubinary": ("UTINYINT", "UInt8", "uint8")}[precision]
     assert types["duckdb"] == f"{element[0]}[]" and types["polars"] == f"Array({element[1]}, shape=({width},))"
