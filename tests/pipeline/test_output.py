@@ -82,3 +82,19 @@ def test_pages_written_without_a_checksum_are_read_unchecked(tmp_path):
 ])
 def test_a_kept_column_is_stored_with_every_fixed_size_list_as_a_list_of_the_same_items(declared, stored):
     assert written_type(declared) == stored
+
+
+def test_vectors_of_8_bit_values_take_one_byte_a_value_on_disk():
+    """Parquet keeps int8/uint8 in 4-byte INT32 pages: a dictionary of the 256 values brings them to one byte."""
+    rng = np.random.default_rng(0)
+    for value_type, dtype, width in ((pa.int8(), np.int8, 384), (pa.uint8(), np.uint8, 48),
+                                     (pa.float16(), np.float16, 64)):
+        values = rng.integers(0, 100, (2000, width)).astype(dtype)
+        column = pa.FixedSizeListArray.from_arrays(pa.array(values.ravel(), value_type), width)
+        meta = pq.ParquetFile(io.BytesIO(parquet_bytes(pa.table({"embedding": column})))).metadata
+        chunk = meta.row_group(0).column(0)
+        per_value = chunk.total_compressed_size / values.size
+        if value_type.bit_width == 8:
+            assert chunk.has_dictionary_page and per_value < 1.1, value_type
+        else:  # float16's values are all distinct in real vectors: no dictionary built to be thrown away
+            assert not chunk.has_dictionary_page, value_type
