@@ -128,7 +128,11 @@ def _earlier_ranges(spec: EncoderSpec, job: JobSettings) -> tuple[str | None, st
         if _same_vectors(recorded, wanted):
             return recorded[RANGES], f"the finished run in {job.output}"
     if job.skip_existing:
-        for file in sorted(storage.match(job.skip_existing))[:1]:
+        try:
+            earlier = sorted(storage.match(job.skip_existing))[:1]
+        except OSError:  # cannot be listed from here: the keys stage lists it on the workers and says why
+            earlier = []
+        for file in earlier:
             try:
                 with storage.open_file(file) as f:
                     metadata = pq.read_schema(f).metadata or {}
