@@ -192,6 +192,16 @@ def test_long_text_chunk(run_cli, services, tmp_path, tiny_bert_dir):
     assert_same_output(direct, portable)
 
 
+def test_uint8_calibrated_at_launch(run_cli, services, tmp_path, tiny_bert_dir):
+    """The launcher embeds the sample; workers in other processes quantize with the ranges it found."""
+    write_jsonl(tmp_path / "news.jsonl", news_rows())
+    direct, portable = run_both(run_cli, services, tmp_path, "--input", tmp_path / "news.jsonl", "--id_field", "id",
+                                "--model", tiny_bert_dir, "--output_precision", "uint8", "--calibration_size", "4")
+    assert read_embeddings(portable).schema.field("embedding").type.value_type == pa.uint8()
+    assert read_manifest(portable)["settings"]["quantize_ranges_values"] is not None
+    assert_same_output(direct, portable)
+
+
 def test_two_nights_of_skip_existing_and_snapshot(run_cli, services, tmp_path, tiny_bert_dir):
     first, second = tmp_path / "night1", tmp_path / "night2"
     first.mkdir(), second.mkdir()
