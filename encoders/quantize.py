@@ -17,6 +17,8 @@ from encoders.errors import EncoderConfigError
 
 OUTPUT_PRECISIONS = ("float32", "float16", "int8", "uint8", "binary", "ubinary")
 RANGED = ("int8", "uint8")  # need ranges
+# The resolved setting holding them (EncoderSpec.quantize_ranges_values), as files' metadata and manifests name it.
+RANGES_SETTING = "quantize_ranges_values"
 BITS = ("binary", "ubinary")  # one bit per dimension
 _VALUE_TYPES = {"float32": np.float32, "float16": np.float16, "int8": np.int8, "uint8": np.uint8,
                 "binary": np.int8, "ubinary": np.uint8}

@@ -21,6 +21,7 @@ import pyarrow.parquet as pq
 import encoders
 from encoders import EncoderSpec
 from encoders.declare import VECTORS, metadata_text, values
+from encoders.quantize import RANGES_SETTING as RANGES
 from encoders.quantize import parse_ranges
 from pipeline.errors import JobConfigError
 from pipeline.formats import storage
@@ -33,16 +34,15 @@ from pipeline.settings import JobSettings
 
 logger = logging.getLogger(__name__)
 
-RANGES = "quantize_ranges_values"  # the setting that carries them, in the files' metadata and the manifest
 SAMPLED_SHARDS = 16  # shards the calibration sample is spread over: the start of one shard may not be typical
 _NOT_COMPARED = ("quantize_ranges", RANGES)  # where the ranges came from, and the ranges themselves
 
 
-def with_ranges(spec: EncoderSpec, job: JobSettings, shards: Sequence[Shard] | None = None) -> EncoderSpec:
+def with_ranges(spec: EncoderSpec, job: JobSettings) -> EncoderSpec:
     """The spec with `quantize_ranges_values` filled when int8/uint8 needs them and no file gave them.
 
-    spec: resolved on the launcher (its model loaded here only to calibrate). shards: the listed input,
-    or None to list it now. Raises JobConfigError when the ranges cannot be found or made here.
+    spec: resolved on the launcher (its model loaded here only to calibrate). Raises JobConfigError when the
+    ranges cannot be found or made here.
     """
     if spec.output_precision not in encoders.RANGED or spec.quantize_ranges_values is not None:
         return spec
@@ -55,7 +55,7 @@ def with_ranges(spec: EncoderSpec, job: JobSettings, shards: Sequence[Shard] | N
     if found is None:
         from pipeline.preflight import list_shards
 
-        texts = calibration_texts(list_shards(job) if shards is None else shards, job, spec.calibration_size)
+        texts = calibration_texts(list_shards(job), job, spec.calibration_size)
         if not texts:
             raise JobConfigError(f"--output_precision {spec.output_precision}: the input holds no text to calibrate "
                                  "each dimension's range on; give --quantize_ranges FILE")
@@ -87,11 +87,11 @@ def calibration_texts(shards: Sequence[Shard], job: JobSettings, size: int) -> l
 
 
 def embed_sample(spec: EncoderSpec, texts: Sequence[str]) -> np.ndarray:
-    """The float32 vectors this run makes of texts (its prompt, truncation and normalisation)."""
+    """The float32 vectors this run makes of texts (its prompt, truncation and normalisation): the encoder
+    never quantizes, the stages do."""
     from encoders import build_encoder
 
-    float_spec = dataclasses.replace(spec, output_precision="float32", quantize_ranges=None)
-    return build_encoder(float_spec, warm_up=False).encode(texts).vectors
+    return build_encoder(spec, warm_up=False).encode(texts).vectors
 
 
 def ranges_of(vectors: np.ndarray) -> str:

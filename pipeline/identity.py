@@ -56,8 +56,13 @@ class RunIdentity:
 
     def stored(self, vectors: np.ndarray) -> np.ndarray:
         """Vectors as this run stores them (--output_precision, with the recorded --quantize_ranges)."""
+        return encoders.quantize(vectors, self.spec.output_precision, self._ranges)
+
+    @functools.cached_property
+    def _ranges(self) -> np.ndarray | None:
+        """int8/uint8 ranges parsed once per process, not once per group embedded."""
         ranges = self.spec.quantize_ranges_values
-        return encoders.quantize(vectors, self.spec.output_precision, None if ranges is None else json.loads(ranges))
+        return None if ranges is None else np.array(json.loads(ranges), dtype=np.float32)
 
     def recorded(self, job: JobSettings) -> dict[str, object]:
         """The manifest's `settings`: every recorded setting as a JSON value, the version and the fingerprint."""

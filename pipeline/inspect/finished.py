@@ -18,6 +18,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from encoders import OUTPUT_PRECISIONS, RANGED, dequantize, stored_width, value_type
+from encoders.quantize import RANGES_SETTING
 from pipeline.errors import NotAFinishedRun
 from pipeline.formats import storage
 from pipeline.formats.manifest import Manifest
@@ -125,7 +126,7 @@ def recorded_storage(output: str, manifest: Manifest) -> StoredVectors:
     """How the manifest says the output's vectors are stored; NotAFinishedRun if it does not say it coherently."""
     dim = recorded_dim(output, manifest)
     precision = manifest.settings.get("output_precision", "float32")
-    ranges = manifest.settings.get("quantize_ranges_values")
+    ranges = manifest.settings.get(RANGES_SETTING)
     if precision not in OUTPUT_PRECISIONS or (precision in RANGED) != (ranges is not None):
         raise NotAFinishedRun(f"{join(output, SUCCESS_FILE)} records output_precision {precision!r} "
                               f"{'with' if ranges is not None else 'without'} quantize ranges")
