@@ -89,17 +89,17 @@ def plan_batches(
     current: list[int] = []
     current_len = 0
     for i in order:
+        own_length = pad_length_for(max(lengths[i], 1), max_seq_length, bucketed)
         if current:
             fits_count = len(current) < max_batch_size
             fits_tokens = (len(current) + 1) * current_len <= max_tokens_per_batch
-            own_length = pad_length_for(max(lengths[i], 1), max_seq_length, bucketed)
             fits_length = own_length >= (1 - MAX_PADDING_SHARE) * current_len
             if fits_count and fits_tokens and fits_length:
                 current.append(i)
                 continue
             batches.append((current, current_len))
         current = [i]
-        current_len = pad_length_for(max(lengths[i], 1), max_seq_length, bucketed)
+        current_len = own_length
     if current:
         batches.append((current, current_len))
     if bucketed:
