@@ -136,7 +136,7 @@ bench/.venv-st/.pyarrow-installed: constraints.txt | bench/.venv-st/.installed
 	touch $@
 
 # Cost and memory growth from 100k to 1M records, nights 1 and 2, local and portable runners, the null device, the
-# simulated GPU and the tiny model (about 50 minutes on 2 CPUs): bench/results-scale.{md,json}.
+# simulated GPU and the tiny model (about 35 minutes on 2 CPUs): bench/results-scale.{md,json}.
 # Flags: make bench-scale SCALE_FLAGS="...".
 SCALE_FLAGS ?= --sizes 1000,100000,1000000 --runners local,portable --devices null,simulated-gpu,tiny-model
 bench-scale: $(STAMP)
